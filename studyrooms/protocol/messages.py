@@ -1,0 +1,148 @@
+"""Response data (ack ``data``) and server -> client notifications of protocol.md.
+
+These are built by the server, so they validate by field name (snake_case) and serialise to the
+wire in camelCase with :meth:`wire`. Worker-produced mediasoup objects (transport parameters,
+rtpCapabilities, consumer rtpParameters) pass through as plain dicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from .common import OutModel
+
+# --- ack data ---------------------------------------------------------------------------------
+
+
+class ParticipantInfo(OutModel):
+    participant_id: str
+    display_name: str
+
+
+class ProducerInfo(OutModel):
+    producer_id: str
+    participant_id: str
+    kind: Literal["audio", "video"]
+    source: Literal["mic", "camera", "screen"]
+
+
+class JoinRoomResponse(OutModel):
+    participant_id: str
+    room_id: str
+    participants: list[ParticipantInfo]
+    producers: list[ProducerInfo]
+    rtp_capabilities: dict[str, Any]
+    recommend_audio_only: bool
+
+
+class TransportCreatedResponse(OutModel):
+    id: str
+    ice_parameters: dict[str, Any]
+    ice_candidates: list[dict[str, Any]]
+    dtls_parameters: dict[str, Any]
+    direction: Literal["send", "recv"]
+
+
+class TransportConnectedResponse(OutModel):
+    transport_id: str
+
+
+class ProducedResponse(OutModel):
+    producer_id: str
+
+
+class ConsumedResponse(OutModel):
+    id: str
+    producer_id: str
+    kind: Literal["audio", "video"]
+    rtp_parameters: dict[str, Any]
+    type: str
+    producer_paused: bool
+
+
+class RestartIceResponse(OutModel):
+    ice_parameters: dict[str, Any]
+
+
+class RoomStats(OutModel):
+    room_id: str
+    participant_count: int
+    transport_count: int
+    producer_count: int
+    consumer_count: int
+    workers: list[dict[str, Any]]
+
+
+class EmptyResponse(OutModel):
+    pass
+
+
+# --- notifications ----------------------------------------------------------------------------
+
+
+class ParticipantJoined(ParticipantInfo):
+    pass
+
+
+class ParticipantLeft(ParticipantInfo):
+    pass
+
+
+class NewProducer(ProducerInfo):
+    pass
+
+
+class ProducerClosed(OutModel):
+    producer_id: str
+    participant_id: str
+
+
+class ConsumerClosed(OutModel):
+    consumer_id: str
+    producer_id: str
+
+
+class ConsumerPaused(OutModel):
+    consumer_id: str
+
+
+class ConsumerResumed(OutModel):
+    consumer_id: str
+
+
+class RecommendAudioOnly(OutModel):
+    participant_count: int
+    threshold: int
+
+
+class ActiveSpeaker(OutModel):
+    participant_id: str | None
+    volume: float | int | None = None
+
+
+class ConsumerLayersChanged(OutModel):
+    consumer_id: str
+    spatial_layer: int | None
+    temporal_layer: int | None
+
+
+class ErrorEvent(OutModel):
+    """The guide-style ``error`` event sent when a request fails."""
+
+    event: str
+    code: str
+    message: str
+
+
+NOTIFICATIONS: dict[str, type[OutModel]] = {
+    "participant-joined": ParticipantJoined,
+    "participant-left": ParticipantLeft,
+    "new-producer": NewProducer,
+    "producer-closed": ProducerClosed,
+    "consumer-closed": ConsumerClosed,
+    "consumer-paused": ConsumerPaused,
+    "consumer-resumed": ConsumerResumed,
+    "recommend-audio-only": RecommendAudioOnly,
+    "active-speaker": ActiveSpeaker,
+    "consumer-layers-changed": ConsumerLayersChanged,
+}
