@@ -1,0 +1,173 @@
+// Entry point: wires the lobby, the RoomClient and the UI; exposes window.studyrooms for tests.
+
+import { Device, version as mediasoupClientVersion } from 'mediasoup-client';
+import { io } from 'socket.io-client';
+import { Signaling } from './signaling.js';
+import { RoomClient } from './roomClient.js';
+import { fetchRooms, fetchToken, roomFromToken } from './api.js';
+import { showMessage, clearMessages, setStatus, renderRooms, renderRoom, clearRoom, showView } from './ui.js';
+
+const ROOM_POLL_MS = 3000;
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(window.location.search);
+const urlToken = params.get('token');
+
+const client = new RoomClient({
+  connect: (token) => new Signaling(io(window.location.origin, {
+    auth: { token },
+    transports: ['websocket', 'polling'],
+    reconnection: false, // a new socket is a new participant: we rejoin explicitly instead
+  })),
+  createDevice: () => new Device(),
+});
+
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  queueMicrotask(() => {
+    renderQueued = false;
+    if (client.joined) renderRoom(client);
+  });
+}
+
+client.on('change', scheduleRender);
+client.on('error', ({ code, message }) => showMessage({ code, message }));
+client.on('notice', ({ code, message }) => showMessage({ code, message, level: 'info' }));
+client.on('recommend-audio-only', ({ participantCount, threshold }) => {
+  const who = participantCount ? `${participantCount} people are here` : 'This room is busy';
+  $('banner-text').textContent = `${who}${threshold ? ` (more than ${threshold})` : ''}. ` +
+    'Switching off incoming video keeps the audio smooth for everyone.';
+  $('banner').hidden = false;
+});
+client.on('disconnected', ({ reason }) => {
+  const last = lastJoin;
+  showMessage({
+    code: 'connection-lost',
+    message: `The connection to the server was lost (${reason}). You have left the room.`,
+    actions: last ? [{ label: 'Rejoin', onClick: () => joinRoom(last.roomId, last.displayName) }] : [],
+  });
+  toLobby();
+});
+
+let lastJoin = null;
+
+function toLobby() {
+  clearRoom();
+  showView('lobby');
+  setStatus('Not connected');
+  $('join-button').disabled = false;
+  pollRooms();
+}
+
+async function joinRoom(roomId, displayName) {
+  clearMessages(['room-full', 'connection-lost', 'unauthorized', 'token-required', 'timeout']);
+  lastJoin = { roomId, displayName };
+  $('join-button').disabled = true;
+  setStatus(`Joining ${roomId}…`);
+  try {
+    const token = urlToken || await fetchToken(roomId, displayName);
+    const joining = client.join({ roomId, displayName, token });
+    // Show the room as soon as the server has accepted us; publishing continues in the background.
+    let off = () => {};
+    const shown = new Promise((resolve) => { off = client.on('change', () => { if (client.joined) resolve(); }); });
+    try { await Promise.race([joining, shown]); } finally { off(); }
+    if (client.joined) {
+      showView('room');
+      setStatus(`In room ${client.roomId} as ${displayName}`);
+      renderRoom(client);
+      $('btn-leave').focus();
+    }
+    await joining;
+  } catch (err) {
+    showMessage({ code: err.code || err.name || 'error', message: err.message || String(err) });
+    if (!client.joined) toLobby();
+  } finally {
+    $('join-button').disabled = client.joined;
+  }
+}
+
+async function leaveRoom() {
+  await client.leave();
+  toLobby();
+}
+
+// ---------------------------------------------------------------- lobby
+
+let pollTimer = null;
+async function pollRooms() {
+  clearTimeout(pollTimer);
+  if (client.joined || client.joining) return;
+  try {
+    renderRooms(await fetchRooms(), pickRoom);
+    clearMessages(['rooms-unavailable']);
+  } catch (err) {
+    showMessage({ code: 'rooms-unavailable', message: `Could not load the room list: ${err.message}`, level: 'info' });
+  }
+  pollTimer = setTimeout(pollRooms, ROOM_POLL_MS);
+}
+
+function pickRoom(roomId) {
+  $('room-id').value = roomId;
+  const form = $('join-form');
+  if (form.reportValidity()) form.requestSubmit();
+}
+
+$('join-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const displayName = $('display-name').value.trim();
+  const roomId = $('room-id').value.trim();
+  if (!displayName || !roomId) return;
+  try { localStorage.setItem('studyrooms.displayName', displayName); } catch { /* private mode */ }
+  joinRoom(roomId, displayName);
+});
+
+// ---------------------------------------------------------------- controls
+
+function guarded(fn) {
+  return async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
+    try { await fn(); } catch (err) { showMessage({ code: err.code || 'error', message: err.message || String(err) }); }
+    finally { button.disabled = false; scheduleRender(); }
+  };
+}
+
+$('btn-mic').addEventListener('click', guarded(() => client.toggleMic()));
+$('btn-camera').addEventListener('click', guarded(() => client.toggleCamera()));
+$('btn-screen').addEventListener('click', guarded(() => (client.producers.screen ? client.stopScreenShare() : client.startScreenShare())));
+$('btn-incoming-video').addEventListener('click', guarded(() => client.setIncomingVideo(!client.incomingVideo)));
+$('banner-video-off').addEventListener('click', guarded(() => client.setIncomingVideo(!client.incomingVideo)));
+$('banner-dismiss').addEventListener('click', () => { $('banner').hidden = true; });
+$('btn-leave').addEventListener('click', guarded(leaveRoom));
+$('enable-sound').addEventListener('click', () => {
+  for (const audio of document.querySelectorAll('#grid audio')) audio.play().catch(() => {});
+  $('sound-blocked').hidden = true;
+});
+window.addEventListener('pagehide', () => { if (client.joined) client.leave(); });
+
+// ---------------------------------------------------------------- start
+
+try { $('display-name').value = params.get('name') || localStorage.getItem('studyrooms.displayName') || ''; } catch { /* */ }
+$('room-id').value = params.get('room') || (urlToken && roomFromToken(urlToken)) || '';
+showView('lobby');
+pollRooms();
+
+// Debug and test hooks (read-only views plus the same actions the buttons use).
+window.studyrooms = {
+  versions: { mediasoupClient: mediasoupClientVersion },
+  client,
+  get state() { return client.snapshot(); },
+  stats: () => client.stats(),
+  sendStats: () => client.sendStats(),
+  join: (roomId, displayName) => joinRoom(roomId, displayName),
+  leave: () => leaveRoom(),
+  toggleMic: () => client.toggleMic(),
+  toggleCamera: () => client.toggleCamera(),
+  shareScreen: (track) => client.startScreenShare(track || null),
+  stopScreenShare: () => client.stopScreenShare(),
+  setIncomingVideo: (on) => client.setIncomingVideo(on),
+  messages: () => [...document.querySelectorAll('#messages .message')].map((m) => ({
+    code: m.dataset.code, text: m.textContent.replace(/\s+/g, ' ').trim(),
+  })),
+};
