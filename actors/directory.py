@@ -1,0 +1,264 @@
+"""Directory: the named singleton that knows where things are.
+
+* room -> the RoomHost that serves it (assigned on first join, least rooms first, round robin);
+* the registry of media workers and their load (polled with ``load()``), dead ones dropped;
+* router placement: the least-loaded worker (consumers, then routers), round robin on ties.
+
+Plain class first; :data:`DirectoryActor` is the Ray actor (``get_if_exists`` makes it a named
+singleton per application prefix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import ray
+
+from studyrooms.errors import NotFoundError, ResourceExhaustedError
+
+from .hop import call, to_studyrooms_error
+
+logger = logging.getLogger("studyrooms.actors.directory")
+
+
+@dataclass
+class WorkerEntry:
+    worker_id: str
+    handle: Any
+    order: int  # registration order (round robin on ties)
+    node: str = ""
+    router_count: int = 0
+    transport_count: int = 0
+    consumer_count: int = 0
+    load: dict = field(default_factory=dict)
+    failures: int = 0
+    placed_since_poll: int = 0  # routers placed since the last load report (optimistic)
+
+    def key(self) -> tuple[int, int]:
+        return (self.consumer_count, self.router_count)
+
+
+@dataclass
+class HostEntry:
+    host_id: str
+    handle: Any
+    order: int
+    node: str = ""
+    rooms: set = field(default_factory=set)
+
+
+class Directory:
+    def __init__(self, *, health_interval_s: float = 2.0, max_failures: int = 2, call_timeout_s: float = 5.0):
+        self.health_interval_s = health_interval_s
+        self.max_failures = max_failures
+        self.call_timeout_s = call_timeout_s
+        self.workers: dict[str, WorkerEntry] = {}
+        self.hosts: dict[str, HostEntry] = {}
+        self.room_host: dict[str, str] = {}  # roomId -> hostId
+        self.room_routers: dict[str, dict[str, int]] = {}  # roomId -> {workerId: routers}
+        self._order = 0
+        self._last_worker_order = -1
+        self._last_host_order = -1
+        self._health_task: asyncio.Task | None = None
+        self.dropped: list[str] = []
+
+    # ------------------------------------------------------------------ registry
+    async def register_worker(self, worker_id: str, handle: Any, info: dict | None = None) -> None:
+        info = info or {}
+        self._order += 1
+        self.workers[worker_id] = WorkerEntry(worker_id, handle, self._order, node=info.get("node", ""))
+        self._start_health()
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        self.workers.pop(worker_id, None)
+
+    async def register_host(self, host_id: str, handle: Any, info: dict | None = None) -> None:
+        self._order += 1
+        self.hosts[host_id] = HostEntry(host_id, handle, self._order, node=(info or {}).get("node", ""))
+
+    async def unregister_host(self, host_id: str) -> None:
+        entry = self.hosts.pop(host_id, None)
+        if entry:
+            for room_id in entry.rooms:
+                self.room_host.pop(room_id, None)
+
+    async def worker_handle(self, worker_id: str) -> Any:
+        entry = self.workers.get(worker_id)
+        if entry is None:
+            raise NotFoundError(f"worker {worker_id} not found")
+        return entry.handle
+
+    async def worker_handles(self) -> dict[str, Any]:
+        return {wid: e.handle for wid, e in self.workers.items()}
+
+    async def host_handles(self) -> dict[str, Any]:
+        return {hid: e.handle for hid, e in self.hosts.items()}
+
+    async def ready(self) -> bool:
+        return bool(self.workers) and bool(self.hosts)
+
+    # ------------------------------------------------------------------ rooms -> hosts
+    async def host_for_room(self, room_id: str, create: bool = True) -> tuple[str, Any] | None:
+        """The (hostId, handle) serving ``room_id``; assign the least busy host on first use."""
+        host_id = self.room_host.get(room_id)
+        if host_id is not None and host_id in self.hosts:
+            return host_id, self.hosts[host_id].handle
+        if not create:
+            return None
+        if not self.hosts:
+            raise ResourceExhaustedError("no room host available")
+        entry = self._pick(list(self.hosts.values()), lambda h: len(h.rooms), "_last_host_order")
+        entry.rooms.add(room_id)
+        self.room_host[room_id] = entry.host_id
+        return entry.host_id, entry.handle
+
+    async def any_host(self) -> tuple[str, Any]:
+        if not self.hosts:
+            raise ResourceExhaustedError("no room host available")
+        entry = min(self.hosts.values(), key=lambda h: h.order)
+        return entry.host_id, entry.handle
+
+    async def room_closed(self, room_id: str, host_id: str | None = None) -> None:
+        current = self.room_host.get(room_id)
+        if current is None or (host_id is not None and current != host_id):
+            return
+        self.room_host.pop(room_id, None)
+        if current in self.hosts:
+            self.hosts[current].rooms.discard(room_id)
+
+    # ------------------------------------------------------------------ placement
+    async def place_router(self, room_id: str, exclude: tuple | list = (), host_id: str | None = None) -> str:
+        """Pick the least-loaded live worker (consumers, then routers); round robin on ties."""
+        candidates = [w for w in self.workers.values() if w.worker_id not in set(exclude)]
+        if not candidates:
+            raise ResourceExhaustedError("no media worker available")
+        entry = self._pick(candidates, WorkerEntry.key, "_last_worker_order")
+        entry.router_count += 1
+        entry.placed_since_poll += 1
+        routers = self.room_routers.setdefault(room_id, {})
+        routers[entry.worker_id] = routers.get(entry.worker_id, 0) + 1
+        if host_id is not None and room_id not in self.room_host and host_id in self.hosts:
+            self.room_host[room_id] = host_id
+            self.hosts[host_id].rooms.add(room_id)
+        return entry.worker_id
+
+    async def release_router(self, room_id: str, worker_id: str) -> None:
+        entry = self.workers.get(worker_id)
+        if entry is not None and entry.router_count > 0:
+            entry.router_count -= 1
+        routers = self.room_routers.get(room_id)
+        if routers is not None and worker_id in routers:
+            routers[worker_id] -= 1
+            if routers[worker_id] <= 0:
+                del routers[worker_id]
+            if not routers:
+                del self.room_routers[room_id]
+
+    def _pick(self, entries: list, key: Callable[[Any], Any], last_attr: str) -> Any:
+        best = min(key(e) for e in entries)
+        tied = sorted((e for e in entries if key(e) == best), key=lambda e: e.order)
+        last = getattr(self, last_attr)
+        chosen = next((e for e in tied if e.order > last), tied[0])  # next after the last pick, cyclic
+        setattr(self, last_attr, chosen.order)
+        return chosen
+
+    # ------------------------------------------------------------------ load and health
+    async def report_load(self, worker_id: str, load: dict) -> None:
+        entry = self.workers.get(worker_id)
+        if entry is None:
+            return
+        entry.load = dict(load)
+        entry.router_count = int(load.get("routerCount", 0))
+        entry.transport_count = int(load.get("transportCount", 0))
+        entry.consumer_count = int(load.get("consumerCount", 0))
+        entry.node = load.get("node", entry.node)
+        entry.placed_since_poll = 0
+        entry.failures = 0
+
+    async def check_health(self) -> list[str]:
+        """Poll every worker's ``load()``; drop the ones that died or failed ``max_failures`` times."""
+        dropped: list[str] = []
+
+        async def poll(entry: WorkerEntry) -> None:
+            started_placed = entry.placed_since_poll
+            try:
+                load = await call(entry.handle.load.remote(), what=f"worker {entry.worker_id}",
+                                  timeout_s=self.call_timeout_s)
+            except Exception as exc:  # noqa: BLE001
+                entry.failures += 1
+                died = "ActorDiedError" in str(exc)
+                if died or entry.failures >= self.max_failures:
+                    logger.warning("dropping media worker %s: %s", entry.worker_id, exc)
+                    self.workers.pop(entry.worker_id, None)
+                    dropped.append(entry.worker_id)
+                return
+            if entry.worker_id in self.workers:
+                placed = entry.placed_since_poll - started_placed  # placed while the poll was in flight
+                await self.report_load(entry.worker_id, load)
+                entry.router_count += placed
+                entry.placed_since_poll = placed
+
+        await asyncio.gather(*(poll(e) for e in list(self.workers.values())))
+        for host in list(self.hosts.values()):
+            try:
+                await call(host.handle.ping.remote(), what=f"room host {host.host_id}", timeout_s=self.call_timeout_s)
+            except Exception as exc:  # noqa: BLE001
+                if "ActorDiedError" in str(exc):
+                    logger.warning("dropping room host %s: %s", host.host_id, exc)
+                    await self.unregister_host(host.host_id)
+                    dropped.append(host.host_id)
+        self.dropped.extend(dropped)
+        return dropped
+
+    def _start_health(self) -> None:
+        if self._health_task is None and self.health_interval_s > 0:
+            try:
+                self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
+            except RuntimeError:  # no loop (plain unit test): polled by hand
+                pass
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval_s)
+            try:
+                await self.check_health()
+            except Exception:  # noqa: BLE001 - the loop must go on
+                logger.exception("health check failed")
+
+    # ------------------------------------------------------------------ introspection
+    async def loads(self) -> list[dict]:
+        out = []
+        for entry in sorted(self.workers.values(), key=lambda e: e.order):
+            load = dict(entry.load) or {"workerId": entry.worker_id, "node": entry.node}
+            load.update(routerCount=entry.router_count, consumerCount=entry.consumer_count,
+                        transportCount=entry.transport_count)
+            out.append(load)
+        return out
+
+    async def dump(self) -> dict:
+        return {
+            "workers": {wid: {"node": e.node, "routers": e.router_count, "consumers": e.consumer_count}
+                        for wid, e in self.workers.items()},
+            "hosts": {hid: sorted(e.rooms) for hid, e in self.hosts.items()},
+            "rooms": dict(self.room_host),
+            "roomRouters": {r: dict(w) for r, w in self.room_routers.items()},
+            "dropped": list(self.dropped),
+        }
+
+    async def ping(self) -> float:
+        return time.time()
+
+    async def close(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            self._health_task = None
+
+
+DIRECTORY_OPTIONS = dict(num_cpus=0, max_restarts=0, max_concurrency=1000)
+DirectoryActor = ray.remote(**DIRECTORY_OPTIONS)(Directory)
+
+__all__ = ["Directory", "DirectoryActor", "DIRECTORY_OPTIONS", "to_studyrooms_error"]

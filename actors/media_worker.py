@@ -1,0 +1,184 @@
+"""MediaWorker: one studyrooms media Worker (mediasoup's Worker) per actor, one actor per core.
+
+The Worker is created in :meth:`MediaWorker.start`, on the actor's own event loop (uvloop when it
+is installed), so its UDP sockets and timers live in that loop. Control calls arrive through
+:meth:`request`, the flat JSON API of docs/worker-api.md (``WorkerChannel``). Worker events are
+forwarded to the RoomHost that owns the router (registered with ``create_router``).
+
+Packets never cross this actor's boundary: only control calls do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import socket
+from typing import Any, Callable
+
+import ray
+
+from studyrooms.errors import InvalidStateError
+
+logger = logging.getLogger("studyrooms.actors.media")
+
+DEFAULT_WORKER_FACTORY = "actors.media_worker:create_worker"
+
+
+async def create_worker(worker_id: str, media_settings: dict, index: int) -> tuple[Any, Any]:
+    """The product's factory: ``(Worker, WorkerChannel)`` from studyrooms.sfu."""
+    from studyrooms.config import MediaSettings
+    from studyrooms.sfu.channel import WorkerChannel
+    from studyrooms.sfu.options import WorkerOptions
+    from studyrooms.sfu.worker import Worker
+
+    options = WorkerOptions.from_settings(MediaSettings(**media_settings))
+    worker = await Worker.create(worker_id, options, index=index)
+    return worker, WorkerChannel(worker)
+
+
+def resolve(factory: str | Callable) -> Callable:
+    """A callable, or a ``"module:attr"`` path to one."""
+    if callable(factory):
+        return factory
+    module, _, attr = factory.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def node_name() -> str:
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside Ray (unit tests)
+        return socket.gethostname()
+
+
+class MediaWorker:
+    def __init__(
+        self,
+        worker_id: str,
+        media_settings: dict,
+        index: int = 0,
+        *,
+        factory: str | Callable = DEFAULT_WORKER_FACTORY,
+        pin_cpu: bool = False,
+    ) -> None:
+        self.worker_id = worker_id
+        self.media_settings = dict(media_settings)
+        self.index = index
+        self.factory = factory
+        self.pin_cpu = pin_cpu
+        self.worker: Any = None
+        self.channel: Any = None
+        self.owners: dict[str, Any] = {}  # routerId -> owner (RoomHost actor handle, or a local object)
+        self.node = node_name()
+        self.closed = False
+        self._pending_events: set[asyncio.Task] = set()
+        self._proc: Any = None
+
+    async def start(self) -> dict:
+        if self.worker is not None:
+            return await self.info()
+        if self.pin_cpu and hasattr(os, "sched_setaffinity"):
+            cpus = sorted(os.sched_getaffinity(0))
+            os.sched_setaffinity(0, {cpus[self.index % len(cpus)]})
+        self.worker, self.channel = await resolve(self.factory)(self.worker_id, self.media_settings, self.index)
+        self.worker.observer.on("event", self._on_event)
+        try:
+            import psutil
+
+            self._proc = psutil.Process()
+            self._proc.cpu_percent(None)  # prime the counter
+        except Exception:  # noqa: BLE001
+            self._proc = None
+        return await self.info()
+
+    async def info(self) -> dict:
+        return {"workerId": self.worker_id, "pid": os.getpid(), "node": self.node, "index": self.index}
+
+    async def ping(self) -> str:
+        return self.worker_id
+
+    # ------------------------------------------------------------------ control API
+    async def request(self, method: str, data: dict | None = None, owner: Any = None) -> dict:
+        if self.closed or self.channel is None:
+            raise InvalidStateError(f"media worker {self.worker_id} is {'closed' if self.closed else 'not started'}")
+        data = dict(data or {})
+        result = await self.channel.request(method, data)
+        if method == "create_router" and owner is not None:
+            router_id = (result or {}).get("routerId") or data.get("routerId")
+            if router_id:
+                self.owners[router_id] = owner
+        elif method == "close_router":
+            self.owners.pop(data.get("routerId"), None)
+        return result
+
+    def _on_event(self, name: str, data: dict) -> None:
+        """Worker observer callback (sync, on this actor's loop): forward to the router's owner."""
+        router_id = (data or {}).get("routerId")
+        owner = self.owners.get(router_id)
+        if name == "router-closed" and router_id:
+            self.owners.pop(router_id, None)
+        if owner is None:
+            return
+        payload = dict(data)
+        payload.setdefault("workerId", self.worker_id)
+        task = asyncio.get_running_loop().create_task(self._deliver(owner, name, payload))
+        self._pending_events.add(task)
+        task.add_done_callback(self._pending_events.discard)
+
+    async def _deliver(self, owner: Any, name: str, data: dict) -> None:
+        try:
+            if hasattr(owner, "on_worker_event") and hasattr(owner.on_worker_event, "remote"):
+                await owner.on_worker_event.remote(name, data)
+            else:
+                await owner.on_worker_event(name, data)
+        except Exception:  # noqa: BLE001 - an owner that went away must not break the worker
+            logger.warning("media worker %s: event %s not delivered", self.worker_id, name, exc_info=True)
+
+    # ------------------------------------------------------------------ load and lifecycle
+    async def load(self) -> dict:
+        stats: dict = {}
+        if self.worker is not None:
+            try:
+                stats = dict(self.worker.get_stats())
+            except Exception:  # noqa: BLE001
+                logger.exception("get_stats failed")
+        cpu = stats.get("cpu")
+        if isinstance(cpu, dict):
+            cpu = cpu.get("percent")
+        if not isinstance(cpu, (int, float)):
+            cpu = self._proc.cpu_percent(None) if self._proc is not None else 0.0
+        return {
+            "workerId": self.worker_id,
+            "pid": os.getpid(),
+            "node": self.node,
+            "routerCount": int(stats.get("routerCount", 0)),
+            "transportCount": int(stats.get("transportCount", 0)),
+            "producerCount": int(stats.get("producerCount", 0)),
+            "consumerCount": int(stats.get("consumerCount", 0)),
+            "cpu": cpu,
+            "closed": self.closed,
+        }
+
+    async def get_stats(self) -> dict:
+        if self.worker is None:
+            return await self.load()
+        out = dict(self.worker.get_stats())
+        out.setdefault("node", self.node)
+        return out
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.worker is not None:
+            await self.worker.close()
+        if self._pending_events:
+            await asyncio.wait(list(self._pending_events), timeout=2.0)
+        self.owners.clear()
+
+
+#: ``num_cpus=0`` + one ``media_slots`` (design/ray.md P7: a custom resource alone reserves a CPU).
+MEDIA_WORKER_OPTIONS = dict(num_cpus=0, max_restarts=0, max_concurrency=1000)
+MediaWorkerActor = ray.remote(**MEDIA_WORKER_OPTIONS)(MediaWorker)

@@ -1,0 +1,177 @@
+"""RoomHost: hosts a RoomService (many rooms, plain objects) with its ports implemented over Ray.
+
+* WorkerPort   -> :class:`RayWorkerPort`, a MediaWorkerActor handle (this host registers itself as
+  the router's owner at ``create_router``, so worker events come back to :meth:`on_worker_event`);
+* DirectoryPort -> :class:`RayDirectoryPort`, the Directory actor;
+* NotifierPort -> :class:`RayNotifierPort`, the SignalingActor named by ``route``.
+
+Every call across the hop goes through :func:`actors.hop.call`: studyrooms errors keep their class,
+Ray failures become ``InternalError("... unavailable")``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+import ray
+
+from studyrooms.errors import NotFoundError
+
+from .hop import call
+from .media_worker import node_name, resolve
+
+logger = logging.getLogger("studyrooms.actors.rooms")
+
+DEFAULT_SERVICE_FACTORY = "actors.room_host:create_room_service"
+
+
+def create_room_service(settings: Any, directory: Any, notifier: Any, host_id: str) -> Any:
+    from studyrooms.clock import SystemClock
+    from studyrooms.rooms.service import RoomService
+
+    return RoomService(settings, directory, notifier, SystemClock(), host_id)
+
+
+class RayWorkerPort:
+    """studyrooms.rooms.ports.WorkerPort over a MediaWorkerActor handle."""
+
+    def __init__(self, worker_id: str, handle: Any, owner: Any = None, timeout_s: float = 30.0) -> None:
+        self.worker_id = worker_id
+        self.handle = handle
+        self.owner = owner
+        self.timeout_s = timeout_s
+
+    async def request(self, method: str, data: dict) -> dict:
+        owner = self.owner if method == "create_router" else None
+        return await call(self.handle.request.remote(method, data, owner),
+                          what=f"media worker {self.worker_id}", timeout_s=self.timeout_s)
+
+
+class RayDirectoryPort:
+    """studyrooms.rooms.ports.DirectoryPort over the Directory actor."""
+
+    def __init__(self, directory: Any, host_id: str, owner: Any = None) -> None:
+        self.directory = directory
+        self.host_id = host_id
+        self.owner = owner
+        self.ports: dict[str, RayWorkerPort] = {}
+
+    async def refresh(self) -> None:
+        handles = await call(self.directory.worker_handles.remote(), what="directory")
+        for worker_id, handle in handles.items():
+            self.ports.setdefault(worker_id, RayWorkerPort(worker_id, handle, self.owner))
+
+    async def place_router(self, room_id: str, exclude: Any = ()) -> str:
+        worker_id = await call(self.directory.place_router.remote(room_id, tuple(exclude), self.host_id),
+                               what="directory")
+        if worker_id not in self.ports:
+            handle = await call(self.directory.worker_handle.remote(worker_id), what="directory")
+            self.ports[worker_id] = RayWorkerPort(worker_id, handle, self.owner)
+        return worker_id
+
+    def worker(self, worker_id: str) -> RayWorkerPort:
+        port = self.ports.get(worker_id)
+        if port is None:
+            raise NotFoundError(f"worker {worker_id} not known to room host {self.host_id}")
+        return port
+
+    async def release_router(self, room_id: str, worker_id: str) -> None:
+        await call(self.directory.release_router.remote(room_id, worker_id), what="directory")
+
+
+class RayNotifierPort:
+    """studyrooms.rooms.ports.NotifierPort: ``route`` is the name of a SignalingActor."""
+
+    def __init__(self, routes: dict[str, Any] | None = None, timeout_s: float = 5.0) -> None:
+        self.routes: dict[str, Any] = dict(routes or {})
+        self.timeout_s = timeout_s
+
+    async def _handle(self, route: str) -> Any:
+        handle = self.routes.get(route)
+        if handle is None:
+            handle = await asyncio.to_thread(ray.get_actor, route)  # a GCS lookup: off the loop
+            self.routes[route] = handle
+        return handle
+
+    async def notify(self, route: str, sid: str, event: str, data: dict) -> None:
+        try:
+            handle = await self._handle(route)
+            await call(handle.deliver.remote(sid, event, data), what=f"signaling {route}", timeout_s=self.timeout_s)
+        except Exception:  # noqa: BLE001 - a lost notification must not fail the room operation
+            self.routes.pop(route, None)
+            logger.warning("notification %s to %s/%s not delivered", event, route, sid, exc_info=True)
+
+
+class RoomHost:
+    def __init__(
+        self,
+        settings: Any,
+        host_id: str,
+        directory_name: str,
+        *,
+        routes: dict[str, Any] | None = None,
+        factory: str | Callable = DEFAULT_SERVICE_FACTORY,
+    ) -> None:
+        self.settings = settings
+        self.host_id = host_id
+        self.directory_name = directory_name
+        self.routes = dict(routes or {})
+        self.factory = factory
+        self.service: Any = None
+        self.directory_port: RayDirectoryPort | None = None
+        self.node = node_name()
+
+    async def start(self) -> dict:
+        if self.service is None:
+            directory = await asyncio.to_thread(ray.get_actor, self.directory_name)
+            try:
+                me = ray.get_runtime_context().current_actor
+            except Exception:  # noqa: BLE001 - used outside an actor (tests)
+                me = None
+            self.directory_port = RayDirectoryPort(directory, self.host_id, owner=me)
+            await self.directory_port.refresh()
+            self.notifier = RayNotifierPort(self.routes)
+            self.service = resolve(self.factory)(self.settings, self.directory_port, self.notifier, self.host_id)
+        return {"hostId": self.host_id, "node": self.node}
+
+    async def add_route(self, route: str, handle: Any) -> None:
+        self.routes[route] = handle
+        if self.service is not None:
+            self.notifier.routes[route] = handle
+
+    async def ping(self) -> str:
+        return self.host_id
+
+    async def request(self, session: dict, method: str, data: dict) -> tuple[Any, dict]:
+        """Returns ``(result, session)``: the session as the service left it (it may annotate it)."""
+        result = await self.service.request(session, method, data)
+        return result, session
+
+    async def disconnect(self, session: dict) -> dict:
+        await self.service.disconnect(session)
+        return session
+
+    async def on_worker_event(self, name: str, data: dict) -> None:
+        if self.service is not None:
+            await self.service.on_worker_event(name, data)
+
+    async def list_rooms(self) -> Any:
+        return await _value(self.service.list_rooms()) if self.service else []
+
+    async def stats(self) -> Any:
+        return await _value(self.service.stats()) if self.service else {}
+
+    async def close(self) -> None:
+        if self.service is not None:
+            await self.service.close()
+
+
+async def _value(value: Any) -> Any:
+    """The service's introspection may be sync or async."""
+    return await value if asyncio.iscoroutine(value) else value
+
+
+ROOM_HOST_OPTIONS = dict(num_cpus=0, max_restarts=0, max_concurrency=1000)
+RoomHostActor = ray.remote(**ROOM_HOST_OPTIONS)(RoomHost)

@@ -1,0 +1,164 @@
+"""SignalingActor: hosts the Socket.IO server (aiohttp + python-socketio) on the actor's loop.
+
+The server is started with ``AppRunner`` + ``TCPSite`` from an async method (design/ray.md §3:
+``web.run_app`` and signal handlers do not work inside actors). Its RoomsPort is
+:class:`RayRoomsPort`: it asks the Directory which RoomHost serves a room (assigned on first join),
+remembers it per socket, and calls that host. RoomHosts push notifications with :meth:`deliver`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+import ray
+
+from .hop import call
+from .media_worker import node_name, resolve
+
+logger = logging.getLogger("studyrooms.actors.signaling")
+
+DEFAULT_SERVER_FACTORY = "actors.signaling:create_signaling_server"
+JOIN_METHODS = frozenset({"join-room", "join_room", "join"})
+LEAVE_METHODS = frozenset({"leave-room", "leave_room", "leave"})
+
+
+def create_signaling_server(settings: Any, rooms: Any, route: str) -> Any:
+    from studyrooms.signaling.server import SignalingServer
+
+    return SignalingServer(settings, rooms, route)
+
+
+def _sid(session: dict) -> str | None:
+    for key in ("sid", "socketId", "id"):
+        value = session.get(key)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+class RayRoomsPort:
+    """studyrooms.signaling.ports.RoomsPort over the Directory and RoomHost actors."""
+
+    def __init__(self, directory: Any, timeout_s: float = 30.0) -> None:
+        self.directory = directory
+        self.timeout_s = timeout_s
+        self.by_sid: dict[str, tuple[str, Any]] = {}  # sid -> (hostId, handle) of the joined room
+
+    async def _host_for_join(self, room_id: str) -> tuple[str, Any]:
+        return await call(self.directory.host_for_room.remote(room_id, True), what="directory")
+
+    async def request(self, session: dict, method: str, data: dict) -> Any:
+        sid = _sid(session)
+        data = data if data is not None else {}
+        host = self.by_sid.get(sid) if sid else None
+        if method in JOIN_METHODS and isinstance(data, dict) and data.get("roomId"):
+            target = await self._host_for_join(str(data["roomId"]))
+            if host is not None and host[0] != target[0]:
+                await self._leave_old(session, host)  # joining a room served by another host
+            host = target
+        elif host is None:
+            host = await call(self.directory.any_host.remote(), what="directory")  # it answers "not joined"
+        result, new_session = await call(host[1].request.remote(session, method, data),
+                                         what=f"room host {host[0]}", timeout_s=self.timeout_s)
+        _merge(session, new_session)
+        if sid:
+            if method in LEAVE_METHODS:
+                self.by_sid.pop(sid, None)
+            elif method in JOIN_METHODS:
+                self.by_sid[sid] = host
+        return result
+
+    async def _leave_old(self, session: dict, host: tuple[str, Any]) -> None:
+        try:
+            new_session = await call(host[1].disconnect.remote(session), what=f"room host {host[0]}",
+                                     timeout_s=self.timeout_s)
+            _merge(session, new_session)
+        except Exception:  # noqa: BLE001
+            logger.warning("leaving the previous room on %s failed", host[0], exc_info=True)
+
+    async def disconnect(self, session: dict) -> None:
+        sid = _sid(session)
+        host = self.by_sid.pop(sid, None) if sid else None
+        if host is None:
+            return
+        new_session = await call(host[1].disconnect.remote(session), what=f"room host {host[0]}",
+                                 timeout_s=self.timeout_s)
+        _merge(session, new_session)
+
+    async def _hosts(self) -> dict[str, Any]:
+        return await call(self.directory.host_handles.remote(), what="directory")
+
+    async def list_rooms(self) -> list:
+        hosts = await self._hosts()
+        parts = await asyncio.gather(*(call(h.list_rooms.remote(), what=f"room host {hid}")
+                                       for hid, h in hosts.items()))
+        rooms: list = []
+        for part in parts:
+            if isinstance(part, dict):
+                part = part.get("rooms", [])
+            rooms.extend(part or [])
+        return rooms
+
+    async def stats(self) -> dict:
+        hosts = await self._hosts()
+        parts = await asyncio.gather(*(call(h.stats.remote(), what=f"room host {hid}") for hid, h in hosts.items()))
+        rooms: list = []
+        for part in parts:
+            if isinstance(part, dict):
+                rooms.extend(part.get("rooms", []))
+            elif isinstance(part, list):
+                rooms.extend(part)
+        workers = await call(self.directory.loads.remote(), what="directory")
+        return {"rooms": rooms, "workers": workers}
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await call(self.directory.ready.remote(), what="directory", timeout_s=5.0))
+        except Exception:  # noqa: BLE001
+            return False
+
+
+def _merge(session: dict, new_session: Any) -> None:
+    """Keep annotations the room layer made on its (pickled) copy of the session."""
+    if isinstance(new_session, dict) and new_session is not session:
+        session.update(new_session)
+
+
+class Signaling:
+    def __init__(self, settings: Any, route: str, directory_name: str, *,
+                 factory: str | Callable = DEFAULT_SERVER_FACTORY) -> None:
+        self.settings = settings
+        self.route = route
+        self.directory_name = directory_name
+        self.factory = factory
+        self.server: Any = None
+        self.rooms: RayRoomsPort | None = None
+        self.port: int | None = None
+        self.node = node_name()
+
+    async def start(self, host: str, port: int) -> int:
+        """Bind the HTTP/Socket.IO server; returns the bound port (``port=0``: any free one)."""
+        if self.server is None:
+            directory = await asyncio.to_thread(ray.get_actor, self.directory_name)
+            self.rooms = RayRoomsPort(directory)
+            self.server = resolve(self.factory)(self.settings, self.rooms, self.route)
+            self.port = await self.server.start(host, port)
+        return self.port
+
+    async def deliver(self, sid: str, event: str, data: dict) -> None:
+        if self.server is not None:
+            await self.server.deliver(sid, event, data)
+
+    async def ping(self) -> str:
+        return self.route
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            server, self.server = self.server, None
+            await server.stop()
+
+
+SIGNALING_OPTIONS = dict(num_cpus=0, max_restarts=0, max_concurrency=1000)
+SignalingActor = ray.remote(**SIGNALING_OPTIONS)(Signaling)

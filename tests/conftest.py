@@ -1,0 +1,77 @@
+"""Shared fixtures for the whole suite.
+
+Ray stays on loopback and in a private temp dir (design/ray.md P1, P2, P5): the variables are set
+at import time, before anything can import Ray. Only tests that use ``ray_session`` start Ray (one
+local instance per session, or the cluster in ``RAY_ADDRESS`` when CI started one); mark them
+``@pytest.mark.ray``. Unit tests never start Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # P1: every Ray listener on 127.0.0.1
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # P2: same on a fresh and a used machine
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+if "RAY_TMPDIR" not in os.environ:  # P5: never attach to another cluster through /tmp/ray
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="sr-ray-")  # short: Ray puts unix sockets there
+    _PRIVATE_RAY_TMPDIR: str | None = os.environ["RAY_TMPDIR"]
+else:
+    _PRIVATE_RAY_TMPDIR = None
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One Ray for the test session: a local loopback instance, or ``RAY_ADDRESS`` if set."""
+    import ray
+
+    if ray.is_initialized():
+        yield ray
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    ray.init(
+        address=address or "local",
+        num_cpus=None if address else 2,
+        include_dashboard=None if address else False,
+        log_to_driver=False,
+        namespace="tests",
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _PRIVATE_RAY_TMPDIR:
+        try:
+            import ray
+
+            if ray.is_initialized():
+                return
+        except Exception:  # noqa: BLE001
+            pass
+        shutil.rmtree(_PRIVATE_RAY_TMPDIR, ignore_errors=True)
+
+
+def loopback_ice(monkeypatch: pytest.MonkeyPatch | None = None) -> None:
+    """Make aioice (pymediasoup/aiortc clients) gather 127.0.0.1 host candidates only."""
+    import aioice.ice
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return ["127.0.0.1"]
+
+    if monkeypatch is not None:
+        monkeypatch.setattr(aioice.ice, "get_host_addresses", get_host_addresses)
+    else:
+        aioice.ice.get_host_addresses = get_host_addresses
+
+
+@pytest.fixture
+def aioice_loopback(monkeypatch):
+    """Fixture form of :func:`loopback_ice` (undone after the test)."""
+    loopback_ice(monkeypatch)
