@@ -1,0 +1,521 @@
+"""Room: one study room's control point (plain object, hosted by a RoomService).
+
+Every operation of the room runs under the room's lock, so operations (and worker events) are
+serialised per room. Media objects live in the room's router on a media worker, reached only through
+:class:`~studyrooms.rooms.ports.WorkerPort`; the room keeps the bookkeeping (who owns what) and
+sends the notifications of protocol.md through :class:`~studyrooms.rooms.ports.NotifierPort`.
+
+Audio-only policy (``RoomSettings.audio_only_threshold``, default 40): once the occupancy exceeds
+the threshold, the join ack says ``recommendAudioOnly: true``; the join that crosses the threshold
+sends ``recommend-audio-only`` to everyone in the room, later joins send it to the joiner, and a
+participant who starts a *video* producer while the room is over the threshold gets it too.
+
+Worker events must be delivered to :meth:`on_worker_event` asynchronously (never awaited from inside
+a ``WorkerPort.request`` call), since they wait for the room's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable, Iterable
+
+from ..clock import Clock, TimerHandle
+from ..config import Settings
+from ..errors import (
+    ForbiddenError,
+    InvalidRequestError,
+    InvalidStateError,
+    NotFoundError,
+    RateLimitedError,
+    RoomFullError,
+)
+from ..ids import new_id
+from ..protocol import messages as m
+from ..protocol import requests as rq
+from .participant import Participant
+from .ports import DirectoryPort, NotifierPort, WorkerPort
+
+logger = logging.getLogger("studyrooms.room")
+
+
+class Room:
+    def __init__(
+        self,
+        room_id: str,
+        settings: Settings,
+        directory: DirectoryPort,
+        notifier: NotifierPort,
+        clock: Clock,
+        *,
+        id_factory: Callable[[], str] = new_id,
+        on_empty: Callable[["Room"], None] | None = None,
+    ) -> None:
+        self.id = room_id
+        self.settings = settings
+        self.directory = directory
+        self.notifier = notifier
+        self.clock = clock
+        self.closed = False
+        self.created_at = clock.now()
+        self.participants: dict[str, Participant] = {}
+        self.worker_id: str | None = None
+        self.router_id: str | None = None
+        self.rtp_capabilities: dict | None = None
+        self.pending_joins = 0  # joins on their way in (the service counts them; they keep the room)
+        self._worker: WorkerPort | None = None
+        self._lock = asyncio.Lock()
+        self._ids = id_factory
+        self._on_empty = on_empty
+        self._empty_timer: TimerHandle | None = None
+        # object id -> owning participant id
+        self._transport_owner: dict[str, str] = {}
+        self._producer_owner: dict[str, str] = {}
+        self._consumer_owner: dict[str, str] = {}
+
+    # --- queries --------------------------------------------------------------------------------
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.participants
+
+    def participant_by_sid(self, sid: str) -> Participant | None:
+        for p in self.participants.values():
+            if p.sid == sid:
+                return p
+        return None
+
+    def stats(self) -> dict:
+        ps = self.participants.values()
+        workers = [{"workerId": self.worker_id, "routerId": self.router_id}] if self.worker_id else []
+        return m.RoomStats(
+            room_id=self.id,
+            participant_count=len(self.participants),
+            transport_count=sum(len(p.transports) for p in ps),
+            producer_count=sum(len(p.producers) for p in ps),
+            consumer_count=sum(len(p.consumers) for p in ps),
+            workers=workers,
+        ).wire()
+
+    def dump(self) -> dict:
+        return {
+            "roomId": self.id,
+            "closed": self.closed,
+            "workerId": self.worker_id,
+            "routerId": self.router_id,
+            "participants": [p.dump() for p in self.participants.values()],
+        }
+
+    @property
+    def over_threshold(self) -> bool:
+        return len(self.participants) > self.settings.rooms.audio_only_threshold
+
+    # --- join / leave ---------------------------------------------------------------------------
+
+    async def join(self, sid: str, route: str, user_id: str, display_name: str) -> tuple[Participant, dict]:
+        async with self._lock:
+            if self.closed:
+                raise InvalidStateError("room is closing, join again")
+            if self.participant_by_sid(sid) is not None:
+                raise InvalidStateError("this socket already joined the room")
+            if len(self.participants) >= self.settings.rooms.capacity:
+                raise RoomFullError(f"room {self.id} is full ({self.settings.rooms.capacity} participants)")
+            if self.router_id is None:
+                await self._open_router()
+            self._cancel_empty_timer()
+            p = Participant(
+                id=self._ids(),
+                display_name=display_name,
+                user_id=user_id,
+                sid=sid,
+                route=route,
+                joined_at=self.clock.wall(),
+            )
+            others = list(self.participants.values())
+            self.participants[p.id] = p
+            ack = m.JoinRoomResponse(
+                participant_id=p.id,
+                room_id=self.id,
+                participants=[m.ParticipantInfo(participant_id=o.id, display_name=o.display_name) for o in others],
+                producers=[
+                    m.ProducerInfo(producer_id=pid, participant_id=o.id, kind=v["kind"], source=v["source"])
+                    for o in others
+                    for pid, v in o.producers.items()
+                ],
+                rtp_capabilities=self.rtp_capabilities or {},
+                recommend_audio_only=self.over_threshold,
+            ).wire()
+            await self._notify(others, "participant-joined", p.info())
+            if self.over_threshold:
+                threshold = self.settings.rooms.audio_only_threshold
+                crossed = len(self.participants) == threshold + 1
+                data = m.RecommendAudioOnly(participant_count=len(self.participants), threshold=threshold).wire()
+                await self._notify([*others, p] if crossed else [p], "recommend-audio-only", data)
+            logger.info("room %s: %s joined (%d)", self.id, p.id, len(self.participants))
+            return p, ack
+
+    async def _open_router(self) -> None:
+        worker_id = await self.directory.place_router(self.id)
+        worker = self.directory.worker(worker_id)
+        try:
+            reply = await worker.request("create_router", {})
+        except BaseException:
+            await self.directory.release_router(self.id, worker_id)
+            raise
+        self.worker_id, self._worker = worker_id, worker
+        self.router_id = reply["routerId"]
+        self.rtp_capabilities = reply.get("rtpCapabilities") or {}
+
+    async def leave(self, participant_id: str) -> None:
+        async with self._lock:
+            p = self.participants.get(participant_id)
+            if p is None:
+                return
+            for tid in list(p.transports):
+                await self._worker_call("close_transport", {"transportId": tid}, quiet=True)
+            for cid in list(p.consumers):
+                self._forget_consumer(p, cid)
+            for prod_id in list(p.producers):
+                await self._producer_gone(p, prod_id, tell_owner=False)
+            for tid in list(p.transports):
+                self._transport_owner.pop(tid, None)
+            p.transports.clear()
+            p.connected.clear()
+            del self.participants[p.id]
+            await self._notify(self.participants.values(), "participant-left", p.info())
+            logger.info("room %s: %s left (%d)", self.id, p.id, len(self.participants))
+            self.schedule_empty_close()
+
+    # --- empty room -----------------------------------------------------------------------------
+
+    def schedule_empty_close(self) -> None:
+        """If nobody is in the room, close it after ``empty_room_timeout_s`` (a join cancels)."""
+        if self.closed or self.participants or self._empty_timer is not None:
+            return
+        self._empty_timer = self.clock.call_later(self.settings.rooms.empty_room_timeout_s, self._empty_timeout)
+
+    def _cancel_empty_timer(self) -> None:
+        if self._empty_timer is not None:
+            self._empty_timer.cancel()
+            self._empty_timer = None
+
+    def _empty_timeout(self) -> None:
+        self._empty_timer = None
+        if self.closed or self.participants or self.pending_joins:
+            return
+        if self._on_empty is not None:
+            self._on_empty(self)  # the host forgets the room now and calls close()
+
+    async def close(self) -> None:
+        """Close the room: its router (and so every media object) and the router's placement."""
+        async with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._cancel_empty_timer()
+            self.participants.clear()
+            self._transport_owner.clear()
+            self._producer_owner.clear()
+            self._consumer_owner.clear()
+            if self.router_id is not None and self.worker_id is not None:
+                await self._worker_call("close_router", {"routerId": self.router_id}, quiet=True)
+                try:
+                    await self.directory.release_router(self.id, self.worker_id)
+                except Exception:  # noqa: BLE001 - closing must finish
+                    logger.exception("room %s: release_router failed", self.id)
+            logger.info("room %s closed", self.id)
+
+    # --- requests of a joined participant -------------------------------------------------------
+
+    async def handle(self, participant_id: str, method: str, req: Any) -> dict:
+        """Run one protocol request (already validated into its protocol model) for a participant."""
+        op = self._OPS.get(method)
+        if op is None:
+            raise InvalidRequestError(f"{method} is not a room operation")
+        async with self._lock:
+            p = self.participants.get(participant_id)
+            if p is None or self.closed:
+                raise InvalidStateError("not in this room")
+            return await op(self, p, req)
+
+    async def _get_rtp_capabilities(self, p: Participant, req: rq.GetRtpCapabilitiesRequest) -> dict:
+        return dict(self.rtp_capabilities or {})
+
+    async def _create_transport(self, p: Participant, req: rq.CreateTransportRequest) -> dict:
+        limits = self.settings.limits
+        limit = limits.max_send_transports if req.direction == "send" else limits.max_recv_transports
+        if p.transport_count(req.direction) >= limit:
+            raise RateLimitedError(f"at most {limit} {req.direction} transports per participant")
+        data: dict = {
+            "routerId": self.router_id,
+            "direction": req.direction,
+            "appData": {"roomId": self.id, "participantId": p.id},
+        }
+        if self.settings.media.max_incoming_bitrate_bps and req.direction == "send":
+            data["maxIncomingBitrate"] = self.settings.media.max_incoming_bitrate_bps
+        reply = await self._worker_call("create_webrtc_transport", data)
+        reply = {**reply, "direction": req.direction}
+        p.transports[reply["id"]] = req.direction
+        self._transport_owner[reply["id"]] = p.id
+        return reply
+
+    async def _connect_transport(self, p: Participant, req: rq.ConnectTransportRequest) -> dict:
+        self._own(p.transports, self._transport_owner, req.transport_id, "transport")
+        if req.transport_id in p.connected:
+            raise InvalidStateError("transport already connected")
+        await self._worker_call(
+            "connect_webrtc_transport",
+            {"transportId": req.transport_id, "dtlsParameters": req.dtls_parameters.wire()},
+        )
+        p.connected.add(req.transport_id)
+        return m.TransportConnectedResponse(transport_id=req.transport_id).wire()
+
+    async def _produce(self, p: Participant, req: rq.ProduceRequest) -> dict:
+        direction = self._own(p.transports, self._transport_owner, req.transport_id, "transport")
+        if direction != "send":
+            raise InvalidStateError("produce needs a send transport")
+        if len(p.producers) >= self.settings.limits.max_producers:
+            raise RateLimitedError(f"at most {self.settings.limits.max_producers} producers per participant")
+        source = req.source()
+        reply = await self._worker_call(
+            "produce",
+            {
+                "transportId": req.transport_id,
+                "kind": req.kind,
+                "rtpParameters": req.rtp_parameters.wire(),
+                "appData": {"source": source, "participantId": p.id, "roomId": self.id},
+            },
+        )
+        producer_id = reply["id"]
+        p.producers[producer_id] = {
+            "kind": req.kind,
+            "source": source,
+            "transportId": req.transport_id,
+            "paused": False,
+        }
+        self._producer_owner[producer_id] = p.id
+        info = m.NewProducer(producer_id=producer_id, participant_id=p.id, kind=req.kind, source=source).wire()
+        await self._notify(self._others(p), "new-producer", info)
+        if req.kind == "video" and self.over_threshold:
+            data = m.RecommendAudioOnly(
+                participant_count=len(self.participants), threshold=self.settings.rooms.audio_only_threshold
+            ).wire()
+            await self._notify([p], "recommend-audio-only", data)
+        return m.ProducedResponse(producer_id=producer_id).wire()
+
+    async def _consume(self, p: Participant, req: rq.ConsumeRequest) -> dict:
+        direction = self._own(p.transports, self._transport_owner, req.transport_id, "transport")
+        if direction != "recv":
+            raise InvalidStateError("consume needs a recv transport")
+        owner_id = self._producer_owner.get(req.producer_id)
+        if owner_id is None:
+            raise NotFoundError("producer not found")
+        if len(p.consumers) >= self.settings.limits.max_consumers:
+            raise RateLimitedError(f"at most {self.settings.limits.max_consumers} consumers per participant")
+        reply = await self._worker_call(
+            "consume",
+            {
+                "transportId": req.transport_id,
+                "producerId": req.producer_id,
+                "rtpCapabilities": req.rtp_capabilities.wire(),
+                "paused": True,
+                "appData": {"participantId": p.id, "roomId": self.id},
+            },
+        )
+        consumer_id = reply["id"]
+        p.consumers[consumer_id] = {
+            "producerId": req.producer_id,
+            "transportId": req.transport_id,
+            "kind": reply.get("kind"),
+            "paused": True,
+        }
+        self._consumer_owner[consumer_id] = p.id
+        return reply
+
+    async def _consumer_op(self, p: Participant, req: rq.ConsumerRequest, method: str, paused: bool) -> dict:
+        self._own(p.consumers, self._consumer_owner, req.consumer_id, "consumer")
+        await self._worker_call(method, {"consumerId": req.consumer_id})
+        p.consumers[req.consumer_id]["paused"] = paused
+        return {}
+
+    async def _resume_consumer(self, p: Participant, req: rq.ResumeConsumerRequest) -> dict:
+        return await self._consumer_op(p, req, "resume_consumer", False)
+
+    async def _pause_consumer(self, p: Participant, req: rq.PauseConsumerRequest) -> dict:
+        return await self._consumer_op(p, req, "pause_consumer", True)
+
+    async def _producer_op(self, p: Participant, req: rq.ProducerRequest, method: str, paused: bool) -> dict:
+        self._own(p.producers, self._producer_owner, req.producer_id, "producer")
+        await self._worker_call(method, {"producerId": req.producer_id})
+        p.producers[req.producer_id]["paused"] = paused
+        return {}
+
+    async def _pause_producer(self, p: Participant, req: rq.PauseProducerRequest) -> dict:
+        return await self._producer_op(p, req, "pause_producer", True)
+
+    async def _resume_producer(self, p: Participant, req: rq.ResumeProducerRequest) -> dict:
+        return await self._producer_op(p, req, "resume_producer", False)
+
+    async def _close_producer(self, p: Participant, req: rq.CloseProducerRequest) -> dict:
+        self._own(p.producers, self._producer_owner, req.producer_id, "producer")
+        await self._worker_call("close_producer", {"producerId": req.producer_id})
+        await self._producer_gone(p, req.producer_id, tell_owner=False)
+        return {}
+
+    async def _set_preferred_layers(self, p: Participant, req: rq.SetPreferredLayersRequest) -> dict:
+        self._own(p.consumers, self._consumer_owner, req.consumer_id, "consumer")
+        data: dict = {"consumerId": req.consumer_id, "spatialLayer": req.spatial_layer}
+        if req.temporal_layer is not None:
+            data["temporalLayer"] = req.temporal_layer
+        await self._worker_call("set_consumer_preferred_layers", data)
+        return {}
+
+    async def _restart_ice(self, p: Participant, req: rq.RestartIceRequest) -> dict:
+        self._own(p.transports, self._transport_owner, req.transport_id, "transport")
+        reply = await self._worker_call("restart_ice", {"transportId": req.transport_id})
+        return m.RestartIceResponse(ice_parameters=reply["iceParameters"]).wire()
+
+    async def _get_stats(self, p: Participant, req: rq.GetStatsRequest) -> dict:
+        return self.stats()
+
+    _OPS: dict[str, Callable[..., Any]] = {
+        "get-rtp-capabilities": _get_rtp_capabilities,
+        "create-transport": _create_transport,
+        "connect-transport": _connect_transport,
+        "produce": _produce,
+        "consume": _consume,
+        "resume-consumer": _resume_consumer,
+        "pause-consumer": _pause_consumer,
+        "pause-producer": _pause_producer,
+        "resume-producer": _resume_producer,
+        "close-producer": _close_producer,
+        "set-preferred-layers": _set_preferred_layers,
+        "restart-ice": _restart_ice,
+        "get-stats": _get_stats,
+    }
+
+    # --- worker events --------------------------------------------------------------------------
+
+    def owns(self, data: dict) -> bool:
+        """Whether a worker event (by routerId or object ids) concerns this room."""
+        if self.router_id is not None and data.get("routerId") == self.router_id:
+            return True
+        return (
+            data.get("consumerId") in self._consumer_owner
+            or data.get("producerId") in self._producer_owner
+            or data.get("transportId") in self._transport_owner
+        )
+
+    async def on_worker_event(self, name: str, data: dict) -> None:
+        """Translate a media worker event (docs/worker-api.md) into bookkeeping and notifications."""
+        async with self._lock:
+            if self.closed:
+                return
+            if name == "consumer-closed":
+                p = self._owner(self._consumer_owner, data.get("consumerId"))
+                if p is not None:
+                    producer_id = p.consumers[data["consumerId"]]["producerId"]
+                    self._forget_consumer(p, data["consumerId"])
+                    await self._notify(
+                        [p], "consumer-closed",
+                        m.ConsumerClosed(consumer_id=data["consumerId"], producer_id=producer_id).wire(),
+                    )
+            elif name in ("consumer-paused", "consumer-resumed"):
+                p = self._owner(self._consumer_owner, data.get("consumerId"))
+                if p is not None:
+                    await self._notify([p], name, {"consumerId": data["consumerId"]})
+            elif name == "consumer-layers-changed":
+                p = self._owner(self._consumer_owner, data.get("consumerId"))
+                if p is not None:
+                    payload = m.ConsumerLayersChanged(
+                        consumer_id=data["consumerId"],
+                        spatial_layer=data.get("spatialLayer"),
+                        temporal_layer=data.get("temporalLayer"),
+                    ).wire()
+                    await self._notify([p], name, payload)
+            elif name == "producer-closed":
+                p = self._owner(self._producer_owner, data.get("producerId"))
+                if p is not None:
+                    await self._producer_gone(p, data["producerId"], tell_owner=True)
+            elif name == "transport-closed":
+                p = self._owner(self._transport_owner, data.get("transportId"))
+                if p is not None:
+                    await self._transport_gone(p, data["transportId"])
+            elif name == "active-speaker":
+                producer_id = data.get("producerId")
+                owner = self._producer_owner.get(producer_id) if producer_id else None
+                payload = m.ActiveSpeaker(participant_id=owner, volume=data.get("volume")).wire()
+                await self._notify(self.participants.values(), "active-speaker", payload)
+            # producer-score and unknown events: nothing to tell clients
+
+    # --- bookkeeping helpers --------------------------------------------------------------------
+
+    def _others(self, p: Participant) -> list[Participant]:
+        return [o for o in self.participants.values() if o is not p]
+
+    def _own(self, mine: dict, owners: dict[str, str], object_id: str, what: str) -> Any:
+        if object_id in mine:
+            return mine[object_id]
+        if object_id in owners:
+            raise ForbiddenError(f"{what} belongs to another participant")
+        raise NotFoundError(f"{what} not found")
+
+    def _owner(self, owners: dict[str, str], object_id: Any) -> Participant | None:
+        pid = owners.get(object_id) if isinstance(object_id, str) else None
+        return self.participants.get(pid) if pid is not None else None
+
+    def _forget_consumer(self, p: Participant, consumer_id: str) -> None:
+        p.consumers.pop(consumer_id, None)
+        self._consumer_owner.pop(consumer_id, None)
+
+    async def _producer_gone(self, p: Participant, producer_id: str, *, tell_owner: bool) -> None:
+        """A producer is closed: its consumers go (``consumer-closed`` to their owners), then
+        ``producer-closed`` to the others (and the owner when the close did not come from them)."""
+        p.producers.pop(producer_id, None)
+        self._producer_owner.pop(producer_id, None)
+        for other in self._others(p):
+            for cid, c in list(other.consumers.items()):
+                if c["producerId"] == producer_id:
+                    self._forget_consumer(other, cid)
+                    await self._notify(
+                        [other], "consumer-closed", m.ConsumerClosed(consumer_id=cid, producer_id=producer_id).wire()
+                    )
+        for cid, c in list(p.consumers.items()):  # a participant consuming their own producer
+            if c["producerId"] == producer_id:
+                self._forget_consumer(p, cid)
+        targets = self.participants.values() if tell_owner else self._others(p)
+        await self._notify(targets, "producer-closed", m.ProducerClosed(producer_id=producer_id, participant_id=p.id).wire())
+
+    async def _transport_gone(self, p: Participant, transport_id: str) -> None:
+        for cid, c in list(p.consumers.items()):
+            if c["transportId"] == transport_id:
+                self._forget_consumer(p, cid)
+                await self._notify([p], "consumer-closed", m.ConsumerClosed(consumer_id=cid, producer_id=c["producerId"]).wire())
+        for prod_id, v in list(p.producers.items()):
+            if v["transportId"] == transport_id:
+                await self._producer_gone(p, prod_id, tell_owner=True)
+        p.transports.pop(transport_id, None)
+        p.connected.discard(transport_id)
+        self._transport_owner.pop(transport_id, None)
+
+    async def _worker_call(self, method: str, data: dict, *, quiet: bool = False) -> dict:
+        if self._worker is None:
+            raise InvalidStateError("room has no router")
+        if not quiet:
+            return await self._worker.request(method, data)
+        try:
+            return await self._worker.request(method, data)
+        except Exception as exc:  # noqa: BLE001 - cleanup goes on (the object may be gone already)
+            logger.debug("room %s: %s failed: %r", self.id, method, exc)
+            return {}
+
+    async def _notify(self, targets: Iterable[Participant], event: str, data: dict) -> None:
+        targets = list(targets)
+        if not targets:
+            return
+        results = await asyncio.gather(
+            *(self.notifier.notify(t.route, t.sid, event, data) for t in targets), return_exceptions=True
+        )
+        for target, result in zip(targets, results):
+            if isinstance(result, BaseException):
+                logger.warning("room %s: %s to %s failed: %r", self.id, event, target.id, result)

@@ -1,0 +1,218 @@
+"""RoomService: hosts many rooms (one per room host) and serves the protocol's requests.
+
+A *session* is the identity of one client socket, built by the signaling server from the token::
+
+    {"sid": str,            # Socket.IO sid (unique per signaling server)
+     "route": str,          # which signaling server holds the socket (NotifierPort route)
+     "userId": str,         # from the token
+     "displayName": str,    # from the token (join-room's displayName is what others see)
+     "rooms": list[str]}    # rooms the token allows, or ["*"] for any room
+
+Requests are the Socket.IO events of protocol.md with their (camelCase) payloads; they are validated
+again here with the protocol models (cheap, and the service may be reached over Ray). A socket is in
+at most one room at a time; the service maps ``sid -> (room, participant)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from ..clock import Clock, SystemClock
+from ..config import Settings
+from ..errors import ForbiddenError, InvalidRequestError, InvalidStateError, RateLimitedError, ResourceExhaustedError
+from ..ids import new_id
+from ..protocol import parse_request
+from ..protocol import requests as rq
+from .limits import TokenBucket
+from .ports import DirectoryPort, NotifierPort
+from .room import Room
+
+logger = logging.getLogger("studyrooms.room")
+
+
+class RoomService:
+    def __init__(
+        self,
+        settings: Settings,
+        directory: DirectoryPort,
+        notifier: NotifierPort,
+        clock: Clock | None = None,
+        host_id: str = "local",
+        *,
+        id_factory: Callable[[], str] = new_id,
+    ) -> None:
+        self.settings = settings
+        self.directory = directory
+        self.notifier = notifier
+        self.clock: Clock = clock or SystemClock()
+        self.host_id = host_id
+        self.closed = False
+        self.rooms: dict[str, Room] = {}
+        self._ids = id_factory
+        self._by_sid: dict[str, tuple[Room, str]] = {}  # sid -> (room, participant id)
+        self._joining: set[str] = set()
+        self._limiters: dict[str, TokenBucket] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    # --- requests -------------------------------------------------------------------------------
+
+    async def request(self, session: dict, method: str, data: dict | None) -> dict:
+        """Serve one client request; returns the ack ``data`` or raises a StudyRoomsError."""
+        sid = session.get("sid")
+        if not isinstance(sid, str) or not sid:
+            raise InvalidRequestError("session without sid")
+        if self.closed:
+            raise InvalidStateError("room host is shutting down")
+        self._rate_limit(sid)
+        req = parse_request(method, data)
+        if method == "join-room":
+            return await self._join(session, req)  # type: ignore[arg-type]
+        joined = self._by_sid.get(sid)
+        if method == "leave-room":
+            if joined is not None:
+                await self._leave(sid)
+            return {}
+        if joined is None:
+            raise InvalidStateError(f"{method}: join a room first")
+        room, participant_id = joined
+        return await room.handle(participant_id, method, req)
+
+    def _rate_limit(self, sid: str) -> None:
+        bucket = self._limiters.get(sid)
+        if bucket is None:
+            limits = self.settings.limits
+            bucket = self._limiters[sid] = TokenBucket(limits.requests_per_second, limits.request_burst, self.clock)
+        if not bucket.take():
+            raise RateLimitedError("too many requests, slow down")
+
+    async def _join(self, session: dict, req: rq.JoinRoomRequest) -> dict:
+        sid = session["sid"]
+        if sid in self._by_sid or sid in self._joining:
+            raise InvalidStateError("this socket already joined a room; leave-room first")
+        allowed = session.get("rooms") or []
+        if "*" not in allowed and req.room_id not in allowed:
+            raise ForbiddenError(f"your token does not allow room {req.room_id}")
+        room = self.rooms.get(req.room_id)
+        if room is None:
+            if len(self.rooms) >= self.settings.rooms.max_rooms:
+                raise ResourceExhaustedError(
+                    f"room limit reached ({self.settings.rooms.max_rooms} rooms); try again later"
+                )
+            room = Room(
+                req.room_id,
+                self.settings,
+                self.directory,
+                self.notifier,
+                self.clock,
+                id_factory=self._ids,
+                on_empty=self._room_empty,
+            )
+            self.rooms[req.room_id] = room
+        self._joining.add(sid)
+        room.pending_joins += 1
+        try:
+            participant, ack = await room.join(
+                sid, str(session.get("route", "")), str(session.get("userId", "")), req.display_name
+            )
+        except BaseException:
+            room.schedule_empty_close()
+            raise
+        finally:
+            room.pending_joins -= 1
+            self._joining.discard(sid)
+        self._by_sid[sid] = (room, participant.id)
+        return ack
+
+    async def _leave(self, sid: str) -> None:
+        joined = self._by_sid.pop(sid, None)
+        if joined is not None:
+            room, participant_id = joined
+            await room.leave(participant_id)
+
+    async def disconnect(self, session: dict) -> None:
+        """The socket is gone: leave its room (closing its transports, producers, consumers)."""
+        sid = session.get("sid")
+        if not isinstance(sid, str):
+            return
+        self._limiters.pop(sid, None)
+        await self._leave(sid)
+
+    # --- rooms lifecycle ------------------------------------------------------------------------
+
+    def _room_empty(self, room: Room) -> None:
+        """Empty-room timeout fired (synchronously, from the clock): forget and close the room."""
+        if self.rooms.get(room.id) is room:
+            del self.rooms[room.id]
+        self._spawn(room.close())
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("room host task failed", exc_info=task.exception())
+
+    async def idle(self) -> None:
+        """Wait for background work (room closes) to finish (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Close every room (routers closed and released)."""
+        self.closed = True
+        rooms = list(self.rooms.values())
+        self.rooms.clear()
+        self._by_sid.clear()
+        self._limiters.clear()
+        for room in rooms:
+            await room.close()
+        await self.idle()
+
+    # --- worker events --------------------------------------------------------------------------
+
+    async def on_worker_event(self, name: str, data: dict) -> None:
+        """A media worker event (docs/worker-api.md) for one of this host's routers.
+
+        Do not await this from inside a ``WorkerPort.request`` call (it waits for the room lock)."""
+        if not isinstance(data, dict):
+            return
+        for room in list(self.rooms.values()):
+            if room.owns(data):
+                await room.on_worker_event(name, data)
+                return
+        logger.debug("worker event %s for no room of this host: %r", name, data)
+
+    # --- introspection --------------------------------------------------------------------------
+
+    def list_rooms(self) -> list[dict]:
+        return [
+            {
+                "roomId": room.id,
+                "participantCount": len(room.participants),
+                "capacity": self.settings.rooms.capacity,
+                "recommendAudioOnly": room.over_threshold,
+                "hostId": self.host_id,
+            }
+            for room in self.rooms.values()
+        ]
+
+    def stats(self) -> dict:
+        """``{"hostId", "rooms": [room stats of protocol.md], "workers": [worker ids in use]}``."""
+        rooms = [room.stats() for room in self.rooms.values()]
+        return {
+            "hostId": self.host_id,
+            "rooms": rooms,
+            "workers": sorted({room.worker_id for room in self.rooms.values() if room.worker_id}),
+        }
+
+    def room_of(self, sid: str) -> Room | None:
+        joined = self._by_sid.get(sid)
+        return joined[0] if joined else None
+
+    def dump(self) -> dict:
+        return {"hostId": self.host_id, "rooms": [room.dump() for room in self.rooms.values()]}
