@@ -79,9 +79,9 @@ class Room:
     def is_empty(self) -> bool:
         return not self.participants
 
-    def participant_by_sid(self, sid: str) -> Participant | None:
+    def participant_by_sid(self, sid: str, route: str | None = None) -> Participant | None:
         for p in self.participants.values():
-            if p.sid == sid:
+            if p.sid == sid and (route is None or p.route == route):
                 return p
         return None
 
@@ -116,7 +116,7 @@ class Room:
         async with self._lock:
             if self.closed:
                 raise InvalidStateError("room is closing, join again")
-            if self.participant_by_sid(sid) is not None:
+            if self.participant_by_sid(sid, route) is not None:
                 raise InvalidStateError("this socket already joined the room")
             if len(self.participants) >= self.settings.rooms.capacity:
                 raise RoomFullError(f"room {self.id} is full ({self.settings.rooms.capacity} participants)")

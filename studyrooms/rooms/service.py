@@ -10,7 +10,7 @@ A *session* is the identity of one client socket, built by the signaling server 
 
 Requests are the Socket.IO events of protocol.md with their (camelCase) payloads; they are validated
 again here with the protocol models (cheap, and the service may be reached over Ray). A socket is in
-at most one room at a time; the service maps ``sid -> (room, participant)``.
+at most one room at a time; the service maps ``(route, sid) -> (room, participant)``.
 """
 
 from __future__ import annotations
@@ -51,17 +51,18 @@ class RoomService:
         self.closed = False
         self.rooms: dict[str, Room] = {}
         self._ids = id_factory
-        self._by_sid: dict[str, tuple[Room, str]] = {}  # sid -> (room, participant id)
-        self._joining: set[str] = set()
-        self._limiters: dict[str, TokenBucket] = {}
+        # (route, sid) -> (room, participant id): sids are only unique per signaling server
+        self._by_sid: dict[tuple[str, str], tuple[Room, str]] = {}
+        self._joining: set[tuple[str, str]] = set()
+        self._limiters: dict[tuple[str, str], TokenBucket] = {}
         self._tasks: set[asyncio.Task] = set()
 
     # --- requests -------------------------------------------------------------------------------
 
     async def request(self, session: dict, method: str, data: dict | None) -> dict:
         """Serve one client request; returns the ack ``data`` or raises a StudyRoomsError."""
-        sid = session.get("sid")
-        if not isinstance(sid, str) or not sid:
+        sid = _key(session)
+        if sid is None:
             raise InvalidRequestError("session without sid")
         if self.closed:
             raise InvalidStateError("room host is shutting down")
@@ -79,7 +80,7 @@ class RoomService:
         room, participant_id = joined
         return await room.handle(participant_id, method, req)
 
-    def _rate_limit(self, sid: str) -> None:
+    def _rate_limit(self, sid: tuple[str, str]) -> None:
         bucket = self._limiters.get(sid)
         if bucket is None:
             limits = self.settings.limits
@@ -88,7 +89,8 @@ class RoomService:
             raise RateLimitedError("too many requests, slow down")
 
     async def _join(self, session: dict, req: rq.JoinRoomRequest) -> dict:
-        sid = session["sid"]
+        sid = _key(session)
+        assert sid is not None
         if sid in self._by_sid or sid in self._joining:
             raise InvalidStateError("this socket already joined a room; leave-room first")
         allowed = session.get("rooms") or []
@@ -114,7 +116,7 @@ class RoomService:
         room.pending_joins += 1
         try:
             participant, ack = await room.join(
-                sid, str(session.get("route", "")), str(session.get("userId", "")), req.display_name
+                session["sid"], str(session.get("route", "")), str(session.get("userId", "")), req.display_name
             )
         except BaseException:
             room.schedule_empty_close()
@@ -125,7 +127,7 @@ class RoomService:
         self._by_sid[sid] = (room, participant.id)
         return ack
 
-    async def _leave(self, sid: str) -> None:
+    async def _leave(self, sid: tuple[str, str]) -> None:
         joined = self._by_sid.pop(sid, None)
         if joined is not None:
             room, participant_id = joined
@@ -133,8 +135,8 @@ class RoomService:
 
     async def disconnect(self, session: dict) -> None:
         """The socket is gone: leave its room (closing its transports, producers, consumers)."""
-        sid = session.get("sid")
-        if not isinstance(sid, str):
+        sid = _key(session)
+        if sid is None:
             return
         self._limiters.pop(sid, None)
         await self._leave(sid)
@@ -210,9 +212,17 @@ class RoomService:
             "workers": sorted({room.worker_id for room in self.rooms.values() if room.worker_id}),
         }
 
-    def room_of(self, sid: str) -> Room | None:
-        joined = self._by_sid.get(sid)
+    def room_of(self, session: dict) -> Room | None:
+        key = _key(session)
+        joined = self._by_sid.get(key) if key else None
         return joined[0] if joined else None
 
     def dump(self) -> dict:
         return {"hostId": self.host_id, "rooms": [room.dump() for room in self.rooms.values()]}
+
+
+def _key(session: dict) -> tuple[str, str] | None:
+    sid = session.get("sid") if isinstance(session, dict) else None
+    if not isinstance(sid, str) or not sid:
+        return None
+    return (str(session.get("route", "")), sid)
