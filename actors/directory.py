@@ -155,8 +155,9 @@ class Directory:
             routers[worker_id] -= 1
             if routers[worker_id] <= 0:
                 del routers[worker_id]
-            if not routers:
+            if not routers:  # the room's last router is gone: the room is closed on its host
                 del self.room_routers[room_id]
+                await self.room_closed(room_id)
 
     def _pick(self, entries: list, key: Callable[[Any], Any], last_attr: str) -> Any:
         best = min(key(e) for e in entries)

@@ -1,0 +1,182 @@
+"""``studyrooms``: the console script.
+
+``studyrooms serve``  starts a local Ray on loopback (or attaches to ``--address`` / ``RAY_ADDRESS``),
+                      starts the actor system, prints the URL and serves until Ctrl-C / SIGTERM.
+``studyrooms token``  prints a signed join token (``STUDYROOMS_AUTH_SECRET``).
+
+Configuration errors print one line on stderr and exit with status 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Sequence
+
+EXIT_CONFIG = 2
+
+
+class ConfigError(Exception):
+    """One line for the user; exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, status 2 (argparse prints usage + error)
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="studyrooms", description="StudyRooms SFU on Ray")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    serve = sub.add_parser("serve", help="run the server (local Ray unless --address/RAY_ADDRESS)")
+    serve.add_argument("--host", help="HTTP/Socket.IO listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP/Socket.IO port (default 8080; 0 = any free port)")
+    serve.add_argument("--workers", type=int, help="media workers in total (default: one per media slot/core)")
+    serve.add_argument("--address", help="Ray cluster to attach to (default: RAY_ADDRESS, else a local Ray)")
+    serve.add_argument("--rtc-min-port", type=int, help="lowest UDP port for media")
+    serve.add_argument("--rtc-max-port", type=int, help="highest UDP port for media")
+    serve.add_argument("--announced-ip", help="IP put in ICE candidates (public address behind NAT)")
+    serve.add_argument("--listen-ip", help="IP the media workers bind (default 127.0.0.1)")
+    serve.add_argument("--log-level", default=os.environ.get("STUDYROOMS_LOG_LEVEL", "INFO"))
+    token = sub.add_parser("token", help="print a signed join token")
+    token.add_argument("--room", required=True, action="append", help="room id (repeat for several; * = any)")
+    token.add_argument("--name", required=True, help="display name")
+    token.add_argument("--user", help="user id (default: the name)")
+    token.add_argument("--ttl", type=int, help="lifetime in seconds (default: server.token_ttl_s)")
+    return parser
+
+
+def load_settings(args: argparse.Namespace, env: dict | None = None):
+    """Settings from the environment plus the command line (the command line wins)."""
+    from studyrooms.config import Settings, is_loopback
+    from studyrooms.errors import StudyRoomsError
+
+    server: dict = {}
+    media: dict = {}
+    for name, key in (("host", "host"), ("port", "port"), ("workers", "num_workers"), ("address", "ray_address")):
+        value = getattr(args, name, None)
+        if value is not None:
+            server[key] = value
+    for name in ("rtc_min_port", "rtc_max_port", "announced_ip", "listen_ip"):
+        value = getattr(args, name, None)
+        if value is not None:
+            media[name] = value
+    try:
+        settings = Settings.from_env(env, server=server, media=media)
+    except StudyRoomsError as exc:
+        raise ConfigError(f"studyrooms: {exc.message}") from None
+    if not is_loopback(settings.server.host) and not settings.server.auth_secret:
+        raise ConfigError(
+            f"studyrooms: refusing to listen on {settings.server.host} without STUDYROOMS_AUTH_SECRET "
+            "(open development mode is loopback-only)"
+        )
+    return settings
+
+
+# ---------------------------------------------------------------------------------------- serve
+async def _serve(settings, started_ray: bool) -> int:
+    from .app import start_app
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)  # main thread of the driver: allowed here
+    t0 = time.monotonic()
+    starting = asyncio.ensure_future(start_app(settings))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # interrupted while starting: start_app kills what it created
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        return 0
+    stopping.cancel()
+    app = starting.result()  # raises a StudyRoomsError if the start failed
+    where = "local Ray" if started_ray else "Ray cluster"
+    print(f"StudyRooms serving on {app.url} ({len(app.workers)} media workers, {where}, "
+          f"up in {time.monotonic() - t0:.1f} s)", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        print("StudyRooms stopping...", file=sys.stderr, flush=True)
+        await app.stop()
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from studyrooms.errors import StudyRoomsError
+
+    from .runtime import init_ray
+
+    import ray
+
+    started = init_ray(settings.server.ray_address, media_slots=settings.server.num_workers)
+    try:
+        return asyncio.run(_serve(settings, started))
+    except StudyRoomsError as exc:
+        print(f"studyrooms: could not start: {exc.message}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------- token
+def token(args: argparse.Namespace) -> int:
+    from studyrooms.config import Settings
+    from studyrooms.errors import StudyRoomsError
+
+    try:
+        settings = Settings.from_env()
+    except StudyRoomsError as exc:
+        raise ConfigError(f"studyrooms: {exc.message}") from None
+    secret = settings.server.auth_secret
+    if not secret:
+        raise ConfigError("studyrooms: STUDYROOMS_AUTH_SECRET is not set")
+    ttl = args.ttl or settings.server.token_ttl_s
+    print(issue_token(secret, user_id=args.user or args.name, display_name=args.name, rooms=args.room, ttl_s=ttl))
+    return 0
+
+
+def issue_token(secret: str, *, user_id: str, display_name: str, rooms: list[str], ttl_s: int) -> str:
+    """Sign with the signaling layer's own function when it has one (the format is its contract)."""
+    try:
+        from studyrooms.signaling import auth  # type: ignore[attr-defined]
+
+        for name in ("issue_token", "make_token", "create_token", "encode_token"):
+            fn = getattr(auth, name, None)
+            if callable(fn):
+                return fn(secret, user_id=user_id, display_name=display_name, rooms=rooms, ttl_s=ttl_s)
+    except ImportError:
+        pass
+    import jwt
+
+    now = int(time.time())
+    claims = {"sub": user_id, "name": display_name, "rooms": rooms, "iat": now, "exp": now + ttl_s}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        if args.command == "serve":
+            code = serve(args)
+        else:
+            code = token(args)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr, flush=True)
+        code = EXIT_CONFIG
+    except KeyboardInterrupt:
+        code = 130
+    if __name__ == "__main__" or argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()
