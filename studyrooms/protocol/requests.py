@@ -114,3 +114,7 @@ class GetStatsRequest(EmptyRequest):
 
 class LeaveRoomRequest(EmptyRequest):
     pass
+
+
+class TokenRequest(JoinRoomRequest):
+    """``POST /api/token`` body (development mode): ``{roomId, displayName}``."""

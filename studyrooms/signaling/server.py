@@ -1,0 +1,307 @@
+"""SignalingServer: aiohttp + python-socketio edge of StudyRooms.
+
+It authenticates sockets (JWT in the Socket.IO ``auth`` payload), validates every event with the
+protocol models, forwards it to the :class:`~studyrooms.signaling.ports.RoomsPort`, acks
+``{"ok": true, "data"}`` / ``{"ok": false, "error": {code, message}}``, emits the original guide's
+reply events (and ``error`` on failure), and delivers room notifications (:meth:`deliver`). It never
+touches media or room state.
+
+Ordering: python-socketio runs every event as its own task; each socket's events go through a
+per-socket FIFO lock taken before the first suspension point, so one client's requests run in the
+order they were sent (and its disconnect runs after them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+import socketio
+from aiohttp import web
+from pydantic import ValidationError
+
+from ..config import Settings, is_loopback
+from ..errors import InvalidRequestError, InvalidStateError, StudyRoomsError
+from ..ids import new_id
+from ..protocol import EVENTS, parse_request
+from ..protocol.messages import ErrorEvent
+from ..protocol.requests import TokenRequest
+from .auth import dev_secret, issue_token, verify_token
+from .ports import RoomsPort
+
+logger = logging.getLogger("studyrooms.signaling")
+
+DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[2] / "web" / "dist"
+
+_MISSING_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>StudyRooms</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
+<h1>StudyRooms is running</h1>
+<p>The web page has not been built (no <code>index.html</code> in <code>{root}</code>).</p>
+<p>Build it with <code>scripts/build-web.sh</code> (or <code>cd web &amp;&amp; npm ci &amp;&amp; npm run build</code>),
+or point <code>STUDYROOMS_SERVER_WEB_ROOT</code> at a built copy, then reload.</p>
+<p>The Socket.IO endpoint (<code>/socket.io</code>) and the HTTP API (<code>/healthz</code>,
+<code>/api/rooms</code>, <code>/api/stats</code>) work without it.</p>
+</body></html>
+"""
+
+
+class _Refused(socketio.exceptions.ConnectionRefusedError):
+    """Connection refused with ``{code, message}`` as the connect_error data."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.error_args = {"code": code, "message": message}
+
+
+class SignalingServer:
+    def __init__(
+        self,
+        settings: Settings,
+        rooms: RoomsPort,
+        route: str,
+        *,
+        secret: str | None = None,
+        web_root: str | Path | None = None,
+        cors_allowed_origins: str | list[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.rooms = rooms
+        self.route = route
+        configured = secret or settings.server.auth_secret
+        #: development mode: no configured secret, so tokens are issued by POST /api/token with a
+        #: random per-process secret (only allowed while listening on loopback)
+        self.dev_mode = configured is None
+        self._secret = configured or dev_secret()
+        root = web_root or settings.server.web_root
+        self.web_root = Path(root) if root else DEFAULT_WEB_ROOT
+        self.max_payload_bytes = settings.limits.max_payload_bytes
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            cors_allowed_origins=cors_allowed_origins,
+            max_http_buffer_size=max(4 * self.max_payload_bytes, 1_000_000),
+            logger=False,
+            engineio_logger=False,
+        )
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("*", self._on_event)
+        self.app = web.Application(client_max_size=max(self.max_payload_bytes, 16 * 1024))
+        self.sio.attach(self.app)
+        self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_post("/api/token", self._token)
+        self.app.router.add_get("/api/rooms", self._list_rooms)
+        self.app.router.add_get("/api/stats", self._stats)
+        self.app.router.add_get("/", self._static)
+        self.app.router.add_get("/{path:.+}", self._static)
+        self._sessions: dict[str, dict] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._runner: web.AppRunner | None = None
+        self._stopping = False
+        self.port: int | None = None
+
+    # --- tokens ---------------------------------------------------------------------------------
+
+    def issue_token(self, user_id: str, display_name: str, rooms: list[str]) -> str:
+        """A token this server accepts (development tools, tests)."""
+        return issue_token(self._secret, user_id, display_name, rooms, self.settings.server.token_ttl_s)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Listen on ``host:port`` (port 0: any free port); returns the bound port."""
+        host = self.settings.server.host if host is None else host
+        port = self.settings.server.port if port is None else port
+        if self.dev_mode and not is_loopback(host):
+            raise InvalidStateError(
+                f"refusing to listen on {host} without an auth secret: set STUDYROOMS_AUTH_SECRET "
+                "(development mode, which issues tokens freely, is loopback-only)"
+            )
+        if self._runner is not None:
+            raise InvalidStateError("already started")
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        logger.info("signaling %s listening on %s:%d (dev mode: %s)", self.route, host, self.port, self.dev_mode)
+        return self.port
+
+    async def stop(self) -> None:
+        """Disconnect every socket (each leaves its room) and stop listening."""
+        self._stopping = True
+        for sid in list(self._sessions):
+            try:
+                await self.sio.disconnect(sid)
+            except Exception:  # noqa: BLE001 - shutting down
+                logger.debug("disconnect of %s failed", sid, exc_info=True)
+            await self._cleanup(sid)
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    # --- Socket.IO ------------------------------------------------------------------------------
+
+    async def _on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        if self._stopping:
+            raise _Refused("invalid-state", "server is shutting down")
+        token = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            identity = verify_token(self._secret, token)
+        except StudyRoomsError as exc:
+            logger.info("socket %s refused: %s", sid, exc.message)
+            raise _Refused(exc.code, exc.message) from None
+        self._sessions[sid] = {
+            "sid": sid,
+            "route": self.route,
+            "userId": identity.user_id,
+            "displayName": identity.display_name,
+            "rooms": list(identity.rooms),
+        }
+        self._locks[sid] = asyncio.Lock()
+
+    async def _on_disconnect(self, sid: str, *reason: Any) -> None:
+        await self._cleanup(sid)
+
+    async def _cleanup(self, sid: str) -> None:
+        lock = self._locks.get(sid)
+        if lock is None:
+            return
+        async with lock:  # after the socket's pending requests
+            session = self._sessions.pop(sid, None)
+            self._locks.pop(sid, None)
+            if session is None:
+                return
+            try:
+                await self.rooms.disconnect(session)
+            except Exception:  # noqa: BLE001 - a disconnect must finish
+                logger.exception("rooms.disconnect failed for %s", sid)
+
+    async def _on_event(self, event: str, sid: str, *args: Any) -> dict:
+        lock = self._locks.get(sid)  # taken before any suspension: FIFO per socket
+        if lock is None:
+            return {"ok": False, "error": {"code": "invalid-state", "message": "not connected"}}
+        async with lock:
+            return await self._dispatch(event, sid, args)
+
+    async def _dispatch(self, event: str, sid: str, args: tuple) -> dict:
+        spec = EVENTS.get(event)
+        try:
+            session = self._sessions.get(sid)
+            if session is None:
+                raise InvalidStateError("not connected")
+            if len(args) > 1:
+                raise InvalidRequestError(f"{event}: expected one payload object, got {len(args)} arguments")
+            payload = args[0] if args else None
+            self._check_size(event, payload)
+            data = parse_request(event, payload).wire()
+            result = await self.rooms.request(session, event, data)
+        except StudyRoomsError as exc:
+            error = {"code": exc.code, "message": exc.message}
+            if exc.trace_id:
+                error["traceId"] = exc.trace_id
+        except Exception:  # noqa: BLE001 - the edge maps everything to a wire error
+            trace_id = uuid.uuid4().hex[:16]
+            logger.exception("internal error in %s from %s (trace id %s)", event, sid, trace_id)
+            error = {"code": "internal", "message": f"internal error (trace id {trace_id})", "traceId": trace_id}
+        else:
+            if spec is not None and spec.reply_event is not None:
+                await self._emit(spec.reply_event, result, sid)
+            return {"ok": True, "data": result}
+        name = event if isinstance(event, str) else str(event)
+        await self._emit("error", ErrorEvent(event=name[:64], code=error["code"], message=error["message"]).wire(), sid)
+        return {"ok": False, "error": error}
+
+    def _check_size(self, event: str, payload: Any) -> None:
+        if payload is None:
+            return
+        try:
+            size = len(json.dumps(payload, separators=(",", ":")).encode())
+        except (TypeError, ValueError, RecursionError):
+            raise InvalidRequestError(f"{event}: payload: not JSON") from None
+        if size > self.max_payload_bytes:
+            raise InvalidRequestError(f"{event}: payload: larger than {self.max_payload_bytes} bytes")
+
+    async def _emit(self, event: str, data: Any, sid: str) -> None:
+        try:
+            await self.sio.emit(event, data, to=sid)
+        except Exception:  # noqa: BLE001 - the socket may be gone
+            logger.debug("emit %s to %s failed", event, sid, exc_info=True)
+
+    async def deliver(self, sid: str, event: str, data: dict) -> None:
+        """Push a room notification to one of this server's sockets (NotifierPort ends here)."""
+        if sid in self._sessions:
+            await self._emit(event, data, sid)
+
+    @property
+    def connected_sids(self) -> list[str]:
+        return list(self._sessions)
+
+    # --- HTTP -----------------------------------------------------------------------------------
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        try:
+            ready = bool(await self.rooms.ready())
+        except Exception:  # noqa: BLE001
+            logger.warning("rooms.ready failed", exc_info=True)
+            ready = False
+        if ready and not self._stopping:
+            return web.json_response({"status": "ok"})
+        return web.json_response({"status": "unavailable"}, status=503)
+
+    async def _token(self, request: web.Request) -> web.Response:
+        if not self.dev_mode:
+            return _error(403, "forbidden", "tokens are only issued in development mode")
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return _error(400, "invalid-request", "body must be JSON {roomId, displayName}")
+        try:
+            req = TokenRequest.model_validate(body)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+            return _error(400, "invalid-request", f"{where}: {err.get('msg')}")
+        token = self.issue_token(new_id(), req.display_name, [req.room_id])
+        return web.json_response({"token": token})
+
+    async def _list_rooms(self, request: web.Request) -> web.Response:
+        try:
+            return web.json_response({"rooms": await self.rooms.list_rooms()})
+        except Exception:  # noqa: BLE001
+            logger.exception("list_rooms failed")
+            return _error(503, "internal", "rooms are not available")
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        try:
+            stats = await self.rooms.stats()
+        except Exception:  # noqa: BLE001
+            logger.exception("stats failed")
+            return _error(503, "internal", "stats are not available")
+        return web.json_response({"rooms": stats.get("rooms", []), "workers": stats.get("workers", [])})
+
+    async def _static(self, request: web.Request) -> web.StreamResponse:
+        rel = request.match_info.get("path", "") or "index.html"
+        root = self.web_root.resolve()
+        index = root / "index.html"
+        if not index.is_file():
+            if rel == "index.html":
+                return web.Response(text=_MISSING_PAGE.format(root=root), content_type="text/html")
+            raise web.HTTPNotFound()
+        target = (root / rel).resolve()
+        if not target.is_relative_to(root) or not target.is_file():
+            raise web.HTTPNotFound()
+        return web.FileResponse(target, headers={"Cache-Control": "no-cache"})
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
