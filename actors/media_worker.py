@@ -24,6 +24,8 @@ from studyrooms.errors import InvalidStateError
 logger = logging.getLogger("studyrooms.actors.media")
 
 DEFAULT_WORKER_FACTORY = "actors.media_worker:create_worker"
+#: Set on a media node (e.g. by cluster.yaml's start commands): they override the driver's settings.
+NODE_ENV = {"listen_ip": "STUDYROOMS_NODE_LISTEN_IP", "announced_ip": "STUDYROOMS_NODE_ANNOUNCED_IP"}
 
 
 async def create_worker(worker_id: str, media_settings: dict, index: int) -> tuple[Any, Any]:
@@ -82,7 +84,11 @@ class MediaWorker:
         if self.pin_cpu and hasattr(os, "sched_setaffinity"):
             cpus = sorted(os.sched_getaffinity(0))
             os.sched_setaffinity(0, {cpus[self.index % len(cpus)]})
-        self.worker, self.channel = await resolve(self.factory)(self.worker_id, self.media_settings, self.index)
+        settings = dict(self.media_settings)
+        for key, env in NODE_ENV.items():  # per-node values (a cluster's media nodes differ)
+            if os.environ.get(env):
+                settings[key] = os.environ[env]
+        self.worker, self.channel = await resolve(self.factory)(self.worker_id, settings, self.index)
         self.worker.observer.on("event", self._on_event)
         try:
             import psutil

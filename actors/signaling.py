@@ -53,30 +53,26 @@ class RayRoomsPort:
         sid = _sid(session)
         data = data if data is not None else {}
         host = self.by_sid.get(sid) if sid else None
-        if method in JOIN_METHODS and isinstance(data, dict) and data.get("roomId"):
-            target = await self._host_for_join(str(data["roomId"]))
-            if host is not None and host[0] != target[0]:
-                await self._leave_old(session, host)  # joining a room served by another host
-            host = target
+        if host is None and method in JOIN_METHODS and isinstance(data, dict) and data.get("roomId"):
+            host = await self._host_for_join(str(data["roomId"]))
         elif host is None:
-            host = await call(self.directory.any_host.remote(), what="directory")  # it answers "not joined"
-        result, new_session = await call(host[1].request.remote(session, method, data),
-                                         what=f"room host {host[0]}", timeout_s=self.timeout_s)
-        _merge(session, new_session)
-        if sid:
-            if method in LEAVE_METHODS:
-                self.by_sid.pop(sid, None)
-            elif method in JOIN_METHODS:
-                self.by_sid[sid] = host
-        return result
-
-    async def _leave_old(self, session: dict, host: tuple[str, Any]) -> None:
+            # not in a room: any host answers (invalid-state, or a harmless leave-room)
+            host = await call(self.directory.any_host.remote(), what="directory")
+        # (a socket already in a room goes to its host, which refuses a second join-room)
+        joining = sid is not None and method in JOIN_METHODS and sid not in self.by_sid
+        if joining:
+            self.by_sid[sid] = host  # before the call: a disconnect racing the join finds the host
         try:
-            new_session = await call(host[1].disconnect.remote(session), what=f"room host {host[0]}",
-                                     timeout_s=self.timeout_s)
-            _merge(session, new_session)
-        except Exception:  # noqa: BLE001
-            logger.warning("leaving the previous room on %s failed", host[0], exc_info=True)
+            result, new_session = await call(host[1].request.remote(session, method, data),
+                                             what=f"room host {host[0]}", timeout_s=self.timeout_s)
+        except BaseException:
+            if joining and self.by_sid.get(sid) is host:
+                del self.by_sid[sid]
+            raise
+        _merge(session, new_session)
+        if sid and method in LEAVE_METHODS:
+            self.by_sid.pop(sid, None)
+        return result
 
     async def disconnect(self, session: dict) -> None:
         sid = _sid(session)
