@@ -1,0 +1,169 @@
+"""Micro-benchmark of the per-packet media code: RecvStream.receive and SendStream.send.
+
+CPU time (time.process_time) per operation over many iterations, median of several repetitions,
+printed as JSON. Realistic shapes: a Chrome VP8 packet (~1000-byte payload, mid + abs-send-time +
+transport-cc extensions, the latter dropped) and an Opus packet with audio level.
+
+    .venv/bin/python benchmarks/media_microbench.py [--iterations N] [--repeat R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+from studyrooms.clock import FakeClock
+from studyrooms.media import rtcp
+from studyrooms.media.recv_stream import RecvStream
+from studyrooms.media.rtp import build_rtp, parse_rtp
+from studyrooms.media.send_stream import SendStream
+
+
+def _video_packets(count: int) -> list[bytes]:
+    out = []
+    for i in range(count):
+        desc = bytes([0x90, 0x80, 0x80 | ((i >> 8) & 0x7F), i & 0xFF])  # X, S; I with 15-bit pid
+        payload = desc + bytes([0x00 if i % 100 == 0 else 0x01]) + b"\xab" * 1000
+        out.append(
+            build_rtp(
+                payload_type=96,
+                seq=i & 0xFFFF,
+                ts=(i // 3) * 3000,
+                ssrc=0x11111111,
+                payload=payload,
+                marker=i % 3 == 2,
+                extensions=[(9, b"0"), (2, b"\x01\x02\x03"), (4, bytes([i >> 8 & 0xFF, i & 0xFF]))],
+            )
+        )
+    return out
+
+
+def _audio_packets(count: int) -> list[bytes]:
+    return [
+        build_rtp(
+            payload_type=111,
+            seq=i & 0xFFFF,
+            ts=i * 960,
+            ssrc=0x22222222,
+            payload=b"\x55" * 120,
+            extensions=[(9, b"1"), (14, bytes([0x80 | 40]))],
+        )
+        for i in range(count)
+    ]
+
+
+def _recv_video(clock: FakeClock) -> RecvStream:
+    return RecvStream(
+        ssrc=0x11111111, kind="video", codec="vp8", clock_rate=90000, payload_type_map={96: 101},
+        ext_id_map={9: 1, 2: 4}, reserve_mid_ext_id=1, audio_level_ext_id=None, rtx_ssrc=0x33333333,
+        rtx_payload_type=97, clock=clock,
+    )
+
+
+def _recv_audio(clock: FakeClock) -> RecvStream:
+    return RecvStream(
+        ssrc=0x22222222, kind="audio", codec="opus", clock_rate=48000, payload_type_map={111: 100},
+        ext_id_map={9: 1, 14: 10}, reserve_mid_ext_id=1, audio_level_ext_id=10, clock=clock,
+    )
+
+
+def _send(clock: FakeClock, kind: str) -> SendStream:
+    return SendStream(
+        ssrc=0x44444444, payload_type=101 if kind == "video" else 100,
+        clock_rate=90000 if kind == "video" else 48000, kind=kind, codec="vp8" if kind == "video" else "opus",
+        mid="12", rtx_ssrc=0x55555555, rtx_payload_type=102, clock=clock, keyframe_gating=False,
+    )
+
+
+def _time(fn, n: int, repeat: int) -> float:
+    runs = []
+    for _ in range(repeat):
+        t0 = time.process_time()
+        fn()
+        runs.append((time.process_time() - t0) / n * 1e6)
+    return statistics.median(runs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--iterations", type=int, default=50_000)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    n = args.iterations
+    clock = FakeClock()
+    vpk = _video_packets(n)
+    apk = _audio_packets(n)
+    results: dict[str, float] = {}
+
+    def recv_video() -> None:
+        rs = _recv_video(clock)
+        r = rs.receive
+        for p in vpk:
+            r(p)
+
+    def recv_audio() -> None:
+        rs = _recv_audio(clock)
+        r = rs.receive
+        for p in apk:
+            r(p)
+
+    rs = _recv_video(clock)
+    normalised = [(rs.receive(p), rs.mid_value_offset, rs.last_seq, rs.last_ts, rs.last_keyframe) for p in vpk]
+
+    def send_video() -> None:
+        ss = _send(clock, "video")
+        s = ss.send
+        for buf, mvo, seq, ts, kf in normalised:
+            s(buf, mvo, seq, ts, kf, 0x11111111)
+
+    def send_video_x10() -> None:
+        streams = [_send(clock, "video") for _ in range(10)]
+        for buf, mvo, seq, ts, kf in normalised:
+            for ss in streams:
+                ss.send(buf, mvo, seq, ts, kf, 0x11111111)
+
+    def parse_only() -> None:
+        for p in vpk:
+            parse_rtp(p)
+
+    ss = _send(clock, "video")
+    for buf, mvo, seq, ts, kf in normalised[:600]:
+        ss.send(buf, mvo, seq, ts, kf, 0x11111111)
+    nack_seqs = list(range(ss.max_seq - 20, ss.max_seq))
+
+    def nack_rtx() -> None:
+        for _ in range(n // 20):
+            clock.advance(1.0)  # past the per-seq resend guard (one RTT)
+            ss.on_nack(nack_seqs)
+
+    results["parse_rtp_us"] = _time(parse_only, n, args.repeat)
+    results["recv_video_receive_us"] = _time(recv_video, n, args.repeat)
+    results["recv_audio_receive_us"] = _time(recv_audio, n, args.repeat)
+    results["send_video_send_us"] = _time(send_video, n, args.repeat)
+    results["send_video_send_per_copy_at_10_consumers_us"] = _time(send_video_x10, n * 10, args.repeat)
+    results["rtx_retransmit_per_packet_us"] = _time(nack_rtx, (n // 20) * 20, args.repeat)
+    results["nack_build_us"] = _time(
+        lambda: [rtcp.build_nack(1, 2, nack_seqs) for _ in range(n // 10)], n // 10, args.repeat
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "media_microbench",
+                "python": sys.version.split()[0],
+                "machine": platform.machine(),
+                "iterations": n,
+                "repeat": args.repeat,
+                "clock": "process_time",
+                "results_us_per_op": {k: round(v, 3) for k, v in results.items()},
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
