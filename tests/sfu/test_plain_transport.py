@@ -176,3 +176,35 @@ async def test_close_releases_port(made):
     await asyncio.sleep(0)
     again = await bind_udp("127.0.0.1", port)  # the port is free again
     again.close()
+
+
+# ---------------------------------------------------------------------- PipeTransport
+
+
+@pytest.mark.parametrize("srtp", [False, True])
+async def test_pipe_transports_connected_both_ways(made, srtp):
+    from studyrooms.sfu.pipe_transport import PipeTransport
+
+    class Pipe(PipeTransport):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.got_rtp = []
+
+        def receive_rtp(self, data):
+            self.got_rtp.append(bytes(data))
+
+    a = await Pipe.create_pipe(StubRouter(), "pa", worker_options=WOPTS, enable_srtp=srtp)
+    b = await Pipe.create_pipe(StubRouter(), "pb", worker_options=WOPTS, enable_srtp=srtp)
+    made.extend([a, b])
+    pa, pb = a.parameters(), b.parameters()
+    assert a.kind == "pipe" and ("srtpParameters" in pa) is srtp
+    await a.connect(pb["tuple"]["localIp"], pb["tuple"]["localPort"], pb.get("srtpParameters"))
+    await b.connect(pa["tuple"]["localIp"], pa["tuple"]["localPort"], pa.get("srtpParameters"))
+    assert a.media_ready and b.media_ready
+    for i in range(3):
+        a.send_rtp(rtp(i, ssrc=1))
+        b.send_rtp(rtp(i, ssrc=2))
+    await until(lambda: len(a.got_rtp) == 3 and len(b.got_rtp) == 3)
+    assert b.got_rtp == [rtp(i, ssrc=1) for i in range(3)]
+    assert a.got_rtp == [rtp(i, ssrc=2) for i in range(3)]
+    assert a.dump()["type"] == "pipe"

@@ -334,3 +334,29 @@ async def test_pymediasoup_client_connects_ice_and_dtls(make_transport, monkeypa
         await producer.close()
         await send.close()
         track.stop()
+
+
+def test_handshake_and_srtp_under_uvloop():
+    """The media worker may run on uvloop: same handshake and fast path there."""
+    import uvloop
+
+    async def scenario():
+        server = await WebRtcServer.create("127.0.0.1")
+        t = await RecordingTransport.create(
+            StubRouter(), "u", options=WebRtcTransportOptions(), worker_options=WorkerOptions(),
+            certificate=CERT, webrtc_server=server,
+        )
+        peer = await LoopbackPeer.create()
+        try:
+            await handshake(t, peer, "client")
+            peer.send_rtp(rtp(1))
+            await wait_for(lambda: t.got_rtp == [rtp(1)])
+            t.send_rtp(rtp(2))
+            assert await asyncio.wait_for(peer.rtp.get(), 2) == rtp(2)
+        finally:
+            t.close()
+            await t.wait_closed()
+            await peer.close()
+            server.close()
+
+    uvloop.run(scenario())
