@@ -90,8 +90,21 @@ class OpenWireModel(WireModel):
     @model_validator(mode="before")
     @classmethod
     def _bounded(cls, value: Any) -> Any:
+        # known fields are typed and bounded by their own validators (exact error locations);
+        # the extra ones are checked here, named in the message
         if isinstance(value, dict):
-            check_json(value)
+            if len(value) > MAX_KEYS:
+                raise ValueError(f"object with more than {MAX_KEYS} keys")
+            known = {f.alias or name for name, f in cls.model_fields.items()}
+            for key, item in value.items():
+                if key in known:
+                    continue
+                if not isinstance(key, str) or len(key) > MAX_KEY_LEN:
+                    raise ValueError(f"object key longer than {MAX_KEY_LEN} characters")
+                try:
+                    check_json(item, 1)
+                except ValueError as exc:
+                    raise ValueError(f"{key}: {exc}") from None
         return value
 
 

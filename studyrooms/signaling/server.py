@@ -123,9 +123,9 @@ class SignalingServer:
             )
         if self._runner is not None:
             raise InvalidStateError("already started")
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, host, port)
         try:
             await site.start()
         except BaseException:
@@ -145,8 +145,17 @@ class SignalingServer:
             except Exception:  # noqa: BLE001 - shutting down
                 logger.debug("disconnect of %s failed", sid, exc_info=True)
             await self._cleanup(sid)
+        try:
+            await self.sio.shutdown()  # engine.io: close every transport, stop its service task
+        except Exception:  # noqa: BLE001 - shutting down
+            logger.debug("socket.io shutdown failed", exc_info=True)
         if self._runner is not None:
             runner, self._runner = self._runner, None
+            # let the closed sockets' connections finish before the graceful shutdown waits on them
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 1.0
+            while runner.server is not None and runner.server.connections and loop.time() < deadline:
+                await asyncio.sleep(0.01)
             await runner.cleanup()
 
     # --- Socket.IO ------------------------------------------------------------------------------
