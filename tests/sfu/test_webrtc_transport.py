@@ -360,3 +360,30 @@ def test_handshake_and_srtp_under_uvloop():
             server.close()
 
     uvloop.run(scenario())
+
+
+async def test_peer_close_notify_closes_transport(make_transport, peer):
+    t = await make_transport()
+    await handshake(t, peer, "client")
+    await peer.dtls.stop()  # sends close_notify
+    await wait_for(lambda: t.closed, 3)
+    assert t.closed_reason == "dtls-closed"
+
+
+async def test_random_datagrams_after_connect_do_not_break_it(make_transport, peer):
+    import random
+
+    rnd = random.Random(7)
+    t = await make_transport()
+    await handshake(t, peer, "server")
+    for i in range(300):
+        first = rnd.choice([0, 1, 2, 20, 22, 23, 63, 64, 127, 128, 150, 191, 192, 255])
+        peer.send_raw(bytes([first]) + rnd.randbytes(rnd.randrange(0, 300)))
+        if i % 50 == 0:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    assert not t.closed and t.dtls_state == "connected"
+    peer.send_rtp(rtp(1))
+    await wait_for(lambda: rtp(1) in t.got_rtp)
+    s = t.get_stats()
+    assert s["srtpAuthFailures"] + s["srtpOtherFailures"] + s["srtpReplayFailures"] > 0
