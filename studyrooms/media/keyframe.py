@@ -62,6 +62,8 @@ def vp9_is_keyframe(data: bytes | bytearray | memoryview, off: int, end: int) ->
     return True
 
 
+_EPS = 1e-9  # timers scheduled at next_due() must find the request due despite float error
+
 _H264_KEY_NALS = frozenset((5, 7))  # IDR slice, SPS (as mediasoup's H264 handler)
 
 
@@ -137,7 +139,7 @@ class KeyFrameRequestThrottle:
     def allow(self, now: float) -> bool:
         """Ask to send a request now: True if it may be sent (the caller sends it)."""
         self.requests += 1
-        if now - self.last_sent >= self.interval_s:
+        if now - self.last_sent + _EPS >= self.interval_s:
             self.last_sent = now
             self.pending = False
             self.sent += 1
@@ -148,7 +150,7 @@ class KeyFrameRequestThrottle:
 
     def pending_due(self, now: float) -> bool:
         """True (once) when a deferred request should now be sent; the caller sends it."""
-        if self.pending and now - self.last_sent >= self.interval_s:
+        if self.pending and now - self.last_sent + _EPS >= self.interval_s:
             self.pending = False
             self.last_sent = now
             self.sent += 1

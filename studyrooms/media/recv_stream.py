@@ -473,6 +473,10 @@ class RecvStream:
 
     def _add_losses(self, first: int, end: int) -> None:
         nack = self._nack
+        if nack:
+            oldest = end - self.max_nack_age
+            for e in [e for e in nack if e < oldest]:
+                del nack[e]
         for e in range(first, end):
             nack[e] = [0, -math.inf]
         if len(nack) > MAX_NACK_PACKETS:
@@ -503,7 +507,7 @@ class RecvStream:
             if ext < oldest:
                 drop.append(ext)
                 continue
-            if info[0] == 0 or now - info[1] >= interval:
+            if info[0] == 0 or now - info[1] + 1e-9 >= interval:
                 info[0] += 1
                 info[1] = now
                 due.append(ext & 0xFFFF)
