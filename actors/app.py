@@ -5,7 +5,7 @@
 1. the Directory (named singleton ``<prefix>:directory``) on the signaling node;
 2. one MediaWorkerActor per media slot (``media_slots`` resource, else one per CPU), pinned to its
    node (NodeAffinity, hard), interleaved over nodes: ``<prefix>:media-<i>``;
-3. ``settings.server.room_hosts`` RoomHostActor(s) per media node (soft affinity):
+3. ``settings.server.room_hosts`` RoomHostActor(s) per media node (hard node affinity):
    ``<prefix>:room-host-<j>``;
 4. one SignalingActor (``<prefix>:signaling-0``, the notification ``route``) on the signaling node,
    bound to ``settings.server.host:port``.
@@ -143,7 +143,7 @@ async def start_app(
             host_id = f"room-host-{j}"
             hosts[host_id] = RoomHostActor.options(
                 name=f"{prefix}:{host_id}",
-                scheduling_strategy=NodeAffinitySchedulingStrategy(media_nodes[j % len(media_nodes)], soft=True),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(media_nodes[j % len(media_nodes)], soft=False),
             ).remote(settings, host_id, f"{prefix}:directory", routes={route: signaling}, factory=service_factory)
             created.append(hosts[host_id])
         handle = AppHandle(prefix, settings.server.host, settings.server.port, directory, signaling,

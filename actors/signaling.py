@@ -150,6 +150,9 @@ class Signaling:
     async def ping(self) -> str:
         return self.route
 
+    async def info(self) -> dict:
+        return {"route": self.route, "node": self.node, "port": self.port}
+
     async def stop(self) -> None:
         if self.server is not None:
             server, self.server = self.server, None

@@ -24,14 +24,9 @@ else:
     _PRIVATE_RAY_TMPDIR = None
 
 
-@pytest.fixture(scope="session")
-def ray_session():
-    """One Ray for the test session: a local loopback instance, or ``RAY_ADDRESS`` if set."""
+def _init_test_ray() -> None:
     import ray
 
-    if ray.is_initialized():
-        yield ray
-        return
     address = os.environ.get("RAY_ADDRESS")
     ray.init(
         address=address or "local",
@@ -40,10 +35,58 @@ def ray_session():
         log_to_driver=False,
         namespace="tests",
     )
+
+
+_SESSION = {"owner": False}
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One Ray for the test session: a local loopback instance, or ``RAY_ADDRESS`` if set."""
+    import ray
+
+    if not ray.is_initialized():
+        _init_test_ray()
+        _SESSION["owner"] = True
     try:
         yield ray
     finally:
+        if _SESSION["owner"]:
+            ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A simulated multi-node cluster (``ray.cluster_utils.Cluster``) for one module.
+
+    Head: ``num_cpus=0`` + ``signaling``; two media nodes with ``media_slots`` 2 and 1. The driver
+    leaves the session Ray while the module runs and reconnects to a fresh one afterwards (a driver
+    talks to one cluster at a time). No ``temp_dir`` is passed (ray.md P5: RAY_TMPDIR is set)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    had_session = ray.is_initialized()
+    if had_session:
         ray.shutdown()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args=dict(num_cpus=0, resources={"signaling": 1}, include_dashboard=False),
+    )
+    nodes = {
+        "a": cluster.add_node(num_cpus=2, resources={"media_slots": 2}),
+        "b": cluster.add_node(num_cpus=1, resources={"media_slots": 1}),
+    }
+    try:
+        cluster.wait_for_nodes(timeout=120)
+        ray.init(address=cluster.address, log_to_driver=False, namespace="tests-multinode")
+        cluster.media_nodes = {name: node.node_id for name, node in nodes.items()}
+        cluster.head_id = cluster.head_node.node_id
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        if had_session:
+            _init_test_ray()
 
 
 def pytest_sessionfinish(session, exitstatus):
