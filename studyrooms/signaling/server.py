@@ -51,11 +51,16 @@ or point <code>STUDYROOMS_SERVER_WEB_ROOT</code> at a built copy, then reload.</
 
 
 class _Refused(socketio.exceptions.ConnectionRefusedError):
-    """Connection refused with ``{code, message}`` as the connect_error data."""
+    """Connection refused with ``{code, message}`` as the connect_error data.
+
+    The CONNECT_ERROR packet carries ``{message, code, data: {code, message}}``: socket.io-client
+    (JS) exposes ``err.message`` and ``err.data`` (= the nested ``{code, message}``), python-socketio
+    hands the whole object (with ``code`` and ``message``) to its ``connect_error`` handler.
+    """
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.error_args = {"code": code, "message": message}
+        self.error_args = {"message": message, "code": code, "data": {"code": code, "message": message}}
 
 
 class SignalingServer:

@@ -50,6 +50,8 @@ async def test_connect_refused_without_a_valid_token(stack, case):
         await c.connect(stack.url, tokens[case])
     assert c.connect_errors and c.connect_errors[0]["code"] == "unauthorized"
     assert c.connect_errors[0]["message"]
+    # socket.io-client (JS) reads err.data = packet.data.data
+    assert c.connect_errors[0]["data"] == {"code": "unauthorized", "message": c.connect_errors[0]["message"]}
     assert stack.server.connected_sids == []
 
 
