@@ -537,7 +537,9 @@ export class RoomClient extends Emitter {
         hasAudio: audio.length > 0,
         audioConsumerIds: audio.map((c) => c.consumerId),
         micMuted: audio.length === 0 || audio.every((c) => c.producerPaused),
-        cameraOff: !camera || camera.producerPaused,
+        // "Camera off": the camera is paused, or this person publishes no camera at all.
+        cameraOff: camera ? camera.producerPaused : ![...this.remoteProducers.values()].some(
+          (r) => r.participantId === p.participantId && r.kind === 'video' && r.source !== 'screen'),
         speaking: this.activeSpeaker === p.participantId,
       });
       for (const s of mine.filter((c) => c.kind === 'video' && c.source === 'screen')) {

@@ -88,6 +88,8 @@ function initials(name) {
 function setVideo(video, track) {
   const current = video.srcObject ? video.srcObject.getVideoTracks()[0] : null;
   if (current === (track || null)) return;
+  // Until the first frame arrives the tile shows the avatar, not a black box.
+  video.closest('.tile').classList.add('tile--waiting');
   video.srcObject = track ? new MediaStream([track]) : null;
   if (track) video.play().catch(() => { /* muted video autoplays; ignore interrupted play() */ });
 }
@@ -95,6 +97,9 @@ function setVideo(video, track) {
 function makeTile({ key, participantId, kind, self }) {
   const video = el('video', { class: 'tile__video', autoplay: true, playsinline: true, muted: true });
   video.muted = true;
+  const shown = () => { if (video.videoWidth > 0) video.closest('.tile').classList.remove('tile--waiting'); };
+  video.addEventListener('loadeddata', shown);
+  video.addEventListener('resize', shown);
   const tile = el('article', { class: `tile tile--${kind}${self ? ' tile--self' : ''}`, 'data-key': key,
     'data-participant-id': participantId, 'data-kind': kind, 'data-self': self ? 'true' : null },
   el('div', { class: 'tile__media' }, video, el('div', { class: 'tile__avatar', 'aria-hidden': 'true' })),
