@@ -298,7 +298,7 @@ class SendStream:
             if 0 < expected < 0x80000000:
                 lost = cumulative_lost - self._rr_prev_lost
                 self._score.add(interval_score(expected, lost))
-        elif fraction_lost:
+        else:  # first report: only the fraction lost is meaningful
             self._score.add(interval_score(256, fraction_lost))
         self._rr_prev_highest = highest_seq
         self._rr_prev_lost = cumulative_lost
