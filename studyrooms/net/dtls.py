@@ -119,6 +119,12 @@ class DtlsEndpoint:
             if f.algorithm in FINGERPRINT_ALGORITHMS
         ]
 
+    @property
+    def srtp_sessions(self) -> tuple[Any, Any] | None:
+        """(rx, tx) pylibsrtp sessions once connected (``srtp`` wraps them for the hot path)."""
+        srtp = self.srtp
+        return None if srtp is None else (srtp.rx_session, srtp.tx_session)
+
     # ------------------------------------------------------------------ datagrams in
     def feed(self, data: bytes) -> None:
         """A DTLS datagram (first byte 20..63) from the peer. Sync, never raises."""

@@ -51,6 +51,7 @@ async def test_handshake_both_roles(setup, remote_role):
     assert state == "connected" and await peer_task == "connected"
     assert ep.role == local_role_for(remote_role)
     assert states == ["connecting", "connected"] and ep.srtp is not None and ep.srtp_profile
+    assert ep.srtp_sessions == (ep._dtls._rx_srtp, ep._dtls._tx_srtp)
     pkt = struct.pack("!BBHII", 0x80, 96, 1, 0, 42) + b"x" * 50
     assert ep.srtp.unprotect_rtp(peer.dtls._tx_srtp.protect(pkt)) == pkt
     assert peer.dtls._rx_srtp.unprotect(ep.srtp.protect_rtp(pkt)) == pkt
