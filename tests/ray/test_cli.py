@@ -1,0 +1,114 @@
+"""`studyrooms serve` as a user runs it: a subprocess that starts its own local Ray, prints the URL,
+answers /healthz, and exits cleanly on SIGTERM; configuration errors exit 2 with one line."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import psutil
+import pytest
+
+BIN = pathlib.Path(sys.executable).with_name("studyrooms")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STUDYROOMS_", "RAY_ADDRESS"))}
+    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+               PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+@pytest.mark.parametrize(
+    "args, env, needle",
+    [
+        (["--host", "0.0.0.0"], {}, "STUDYROOMS_AUTH_SECRET"),
+        ([], {"STUDYROOMS_RTC_MIN_PORT": "abc"}, "rtc_min_port"),
+        (["--workers", "0"], {}, "num_workers"),
+    ],
+)
+def test_bad_setting_exits_2_with_one_line(args, env, needle):
+    proc = subprocess.run([str(BIN), "serve", *args], env=clean_env(**env), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and needle in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_serve_starts_answers_and_stops_on_sigterm():
+    tmp = tempfile.mkdtemp(prefix="sr-cli-")
+    port = free_port()
+    t0 = time.monotonic()
+    proc = subprocess.Popen([str(BIN), "serve", "--port", str(port), "--workers", "1"],
+                            env=clean_env(RAY_TMPDIR=tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        line = _read_line(proc, timeout=150)
+        url = f"http://127.0.0.1:{port}/"
+        assert url in line, line
+        started = time.monotonic() - t0
+        with urllib.request.urlopen(url + "healthz", timeout=10) as resp:
+            assert resp.status == 200 and b'"ok"' in resp.read()
+        print(f"studyrooms serve: URL printed and /healthz ok after {started:.1f} s")
+        t1 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        print(f"studyrooms serve: exited after SIGTERM in {time.monotonic() - t1:.1f} s")
+        err = proc.stderr.read()
+        assert "Traceback" not in err, err
+        deadline = time.monotonic() + 15
+        while _ray_processes(tmp) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _ray_processes(tmp) == []  # its local Ray went with it
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_line(proc: subprocess.Popen, timeout: float) -> str:
+    """First stdout line (the URL), bounded; the process's stderr is shown on failure."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sel.select(timeout=0.5):
+            line = proc.stdout.readline()
+            if line:
+                return line
+        if proc.poll() is not None:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    pytest.fail(f"no URL within {timeout} s (exit {proc.returncode}); stderr:\n{proc.stderr.read()[-3000:]}")
+
+
+def _ray_processes(tmp: str) -> list[int]:
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(tmp in part for part in (p.info["cmdline"] or [])):
+                out.append(p.info["pid"])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
