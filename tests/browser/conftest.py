@@ -107,13 +107,12 @@ def http_json(url: str, data: dict | None = None, timeout: float = 5.0) -> tuple
             return err.code, raw.decode(errors="replace")
 
 
-def http_status(url: str, timeout: float = 5.0) -> int:
+def http_text(url: str, timeout: float = 5.0) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
-            resp.read()
-            return resp.status
+            return resp.status, resp.read().decode(errors="replace")
     except urllib.error.HTTPError as err:
-        return err.code
+        return err.code, err.read().decode(errors="replace")
 
 
 @dataclass
@@ -195,8 +194,9 @@ def server(web_dist, tmp_path_factory) -> Server:
                 pytest.fail(f"GET /healthz did not return 200 within {HEALTH_TIMEOUT_S:.0f} s (last: {last}):\n"
                             f"{srv.log_tail()}", pytrace=False)
             time.sleep(0.5)
-        status = http_status(srv.base_url + "/")
-        assert status == 200, f"the server does not serve the page at / (HTTP {status}); web root {web_dist}"
+        status, text = http_text(srv.base_url + "/")
+        assert status == 200 and 'src="app.js"' in text, (
+            f"the server does not serve the built page at / (HTTP {status}, web root {web_dist}):\n{text[:500]}")
         yield srv
     finally:
         _stop(proc)

@@ -41,13 +41,13 @@ export async function fetchToken(roomId, displayName, fetchImpl = fetch) {
   return body.token;
 }
 
-/** Best effort: the room a JWT was issued for (unverified; only to prefill the form). */
-export function roomFromToken(token) {
+/** Best effort: the room and name a JWT was issued for (unverified; only to prefill the form). */
+export function tokenHints(token) {
   try {
     const payload = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
     const room = payload.roomId || payload.room || (Array.isArray(payload.rooms) ? payload.rooms[0] : null);
-    return typeof room === 'string' ? room : null;
+    return { room: typeof room === 'string' ? room : null, name: typeof payload.name === 'string' ? payload.name : null };
   } catch {
-    return null;
+    return { room: null, name: null };
   }
 }

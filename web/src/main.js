@@ -4,7 +4,7 @@ import { Device, version as mediasoupClientVersion } from 'mediasoup-client';
 import { io } from 'socket.io-client';
 import { Signaling } from './signaling.js';
 import { RoomClient } from './roomClient.js';
-import { fetchRooms, fetchToken, roomFromToken } from './api.js';
+import { fetchRooms, fetchToken, tokenHints } from './api.js';
 import { showMessage, clearMessages, setStatus, renderRooms, renderRoom, clearRoom, showView } from './ui.js';
 
 const ROOM_POLL_MS = 3000;
@@ -148,8 +148,11 @@ window.addEventListener('pagehide', () => { if (client.joined) client.leave(); }
 
 // ---------------------------------------------------------------- start
 
-try { $('display-name').value = params.get('name') || localStorage.getItem('studyrooms.displayName') || ''; } catch { /* */ }
-$('room-id').value = params.get('room') || (urlToken && roomFromToken(urlToken)) || '';
+const hints = urlToken ? tokenHints(urlToken) : { room: null, name: null };
+let savedName = '';
+try { savedName = localStorage.getItem('studyrooms.displayName') || ''; } catch { /* private mode */ }
+$('display-name').value = params.get('name') || hints.name || savedName;
+$('room-id').value = params.get('room') || hints.room || '';
 showView('lobby');
 pollRooms();
 
