@@ -10,7 +10,9 @@ export const CAMERA_ENCODINGS = [
   { scaleResolutionDownBy: 1, maxBitrate: 1200000 },
 ];
 export const SCREEN_ENCODINGS = [{ maxBitrate: 1500000 }];
-export const CAMERA_CONSTRAINTS = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 24 } };
+// 960x540 is the smallest capture for which Chrome sends all three simulcast layers (240x135,
+// 480x270, 960x540); at 640x480 it drops the top one (its simulcast layer limit by resolution).
+export const CAMERA_CONSTRAINTS = { width: { ideal: 960 }, height: { ideal: 540 }, frameRate: { ideal: 24 } };
 
 class Emitter {
   constructor() { this._handlers = new Map(); }
