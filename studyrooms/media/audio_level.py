@@ -66,7 +66,8 @@ class ActiveSpeakerDetector:
         cur = self._current
         if cur is not None and cur != best:
             cur_vol = self.volume(cur, now)
-            if cur_vol is not None and cur_vol >= self.threshold_dbov and best_vol < cur_vol + self.hysteresis_db:
+            holds = cur_vol is not None and cur_vol >= self.threshold_dbov
+            if holds and best_vol < cur_vol + self.hysteresis_db:
                 return cur, int(round(cur_vol))
         self._current = best
         return best, int(round(best_vol))

@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-KeyframeDetector = Callable[[bytes | bytearray | memoryview, int, int], bool]
+from studyrooms.media.rtp import Buf
+
+KeyframeDetector = Callable[[Buf, int, int], bool]
 
 
-def vp8_is_keyframe(data: bytes | bytearray | memoryview, off: int, end: int) -> bool:
+def vp8_is_keyframe(data: Buf, off: int, end: int) -> bool:
     """RFC 7741: S bit set, partition index 0, and the VP8 payload header P bit clear."""
     if end > len(data):
         end = len(data)
@@ -40,7 +42,7 @@ def vp8_is_keyframe(data: bytes | bytearray | memoryview, off: int, end: int) ->
     return not data[pos] & 0x01
 
 
-def vp9_is_keyframe(data: bytes | bytearray | memoryview, off: int, end: int) -> bool:
+def vp9_is_keyframe(data: Buf, off: int, end: int) -> bool:
     """draft-ietf-payload-vp9: not inter-predicted (P=0), start of a frame (B=1), spatial layer 0."""
     if end > len(data):
         end = len(data)
@@ -67,7 +69,7 @@ _EPS = 1e-9  # timers scheduled at next_due() must find the request due despite 
 _H264_KEY_NALS = frozenset((5, 7))  # IDR slice, SPS (as mediasoup's H264 handler)
 
 
-def h264_is_keyframe(data: bytes | bytearray | memoryview, off: int, end: int) -> bool:
+def h264_is_keyframe(data: Buf, off: int, end: int) -> bool:
     """RFC 6184: single NAL of type 5/7, a STAP-A/B holding one, or the start of an FU-A/B of one."""
     if end > len(data):
         end = len(data)
@@ -95,7 +97,7 @@ def h264_is_keyframe(data: bytes | bytearray | memoryview, off: int, end: int) -
     return False
 
 
-def _never(data: bytes | bytearray | memoryview, off: int, end: int) -> bool:
+def _never(data: Buf, off: int, end: int) -> bool:
     return False
 
 
@@ -113,7 +115,7 @@ def keyframe_detector(codec: str) -> KeyframeDetector:
     return _DETECTORS.get(name, _never)
 
 
-def is_keyframe(codec: str, data: bytes | bytearray | memoryview, payload_offset: int, payload_end: int) -> bool:
+def is_keyframe(codec: str, data: Buf, payload_offset: int, payload_end: int) -> bool:
     """True if the RTP payload starts a keyframe of ``codec`` ('vp8' | 'vp9' | 'h264')."""
     fn = _DETECTORS.get(codec)
     if fn is None:

@@ -17,7 +17,7 @@ from studyrooms.clock import Clock
 from studyrooms.media import rtcp
 from studyrooms.media.keyframe import keyframe_detector
 from studyrooms.media.rate import RateMeter
-from studyrooms.media.rtp import HDR, HH, U16, U32
+from studyrooms.media.rtp import HDR, HH, U32
 from studyrooms.media.score import ScoreHistory, interval_score
 
 MAX_DROPOUT = 3000
@@ -103,7 +103,8 @@ class RecvStream:
         self._ext_table = bytes(ext_table)
         self.reserve_mid_ext_id = reserve_mid_ext_id
         if reserve_mid_ext_id is not None and 0 < reserve_mid_ext_id < 15:
-            self._mid_slot: bytes = bytes(((reserve_mid_ext_id << 4) | (MID_SLOT_LEN - 1),)) + bytes(MID_SLOT_LEN)
+            header = (reserve_mid_ext_id << 4) | (MID_SLOT_LEN - 1)
+            self._mid_slot: bytes = bytes((header,)) + bytes(MID_SLOT_LEN)
         else:
             self._mid_slot = b""
         self._al_id = audio_level_ext_id if audio_level_ext_id else -1

@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 from typing import Iterable, Iterator, Sequence
 
+from studyrooms.media.rtp import Buf
+
 SR, RR, SDES, BYE, APP, RTPFB, PSFB, XR = 200, 201, 202, 203, 204, 205, 206, 207
 RTPFB_NACK, RTPFB_TWCC = 1, 15
 PSFB_PLI, PSFB_SLI, PSFB_RPSI, PSFB_FIR, PSFB_AFB = 1, 2, 3, 4, 15
@@ -31,7 +33,7 @@ _REMB_HEAD = struct.Struct("!4sB")
 MAX_RR_BLOCKS = 31
 
 
-def iter_rtcp(data: bytes | bytearray | memoryview) -> Iterator[tuple[int, int, int, int]]:
+def iter_rtcp(data: Buf) -> Iterator[tuple[int, int, int, int]]:
     """Yield ``(packet_type, fmt_or_count, offset, length_bytes)`` for each packet of a compound
     RTCP packet. Stops (without raising) at the first malformed packet."""
     n = len(data)
@@ -100,9 +102,8 @@ def build_nack(sender_ssrc: int, media_ssrc: int, seqs: Sequence[int]) -> bytes:
         blp = 0
     fci += _HH.pack(pid, blp)
     words = 2 + len(fci) // 4
-    return _FB.pack(0x80 | RTPFB_NACK, RTPFB, words, sender_ssrc & 0xFFFFFFFF, media_ssrc & 0xFFFFFFFF) + bytes(
-        fci
-    )
+    head = _FB.pack(0x80 | RTPFB_NACK, RTPFB, words, sender_ssrc & 0xFFFFFFFF, media_ssrc & 0xFFFFFFFF)
+    return head + bytes(fci)
 
 
 def build_report_block(
@@ -126,7 +127,8 @@ def build_report_block(
 def build_rr(sender_ssrc: int, report_blocks: Sequence[bytes] = ()) -> bytes:
     """Receiver Report with up to 31 report blocks (each 24 bytes, see build_report_block)."""
     blocks = list(report_blocks)[:MAX_RR_BLOCKS]
-    return _RR_HDR.pack(0x80 | len(blocks), RR, 1 + 6 * len(blocks), sender_ssrc & 0xFFFFFFFF) + b"".join(blocks)
+    head = _RR_HDR.pack(0x80 | len(blocks), RR, 1 + 6 * len(blocks), sender_ssrc & 0xFFFFFFFF)
+    return head + b"".join(blocks)
 
 
 def build_sr(
@@ -190,11 +192,11 @@ def build_remb(sender_ssrc: int, bitrate_bps: int, ssrcs: Sequence[int]) -> byte
 # Parsers
 
 
-def _valid(data: bytes | bytearray | memoryview, offset: int, length: int, min_len: int) -> bool:
+def _valid(data: Buf, offset: int, length: int, min_len: int) -> bool:
     return offset >= 0 and length >= min_len and offset + length <= len(data) and data[offset] & 0xC0 == 0x80
 
 
-def parse_fb_ssrcs(data: bytes | bytearray | memoryview, offset: int, length: int) -> tuple[int, int] | None:
+def parse_fb_ssrcs(data: Buf, offset: int, length: int) -> tuple[int, int] | None:
     """``(sender_ssrc, media_ssrc)`` of an RTPFB/PSFB packet."""
     if not _valid(data, offset, length, 12):
         return None
@@ -202,7 +204,7 @@ def parse_fb_ssrcs(data: bytes | bytearray | memoryview, offset: int, length: in
 
 
 def parse_nack(
-    data: bytes | bytearray | memoryview, offset: int, length: int
+    data: Buf, offset: int, length: int
 ) -> tuple[int, int, list[int]] | None:
     """``(sender_ssrc, media_ssrc, lost_seqs)`` of a generic NACK (RTPFB fmt 1)."""
     if not _valid(data, offset, length, 12) or data[offset + 1] != RTPFB or data[offset] & 0x1F != RTPFB_NACK:
@@ -225,7 +227,7 @@ def parse_nack(
     return sender, media, lost
 
 
-def parse_pli(data: bytes | bytearray | memoryview, offset: int, length: int) -> int | None:
+def parse_pli(data: Buf, offset: int, length: int) -> int | None:
     """Media SSRC of a PLI (PSFB fmt 1)."""
     if not _valid(data, offset, length, 12) or data[offset + 1] != PSFB or data[offset] & 0x1F != PSFB_PLI:
         return None
@@ -233,7 +235,7 @@ def parse_pli(data: bytes | bytearray | memoryview, offset: int, length: int) ->
 
 
 def parse_fir_entries(
-    data: bytes | bytearray | memoryview, offset: int, length: int
+    data: Buf, offset: int, length: int
 ) -> list[tuple[int, int]] | None:
     """``[(media_ssrc, seq_nr), ...]`` of a FIR (PSFB fmt 4)."""
     if not _valid(data, offset, length, 12) or data[offset + 1] != PSFB or data[offset] & 0x1F != PSFB_FIR:
@@ -247,7 +249,7 @@ def parse_fir_entries(
     return out
 
 
-def parse_fir(data: bytes | bytearray | memoryview, offset: int, length: int) -> list[int] | None:
+def parse_fir(data: Buf, offset: int, length: int) -> list[int] | None:
     """Media SSRCs named by a FIR (PSFB fmt 4)."""
     entries = parse_fir_entries(data, offset, length)
     if entries is None:
@@ -256,7 +258,7 @@ def parse_fir(data: bytes | bytearray | memoryview, offset: int, length: int) ->
 
 
 def _report_blocks(
-    data: bytes | bytearray | memoryview, pos: int, count: int, end: int
+    data: Buf, pos: int, count: int, end: int
 ) -> list[tuple[int, int, int, int, int, int, int]] | None:
     if pos + 24 * count > end:
         return None
@@ -272,7 +274,7 @@ def _report_blocks(
 
 
 def parse_rr_blocks(
-    data: bytes | bytearray | memoryview, offset: int, length: int
+    data: Buf, offset: int, length: int
 ) -> list[tuple[int, int, int, int, int, int, int]] | None:
     """Report blocks of an RR or SR: ``[(ssrc, fraction_lost, cumulative_lost, highest_seq, jitter,
     lsr, dlsr), ...]``."""
@@ -289,7 +291,7 @@ def parse_rr_blocks(
 
 
 def parse_rr(
-    data: bytes | bytearray | memoryview, offset: int, length: int
+    data: Buf, offset: int, length: int
 ) -> tuple[int, list[tuple[int, int, int, int, int, int, int]]] | None:
     """``(sender_ssrc, report_blocks)`` of an RR."""
     if not _valid(data, offset, length, 8) or data[offset + 1] != RR:
@@ -301,7 +303,7 @@ def parse_rr(
 
 
 def parse_sr(
-    data: bytes | bytearray | memoryview, offset: int, length: int
+    data: Buf, offset: int, length: int
 ) -> tuple[int, int, int, int, int, int, list[tuple[int, int, int, int, int, int, int]]] | None:
     """``(ssrc, ntp_sec, ntp_frac, rtp_ts, packet_count, octet_count, report_blocks)`` of an SR."""
     if not _valid(data, offset, length, 28) or data[offset + 1] != SR:
@@ -313,7 +315,7 @@ def parse_sr(
     return ssrc, ntp_sec, ntp_frac, rtp_ts, packets, octets, blocks
 
 
-def parse_remb(data: bytes | bytearray | memoryview, offset: int, length: int) -> tuple[int, list[int]] | None:
+def parse_remb(data: Buf, offset: int, length: int) -> tuple[int, list[int]] | None:
     """``(bitrate_bps, ssrcs)`` of a REMB packet, ``None`` if it is not a (valid) REMB."""
     if not _valid(data, offset, length, 20) or data[offset + 1] != PSFB or data[offset] & 0x1F != PSFB_AFB:
         return None
@@ -329,7 +331,7 @@ def parse_remb(data: bytes | bytearray | memoryview, offset: int, length: int) -
     return mantissa << exp, ssrcs
 
 
-def parse_sdes_cnames(data: bytes | bytearray | memoryview, offset: int, length: int) -> list[tuple[int, str]] | None:
+def parse_sdes_cnames(data: Buf, offset: int, length: int) -> list[tuple[int, str]] | None:
     """``[(ssrc, cname), ...]`` from an SDES packet (other items skipped)."""
     if not _valid(data, offset, length, 4) or data[offset + 1] != SDES:
         return None
@@ -354,7 +356,7 @@ def parse_sdes_cnames(data: bytes | bytearray | memoryview, offset: int, length:
     return out
 
 
-def parse_bye(data: bytes | bytearray | memoryview, offset: int, length: int) -> list[int] | None:
+def parse_bye(data: Buf, offset: int, length: int) -> list[int] | None:
     """SSRCs leaving, from a BYE packet."""
     if not _valid(data, offset, length, 4) or data[offset + 1] != BYE:
         return None

@@ -7,7 +7,9 @@ objects. Parsers never raise on malformed input: they return ``None`` (or stop i
 from __future__ import annotations
 
 import struct
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, Union
+
+Buf = Union[bytes, bytearray, memoryview]  # any buffer the parsers accept
 
 HDR = struct.Struct("!BBHII")  # v/p/x/cc, m/pt, seq, ts, ssrc
 U16 = struct.Struct("!H")
@@ -22,7 +24,7 @@ TWO_BYTE_PROFILE = 0x1000  # 0x100X: the low 4 bits are "appbits"
 PT, MARKER, SEQ, TS, SSRC, PAYLOAD_OFFSET, EXT_OFFSET, EXT_LENGTH, EXT_PROFILE = range(9)
 
 
-def parse_rtp(data: bytes | bytearray | memoryview) -> tuple[int, int, int, int, int, int, int, int, int] | None:
+def parse_rtp(data: Buf) -> tuple[int, int, int, int, int, int, int, int, int] | None:
     """Parse an RTP header.
 
     Returns ``(payload_type, marker, seq, timestamp, ssrc, payload_offset, ext_offset, ext_length,
@@ -55,7 +57,7 @@ def parse_rtp(data: bytes | bytearray | memoryview) -> tuple[int, int, int, int,
     return (b1 & 0x7F, b1 >> 7, seq, ts, ssrc, pos, ext_offset, ext_length, ext_profile)
 
 
-def payload_end(data: bytes | bytearray | memoryview) -> int:
+def payload_end(data: Buf) -> int:
     """End offset of the payload (padding excluded) of a packet :func:`parse_rtp` accepted."""
     n = len(data)
     if n and data[0] & 0x20:
@@ -63,12 +65,12 @@ def payload_end(data: bytes | bytearray | memoryview) -> int:
     return n
 
 
-def is_rtcp(data: bytes | bytearray | memoryview) -> bool:
+def is_rtcp(data: Buf) -> bool:
     """RFC 5761 demultiplexing: RTP version 2 and second byte in 192..223 means RTCP."""
     return len(data) >= 4 and data[0] & 0xC0 == 0x80 and 192 <= data[1] <= 223
 
 
-def is_rtp(data: bytes | bytearray | memoryview) -> bool:
+def is_rtp(data: Buf) -> bool:
     """RFC 5761 counterpart of :func:`is_rtcp` (cheap check, no full parse)."""
     return len(data) >= 12 and data[0] & 0xC0 == 0x80 and not 192 <= data[1] <= 223
 
@@ -78,7 +80,7 @@ def is_rtp(data: bytes | bytearray | memoryview) -> bool:
 
 
 def iter_extensions(
-    data: bytes | bytearray | memoryview, ext_offset: int, ext_length: int, ext_profile: int
+    data: Buf, ext_offset: int, ext_length: int, ext_profile: int
 ) -> Iterator[tuple[int, int, int]]:
     """Yield ``(id, value_offset, value_length)`` for each element of a one-byte (0xBEDE) or
     two-byte (0x100X) extension block; other profiles yield nothing. Stops at malformed data."""
@@ -116,7 +118,7 @@ def iter_extensions(
 
 
 def get_extension(
-    data: bytes | bytearray | memoryview, parsed: Sequence[int], ext_id: int
+    data: Buf, parsed: Sequence[int], ext_id: int
 ) -> bytes | None:
     """Value of extension ``ext_id``; ``parsed`` is the tuple from :func:`parse_rtp` or
     ``(ext_offset, ext_length, ext_profile)``. ``None`` if absent."""

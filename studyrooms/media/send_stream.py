@@ -22,6 +22,9 @@ DEFAULT_RTT_MS = 100.0
 MID_SLOT_LEN = 8
 MID_ELEMENT_LEN = 1 + MID_SLOT_LEN
 
+# [last buffer, its length, its payload octets]: shared by all SendStreams of this process
+_OVERHEAD_CACHE: list[Any] = [None, -1, 0]
+
 
 class SendStream:
     """Send side of one consumer stream. See the module docstring."""
@@ -65,7 +68,8 @@ class SendStream:
         self.rtx_ssrc = rtx_ssrc
         self.rtx_payload_type = rtx_payload_type
         self.rtx_enabled = rtx_ssrc is not None and rtx_payload_type is not None
-        self.keyframe_gating = (kind == "video") if keyframe_gating is None else (keyframe_gating and kind == "video")
+        # audio never gates; video gates unless told not to
+        self.keyframe_gating = kind == "video" and (keyframe_gating is None or bool(keyframe_gating))
         self.cname = cname
         self._clock = clock
         self._now = clock.now
@@ -163,15 +167,22 @@ class SendStream:
         if now >= self._rate_next:
             self._rate_next = self._rate.sample(self.bytes, now)
         self.bytes += n
-        # payload octets for the SR: length minus header, extension block and padding
-        b0 = data[0]
-        hl = 12 + ((b0 & 0x0F) << 2)
-        if b0 & 0x10:
-            hl += 4 + (((data[hl + 2] << 8) | data[hl + 3]) << 2)
-        if b0 & 0x20:
-            hl += data[n - 1]
-        if n > hl:
-            self.octets += n - hl
+        # payload octets for the SR: the packet minus header, extension block and padding. The
+        # same buffer goes to every consumer of a producer in a row: compute that once per buffer.
+        c = _OVERHEAD_CACHE
+        if c[0] is pkt and c[1] == n:
+            self.octets += c[2]
+        else:
+            b0 = data[0]
+            hl = 12 + ((b0 & 0x0F) << 2)
+            if b0 & 0x10:
+                hl += 4 + (((data[hl + 2] << 8) | data[hl + 3]) << 2)
+            if b0 & 0x20:
+                hl += data[n - 1]
+            c[0] = pkt
+            c[1] = n
+            c[2] = n - hl if n > hl else 0
+            self.octets += c[2]
         if 0 < ((out_seq - self.max_seq) & 0xFFFF) < 0x8000 or not self._started:
             self._started = True
             self.max_seq = out_seq
@@ -282,7 +293,14 @@ class SendStream:
         return sr
 
     def on_receiver_report(
-        self, fraction_lost: int, cumulative_lost: int, highest_seq: int, jitter: int, lsr: int, dlsr: int, now: float
+        self,
+        fraction_lost: int,
+        cumulative_lost: int,
+        highest_seq: int,
+        jitter: int,
+        lsr: int,
+        dlsr: int,
+        now: float,
     ) -> None:
         """Update RTT (LSR/DLSR against the SRs we sent), loss and score from a report block."""
         sent_at = self._sr_sent.get(lsr) if lsr else None

@@ -6,9 +6,11 @@ the receiver's decoder, as mediasoup's VP8 codec handler does with its sequence 
 
 from __future__ import annotations
 
+from studyrooms.media.rtp import Buf
+
 
 def parse_vp8_descriptor(
-    data: bytes | bytearray | memoryview, payload_offset: int, payload_end: int
+    data: Buf, payload_offset: int, payload_end: int
 ) -> tuple[int, int, int, int, bool, int] | None:
     """``(picture_id or -1, picture_id_bits (7, 15, or 0 if absent), tl0picidx or -1, tid or -1,
     is_keyframe, descriptor_len)``; ``None`` if the descriptor is truncated."""

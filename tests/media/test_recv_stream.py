@@ -52,7 +52,8 @@ def test_chrome_video_normalised_exactly():
     assert rs.last_audio_level == -1
     assert (rs.packets, rs.bytes, rs.keyframes) == (1, len(pkt), 1)
     p = parse_rtp(out)
-    assert [(i, ln) for i, _, ln in iter_extensions(out, p[6], p[7], p[8])] == [(ROUTER_MID, 8), (ROUTER_ABS, 3)]
+    elements = [(i, ln) for i, _, ln in iter_extensions(out, p[6], p[7], p[8])]
+    assert elements == [(ROUTER_MID, 8), (ROUTER_ABS, 3)]
     # the input is untouched and the layout plan is reused for the next packet
     assert pkt == chrome_video_packet(4242, 90000, VP8_KEY, marker=True)
     out2 = rs.receive(chrome_video_packet(4243, 90000, VP8_DELTA, tcc=8))
@@ -155,7 +156,8 @@ def test_unknown_payload_type_and_malformed_are_rejected():
     assert rs.receive(build_rtp(payload_type=100, seq=1, ts=0, ssrc=CHROME_VIDEO_SSRC)) is None
     assert rs.unknown_payload_type == 1
     # the RTX PT is never treated as media even if it appears in the PT map
-    assert rs.receive(build_rtp(payload_type=97, seq=1, ts=0, ssrc=CHROME_VIDEO_SSRC, payload=b"\x00\x01")) is None
+    rtx_pt_packet = build_rtp(payload_type=97, seq=1, ts=0, ssrc=CHROME_VIDEO_SSRC, payload=b"\x00\x01")
+    assert rs.receive(rtx_pt_packet) is None
     assert rs.unknown_payload_type == 2
     assert rs.receive(b"\x80\x60\x00") is None
     assert rs.receive(struct.pack("!BBHII", 0x90, 96, 1, 2, 3) + b"\xbe\xde\x00\x09") is None
@@ -223,7 +225,8 @@ def test_loss_jitter_and_report_block_on_crafted_sequence():
     clock.advance(0.5)
     block = rs.report_block(clock.now())
     assert len(block) == 24
-    ssrc, fraction, cumulative, highest, jitter, lsr, dlsr = rtcp.parse_rr_blocks(rtcp.build_rr(1, [block]), 0, 32)[0]
+    rr = rtcp.build_rr(1, [block])
+    ssrc, fraction, cumulative, highest, jitter, lsr, dlsr = rtcp.parse_rr_blocks(rr, 0, 32)[0]
     assert ssrc == CHROME_VIDEO_SSRC
     assert fraction == (2 * 256) // 10 == rs.fraction_lost
     assert cumulative == 2

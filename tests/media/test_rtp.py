@@ -20,7 +20,7 @@ from studyrooms.media.rtp import (
 
 
 def test_parse_minimal_header():
-    pkt = build_rtp(payload_type=96, seq=0xABCD, ts=0x12345678, ssrc=0xDEADBEEF, payload=b"hello", marker=True)
+    pkt = build_rtp(payload_type=96, seq=0xABCD, ts=0x12345678, ssrc=0xDEADBEEF, payload=b"hi", marker=True)
     assert parse_rtp(pkt) == (96, 1, 0xABCD, 0x12345678, 0xDEADBEEF, 12, 0, 0, 0)
     assert payload_end(pkt) == len(pkt)
 

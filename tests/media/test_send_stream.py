@@ -31,7 +31,8 @@ class Producer:
         self.rs = chrome_video_recv(clock, **kw)
 
     def packet(self, seq, ts, key=False, **kw):
-        buf = self.rs.receive(chrome_video_packet(seq & 0xFFFF, ts & 0xFFFFFFFF, VP8_KEY if key else VP8_DELTA, **kw))
+        payload = VP8_KEY if key else VP8_DELTA
+        buf = self.rs.receive(chrome_video_packet(seq & 0xFFFF, ts & 0xFFFFFFFF, payload, **kw))
         assert buf is not None
         rs = self.rs
         return buf, rs.mid_value_offset, rs.last_seq, rs.last_ts, rs.last_keyframe
@@ -221,7 +222,8 @@ def test_rtx_wrap_and_unwrap_round_trip():
     # the consumer side (a browser) as a RecvStream on the consumer's parameters
     def browser():
         return RecvStream(
-            ssrc=0xC0C0C0C0, kind="video", codec="vp8", clock_rate=90000, payload_type_map={ROUTER_VP8: ROUTER_VP8},
+            ssrc=0xC0C0C0C0, kind="video", codec="vp8", clock_rate=90000,
+            payload_type_map={ROUTER_VP8: ROUTER_VP8},
             ext_id_map={ROUTER_MID: ROUTER_MID, ROUTER_ABS: ROUTER_ABS}, reserve_mid_ext_id=None,
             audio_level_ext_id=None, rtx_ssrc=0xD0D0D0D0, rtx_payload_type=ROUTER_VP8_RTX, clock=clock,
         )
@@ -322,6 +324,7 @@ def test_counters_bitrate_and_stats():
     stats = ss.to_stats(clock.now())
     assert stats["type"] == "outbound-rtp" and stats["ssrc"] == 0xC0C0C0C0
     assert stats["packetCount"] == 200 and stats["byteCount"] == total
-    assert (stats["pliCount"], stats["firCount"], stats["nackCount"], stats["packetsRetransmitted"]) == (1, 1, 1, 1)
+    counts = (stats["pliCount"], stats["firCount"], stats["nackCount"], stats["packetsRetransmitted"])
+    assert counts == (1, 1, 1, 1)
     assert abs(stats["bitrate"] - total * 8 / 2) / (total * 8 / 2) < 0.05
     assert stats["score"] == 10 and stats["mimeType"] == "video/vp8"
