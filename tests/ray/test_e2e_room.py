@@ -1,0 +1,89 @@
+"""End to end through the running app: two python-socketio clients driving pymediasoup devices
+join a room, produce VP8 + Opus, consume each other and decode frames; after they leave, the
+workers hold nothing (stats back to zero)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import aiohttp
+import pytest
+import pytest_asyncio
+import socketio
+
+from actors.app import start_app
+from actors.hop import call
+from studyrooms.config import Settings
+
+peer_mod = pytest.importorskip("support.peer")
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def app(ray_session):
+    settings = Settings(server={"host": "127.0.0.1", "port": 0, "num_workers": 2},
+                        rooms={"empty_room_timeout_s": 0.2})
+    handle = await start_app(settings, prefix=f"e2e-{uuid.uuid4().hex[:6]}", health_interval_s=0.5)
+    yield handle
+    await handle.stop()
+
+
+async def http(app, method, path, body=None):
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        async with session.request(method, app.url + path, json=body) as resp:
+            return resp.status, await resp.json()
+
+
+async def join(app, room, name):
+    status, body = await http(app, "POST", "api/token", {"roomId": room, "displayName": name})
+    assert status == 200, body
+    sio = socketio.AsyncClient(reconnection=False)
+    await sio.connect(app.url, auth={"token": body["token"]}, transports=["websocket"], wait_timeout=10)
+    signal = peer_mod.SocketIOSignal(sio, timeout=20)
+    ack = await signal.call("join-room", {"roomId": room, "displayName": name})
+    peer = peer_mod.Peer(signal, video=True, audio=True)
+    await peer.load(ack["rtpCapabilities"])
+    return sio, peer
+
+
+async def test_two_peers_exchange_media_through_the_actors(app, aioice_loopback):
+    room = f"room-{uuid.uuid4().hex[:4]}"
+    amy_sio, amy = await join(app, room, "Amy")
+    bob_sio, bob = await join(app, room, "Bob")
+    try:
+        amy_ids = await asyncio.wait_for(amy.produce(video=True, audio=True), 30)
+        bob_ids = await asyncio.wait_for(bob.produce(video=True, audio=True), 30)
+        counters = {
+            "amy<-bob video": await asyncio.wait_for(amy.consume(bob_ids["video"]), 30),
+            "amy<-bob audio": await asyncio.wait_for(amy.consume(bob_ids["audio"]), 30),
+            "bob<-amy video": await asyncio.wait_for(bob.consume(amy_ids["video"]), 30),
+            "bob<-amy audio": await asyncio.wait_for(bob.consume(amy_ids["audio"]), 30),
+        }
+        for name, counter in counters.items():  # consumers were resumed by Peer.consume
+            frames = await counter.wait_frames(3, timeout=45)
+            assert frames > 0, f"{name}: no decoded frames"
+        status, stats = await http(app, "GET", "api/stats")
+        room_stats = next(r for r in stats["rooms"] if r["roomId"] == room)
+        assert room_stats["participantCount"] == 2 and room_stats["consumerCount"] == 4
+        assert sum(w["consumerCount"] for w in stats["workers"]) == 4  # as the workers count them
+    finally:
+        for peer in (amy, bob):
+            await peer.close()
+        for sio in (amy_sio, bob_sio):
+            await sio.disconnect()
+
+    deadline = time.monotonic() + 20
+    totals = None
+    while time.monotonic() < deadline:
+        loads = [await call(w.load.remote()) for w in app.workers.values()]
+        totals = {k: sum(load[k] for load in loads)
+                  for k in ("routerCount", "transportCount", "producerCount", "consumerCount")}
+        status, rooms = await http(app, "GET", "api/rooms")
+        if not any(totals.values()) and rooms["rooms"] == []:
+            break
+        await asyncio.sleep(0.1)
+    assert totals == {"routerCount": 0, "transportCount": 0, "producerCount": 0, "consumerCount": 0}
+    assert rooms["rooms"] == []
