@@ -291,7 +291,7 @@ class RecvStream:
         # ---- normalise: router PT, one-byte extension block with router ids (+ MID slot)
         out = bytearray(data)
         level = -1
-        if profile or self._mid_slot:
+        if b0 & 0x10 or self._mid_slot:
             key = (hdr_end << 32) | (profile << 16) | words
             plan = self._plans.get(key)
             if plan is None or (plan[0] is not None and plan[0](data) != plan[1]):

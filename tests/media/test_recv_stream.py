@@ -416,3 +416,13 @@ def test_receive_rtx_rejects_wrong_pt_ssrc_and_padding_only():
     probe = build_rtp(payload_type=97, seq=9, ts=0, ssrc=CHROME_RTX_SSRC, padding=200)
     assert rs.receive_rtx(probe) is None and rs.rtx_padding_packets == 1
     assert rs.nack_list_size == 1
+
+
+def test_unknown_extension_profile_is_stripped():
+    clock = FakeClock()
+    rs = chrome_video_recv(clock, reserve_mid_ext_id=None)
+    for profile in (0x0000, 0x1234):
+        pkt = struct.pack("!BBHII", 0x90, 96, 5 + profile % 7, 0, CHROME_VIDEO_SSRC)
+        pkt += struct.pack("!HH", profile, 1) + b"\x10\xaa\x00\x00" + VP8_DELTA
+        out = rs.receive(pkt)
+        assert out[0] & 0x10 == 0 and out[12:] == VP8_DELTA and rs.last_payload_offset == 12
