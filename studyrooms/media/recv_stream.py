@@ -47,7 +47,7 @@ class RecvStream:
         "_pt_table", "_rate", "_rate_next", "_received", "_received_prior", "_rtx_apt", "_score", "_sr_at",
         "_started", "_table", "_jitter_q4", "_kf", "bytes", "clock_rate", "codec", "discarded",
         "duplicates", "fraction_lost", "invalid", "keyframe_required", "keyframes", "kind",
-        "last_audio_level", "last_ext_seq", "last_keyframe", "last_marker", "last_payload_end",
+        "last_audio_level", "last_ext_seq", "last_receive_time", "missing", "last_keyframe", "last_marker", "last_payload_end",
         "last_payload_offset", "last_seq", "last_ts", "max_nack_age", "max_nack_retries",
         "mid_value_offset", "nack_enabled", "nack_give_ups", "nack_packets_requested", "nacks_sent",
         "packets", "packets_repaired", "reserve_mid_ext_id", "restarts", "rid", "rtt_ms", "rtx_packets",
@@ -120,6 +120,7 @@ class RecvStream:
         self.last_payload_end = -1
         self.mid_value_offset = -1
         self.last_ext_seq = -1
+        self.last_receive_time = -1.0
 
         # sequence tracking (RFC 3550 A.1)
         self._started = False
@@ -137,6 +138,9 @@ class RecvStream:
 
         # NACK generator: ext seq -> [sends, last_sent_at]
         self._nack: dict[int, list[Any]] = {}
+        # Public read-only view of the losses being chased (the same dict; never rebound): a cheap
+        # truthiness test on the packet path tells the producer a NACK may be due.
+        self.missing = self._nack
         self.max_nack_age = max_nack_age
         self.max_nack_retries = max_nack_retries
         self.rtt_ms = DEFAULT_RTT_MS
@@ -259,6 +263,7 @@ class RecvStream:
 
         # ---- sequence tracking: in-order fast path, everything else in _track_seq
         now = self._now()
+        self.last_receive_time = now
         if self._started and seq == ((self._max_seq + 1) & 0xFFFF):
             if seq == 0:
                 self._cycles += SEQ_MOD
@@ -528,6 +533,9 @@ class RecvStream:
         if not seqs:
             return None
         return rtcp.build_nack(sender_ssrc, self.ssrc, seqs)
+
+    def has_missing(self) -> bool:
+        return bool(self._nack)
 
     @property
     def nack_list_size(self) -> int:

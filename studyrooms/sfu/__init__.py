@@ -1,0 +1,1 @@
+"""The SFU control plane in mediasoup's vocabulary: Worker, Router, transports, Producer, Consumer."""

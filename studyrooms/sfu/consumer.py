@@ -1,0 +1,277 @@
+"""Consumer: one outgoing copy of a producer toward one recv transport (mediasoup's Simple- and
+SimulcastConsumer).
+
+Created paused (mediasoup-client resumes it once its side is ready). Resuming asks the producer
+for a keyframe and the SendStream forwards from the next keyframe on, keeping sequence numbers and
+timestamps continuous across pause/resume and simulcast layer switches. Per packet the work is
+``forward``: a few attribute checks, ``SendStream.send`` (rewrite in place + copy) and the
+transport's ``send_rtp`` (protect + sendto).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidRequestError, InvalidStateError
+from ..events import EventEmitter
+from ..media.recv_stream import RecvStream
+from ..media.send_stream import SendStream
+from ..media.vp8 import Vp8PictureRewriter
+from .parameters import consumer_stream_params
+
+if TYPE_CHECKING:
+    from .producer import Producer
+    from .router import Router
+    from .transport import Transport
+
+logger = logging.getLogger("studyrooms.simulcast")
+
+LAYER_ACTIVE_WINDOW_S = 2.0
+
+
+class Consumer:
+    def __init__(
+        self,
+        router: "Router",
+        transport: "Transport",
+        consumer_id: str,
+        producer: "Producer",
+        *,
+        rtp_parameters: dict,
+        paused: bool = True,
+        app_data: dict | None = None,
+        buffer_packets: int = 600,
+    ) -> None:
+        self.id = consumer_id
+        self.router = router
+        self.transport = transport
+        self.producer = producer
+        self.kind = producer.kind
+        self.rtp_parameters = rtp_parameters
+        self.app_data = dict(app_data or {})
+        self.clock = transport.clock
+        self.closed = False
+        self.paused = paused
+        self.producer_paused = producer.paused
+        self.observer = EventEmitter()  # "close", "pause", "resume", "layerschange"
+        params = consumer_stream_params(rtp_parameters)
+        self.ssrc = params.ssrc
+        self.rtx_ssrc = params.rtx_ssrc
+        self.mid = rtp_parameters.get("mid")
+        self.type = "simulcast" if len(producer.stream_params) > 1 else "simple"
+        self.send_stream = SendStream(
+            ssrc=params.ssrc,
+            payload_type=params.payload_type,
+            clock_rate=params.clock_rate,
+            kind=self.kind,
+            codec=params.codec,
+            mid=self.mid,
+            rtx_ssrc=params.rtx_ssrc,
+            rtx_payload_type=params.rtx_payload_type,
+            buffer_packets=buffer_packets,
+            keyframe_gating=self.kind == "video",
+            cname=(rtp_parameters.get("rtcp") or {}).get("cname", ""),
+            clock=self.clock,
+        )
+        # Simulcast state: encodings are indexed lowest (0) to highest.
+        layers = len(producer.stream_params)
+        self.preferred_spatial_layer = layers - 1
+        self.preferred_temporal_layer = -1
+        self.target_layer = layers - 1 if self.type == "simulcast" else 0
+        self.current_layer = -1 if self.type == "simulcast" else 0
+        self._vp8 = Vp8PictureRewriter() if self.type == "simulcast" and params.codec == "vp8" else None
+        self._active = False
+        self._update_active()
+
+    # ------------------------------------------------------------------ hot path
+    def forward(self, pkt: bytearray, index: int, stream: RecvStream) -> None:
+        if not self._active:
+            return
+        if index != self.current_layer:
+            if index != self.target_layer or not stream.last_keyframe:
+                return
+            self._switch_layer(index)
+        if self._vp8 is not None:
+            # the ingress buffer is shared by every consumer of the producer: rewrite a private copy
+            pkt = bytearray(pkt)
+            self._vp8.rewrite(pkt, stream.last_payload_offset, stream.last_payload_end, self._switched)
+            self._switched = False
+        out = self.send_stream.send(
+            pkt, stream.mid_value_offset, stream.last_seq, stream.last_ts, stream.last_keyframe, stream.ssrc
+        )
+        if out is None:
+            # gated: waiting for a keyframe; the producer throttles these requests
+            self.producer.request_key_frame(index)
+            return
+        self.transport.send_rtp(out)
+
+    _switched = False
+
+    def _switch_layer(self, index: int) -> None:
+        previous = self.current_layer
+        self.current_layer = index
+        self._switched = True
+        self.send_stream.request_sync()
+        if previous != index:
+            self.observer.emit("layerschange", {"spatialLayer": index, "temporalLayer": self._temporal_layers() - 1})
+
+    def _temporal_layers(self) -> int:
+        mode = (self.rtp_parameters.get("encodings") or [{}])[0].get("scalabilityMode") or "L1T1"
+        try:
+            return int(mode.split("T", 1)[1].rstrip("_KEY"))
+        except (IndexError, ValueError):
+            return 1
+
+    # ------------------------------------------------------------------ feedback from the remote
+    def on_nack(self, seqs: list[int]) -> None:
+        if self.closed:
+            return
+        send = self.transport.send_rtp
+        for packet in self.send_stream.on_nack(seqs):
+            send(packet)
+
+    def on_key_frame_request(self, fir: bool = False) -> None:
+        if fir:
+            self.send_stream.on_fir()
+        else:
+            self.send_stream.on_pli()
+        if self._active:
+            self.producer.request_key_frame(self.current_layer if self.current_layer >= 0 else self.target_layer)
+
+    def on_receiver_report(self, block, now: float) -> None:
+        _ssrc, fraction_lost, cumulative_lost, highest_seq, jitter, lsr, dlsr = block
+        if _ssrc == self.ssrc:
+            self.send_stream.on_receiver_report(fraction_lost, cumulative_lost, highest_seq, jitter, lsr, dlsr, now)
+
+    def sender_report(self, wall: float, now: float) -> bytes | None:
+        if self.closed or not self.send_stream.packets:
+            return None
+        self._update_target_layer(now)
+        return self.send_stream.build_sr(wall, now)
+
+    # ------------------------------------------------------------------ simulcast layer choice
+    def _update_target_layer(self, now: float) -> None:
+        """Pick the highest active encoding not above the preferred one (re-evaluated on the RTCP tick
+        and on preference changes). Bandwidth estimates from the receiver's REMB cap it further."""
+        if self.type != "simulcast" or not self._active:
+            return
+        active = self.producer.active_stream_indexes(now, LAYER_ACTIVE_WINDOW_S)
+        if not active:
+            return
+        candidates = [i for i in active if i <= self.preferred_spatial_layer] or [min(active)]
+        remb = self.transport.rtcp.remote_remb_bps
+        if remb:
+            fitting = [
+                i for i in candidates
+                if self.producer.streams[i] is not None and self.producer.streams[i].bitrate_bps(now) <= remb
+            ]
+            candidates = fitting or [min(candidates)]
+        target = max(candidates)
+        if target != self.target_layer or self.current_layer not in active:
+            self.target_layer = target
+            if target != self.current_layer:
+                self.producer.request_key_frame(target)
+
+    # ------------------------------------------------------------------ control
+    def _update_active(self) -> None:
+        was = self._active
+        self._active = (
+            not self.closed and not self.paused and not self.producer_paused and self.transport.media_ready
+        )
+        if self._active and not was:
+            self.send_stream.request_sync()
+            if self.type == "simulcast":
+                self.current_layer = -1
+                self._update_target_layer(self.clock.now())
+            self.producer.request_key_frame(self.target_layer)
+
+    def transport_ready(self) -> None:
+        self._update_active()
+
+    def pause(self) -> None:
+        self._check_open()
+        self.paused = True
+        self._update_active()
+        self.observer.emit("pause")
+
+    def resume(self) -> None:
+        self._check_open()
+        self.paused = False
+        self._update_active()
+        self.observer.emit("resume")
+
+    def producer_paused_changed(self, paused: bool) -> None:
+        self.producer_paused = paused
+        self._update_active()
+        self.router._consumer_event("consumer-paused" if paused else "consumer-resumed", self)
+
+    def set_preferred_layers(self, spatial_layer: int, temporal_layer: int | None = None) -> None:
+        self._check_open()
+        if self.type != "simulcast":
+            raise InvalidRequestError("preferred layers only apply to simulcast consumers")
+        layers = len(self.producer.stream_params)
+        if not 0 <= spatial_layer < 16:
+            raise InvalidRequestError("spatialLayer out of range")
+        self.preferred_spatial_layer = min(spatial_layer, layers - 1)
+        if temporal_layer is not None:
+            self.preferred_temporal_layer = temporal_layer
+        self._update_target_layer(self.clock.now())
+
+    def request_key_frame(self) -> None:
+        self._check_open()
+        if self._active:
+            self.producer.request_key_frame(self.current_layer if self.current_layer >= 0 else self.target_layer)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise InvalidStateError(f"consumer {self.id} is closed")
+
+    def close(self, reason: str = "closed") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._active = False
+        self.producer.remove_consumer(self)
+        self.transport.remove_consumer(self)
+        forget = getattr(self.transport, "forget_tx_ssrc", None)
+        if forget is not None:  # free the outbound SRTP streams of our SSRCs (no leak under churn)
+            for ssrc in (self.ssrc, self.rtx_ssrc):
+                if ssrc:
+                    forget(ssrc)
+        self.router._consumer_closed(self, reason)
+        self.observer.emit("close", reason)
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def score(self) -> dict:
+        return {"score": self.send_stream.score, "producerScore": self.producer.score}
+
+    @property
+    def current_layers(self) -> dict | None:
+        if self.type != "simulcast" or self.current_layer < 0:
+            return None
+        return {"spatialLayer": self.current_layer, "temporalLayer": self._temporal_layers() - 1}
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "producerId": self.producer.id,
+            "kind": self.kind,
+            "type": self.type,
+            "paused": self.paused,
+            "producerPaused": self.producer_paused,
+            "closed": self.closed,
+            "transportId": self.transport.id,
+            "rtpParameters": self.rtp_parameters,
+            "preferredLayers": {"spatialLayer": self.preferred_spatial_layer}
+            if self.type == "simulcast"
+            else None,
+            "currentLayers": self.current_layers,
+            "appData": self.app_data,
+        }
+
+    def get_stats(self) -> list[dict]:
+        stats = self.send_stream.to_stats(self.clock.now())
+        stats.update({"type": "outbound-rtp", "consumerId": self.id, "kind": self.kind})
+        return [stats]

@@ -1,0 +1,150 @@
+"""Worker: one media worker (mediasoup's Worker), one per CPU core.
+
+Owns its DTLS certificate, its UDP socket (shared mode: one WebRtcServer port for every
+transport) and many Routers. Everything per packet happens inside this process's event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from typing import Any
+
+from ..clock import Clock, SystemClock
+from ..errors import InvalidStateError, NotFoundError
+from ..events import EventEmitter
+from ..ids import new_id
+from ..net.dtls import make_certificate
+from .options import WorkerOptions
+from .router import Router
+
+logger = logging.getLogger("studyrooms.worker")
+
+
+class Worker:
+    def __init__(self, worker_id: str, options: WorkerOptions, *, index: int = 0, clock: Clock | None = None):
+        self.id = worker_id
+        self.index = index
+        self.options = options
+        self.clock: Clock = clock or SystemClock()
+        self.pid = os.getpid()
+        self.closed = False
+        self.certificate = make_certificate(options.certificate_validity_days)
+        self.webrtc_server = None
+        self.routers: dict[str, Router] = {}
+        self.transports: dict[str, Any] = {}
+        self.producers: dict[str, Any] = {}
+        self.consumers: dict[str, Any] = {}
+        self.observer = EventEmitter()  # "event" (name, data), "close"
+        self.started_at = time.monotonic()
+        self._cpu_mark = (time.monotonic(), time.process_time())
+
+    @classmethod
+    async def create(
+        cls, worker_id: str | None = None, options: WorkerOptions | None = None, *, index: int = 0,
+        clock: Clock | None = None,
+    ) -> "Worker":
+        worker = cls(worker_id or new_id(), options or WorkerOptions(), index=index, clock=clock)
+        if worker.options.port_mode == "shared":
+            from .webrtc_server import WebRtcServer
+
+            opts = worker.options
+            worker.webrtc_server = await WebRtcServer.create(
+                listen_ip=opts.listen_ip,
+                announced_ip=opts.announced_ip,
+                port_range=(opts.rtc_min_port, opts.rtc_max_port),
+                buffer_bytes=opts.socket_buffer_bytes,
+            )
+        logger.info("worker %s started (pid %s, port mode %s)", worker.id, worker.pid, worker.options.port_mode)
+        return worker
+
+    # ------------------------------------------------------------------ routers
+    def create_router(self, router_id: str | None = None, media_codecs: list[dict] | None = None) -> Router:
+        if self.closed:
+            raise InvalidStateError("worker is closed")
+        router_id = router_id or new_id()
+        if router_id in self.routers:
+            raise InvalidStateError(f"router {router_id} already exists")
+        router = Router(self, router_id, media_codecs)
+        self.routers[router_id] = router
+        return router
+
+    def router(self, router_id: str) -> Router:
+        router = self.routers.get(router_id)
+        if router is None:
+            raise NotFoundError(f"router {router_id} not found")
+        return router
+
+    def _router_closed(self, router: Router) -> None:
+        self.routers.pop(router.id, None)
+
+    # ------------------------------------------------------------------ registries (for the channel)
+    def _register(self, kind: str, entity: Any) -> None:
+        getattr(self, kind + "s")[entity.id] = entity
+
+    def _unregister(self, kind: str, entity: Any) -> None:
+        registry = getattr(self, kind + "s")
+        if registry.get(entity.id) is entity:
+            del registry[entity.id]
+
+    def _emit(self, name: str, data: dict) -> None:
+        self.observer.emit("event", name, data)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for router in list(self.routers.values()):
+            router.close()
+        if self.webrtc_server is not None:
+            self.webrtc_server.close()
+        self.observer.emit("close")
+        logger.info("worker %s closed", self.id)
+
+    # ------------------------------------------------------------------ introspection
+    def dump(self) -> dict[str, Any]:
+        return {
+            "workerId": self.id,
+            "pid": self.pid,
+            "closed": self.closed,
+            "routers": [r.dump() for r in self.routers.values()],
+            "transportIds": list(self.transports),
+            "producerIds": list(self.producers),
+            "consumerIds": list(self.consumers),
+            "webRtcServer": self.webrtc_server.dump() if self.webrtc_server is not None else None,
+        }
+
+    def cpu_percent(self) -> float:
+        """Process CPU use since the previous call (percent of one core)."""
+        wall0, cpu0 = self._cpu_mark
+        wall1, cpu1 = time.monotonic(), time.process_time()
+        self._cpu_mark = (wall1, cpu1)
+        elapsed = wall1 - wall0
+        return round(100.0 * (cpu1 - cpu0) / elapsed, 2) if elapsed > 0 else 0.0
+
+    def get_stats(self) -> dict[str, Any]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        tx = rx = 0
+        for transport in self.transports.values():
+            tx += transport.tx_rtp
+            rx += transport.rx_rtp
+        return {
+            "workerId": self.id,
+            "pid": self.pid,
+            "routerCount": len(self.routers),
+            "transportCount": len(self.transports),
+            "producerCount": len(self.producers),
+            "consumerCount": len(self.consumers),
+            "rtpPacketsReceived": rx,
+            "rtpPacketsSent": tx,
+            "cpu": {
+                "userSeconds": usage.ru_utime,
+                "systemSeconds": usage.ru_stime,
+                "percent": self.cpu_percent(),
+            },
+            "maxRssKb": usage.ru_maxrss,
+            "udp": self.webrtc_server.get_stats() if self.webrtc_server is not None else None,
+        }
