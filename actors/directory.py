@@ -70,7 +70,9 @@ class Directory:
     async def register_worker(self, worker_id: str, handle: Any, info: dict | None = None) -> None:
         info = info or {}
         self._order += 1
-        self.workers[worker_id] = WorkerEntry(worker_id, handle, self._order, node=info.get("node", ""))
+        self.workers[worker_id] = WorkerEntry(worker_id, handle, self._order, node=info.get("node", ""),
+                                              load={"workerId": worker_id, "pid": info.get("pid"),
+                                                    "node": info.get("node", ""), "cpu": 0.0})
         self._start_health()
 
     async def unregister_worker(self, worker_id: str) -> None:
@@ -223,12 +225,13 @@ class Directory:
                 pass
 
     async def _health_loop(self) -> None:
+        await asyncio.sleep(0.05)  # let the other registrations of a start-up arrive first
         while True:
-            await asyncio.sleep(self.health_interval_s)
             try:
                 await self.check_health()
             except Exception:  # noqa: BLE001 - the loop must go on
                 logger.exception("health check failed")
+            await asyncio.sleep(self.health_interval_s)
 
     # ------------------------------------------------------------------ introspection
     async def loads(self) -> list[dict]:
