@@ -37,10 +37,12 @@ async def http(app, method, path, body=None):
             return resp.status, await resp.json()
 
 
-async def join(app, room, name):
+async def join(app, room, name, events=None):
     status, body = await http(app, "POST", "api/token", {"roomId": room, "displayName": name})
     assert status == 200, body
     sio = socketio.AsyncClient(reconnection=False)
+    if events is not None:
+        sio.on("*", lambda event, data=None: events.append((event, data)))
     await sio.connect(app.url, auth={"token": body["token"]}, transports=["websocket"], wait_timeout=10)
     signal = peer_mod.SocketIOSignal(sio, timeout=20)
     ack = await signal.call("join-room", {"roomId": room, "displayName": name})
@@ -51,7 +53,8 @@ async def join(app, room, name):
 
 async def test_two_peers_exchange_media_through_the_actors(app, aioice_loopback):
     room = f"room-{uuid.uuid4().hex[:4]}"
-    amy_sio, amy = await join(app, room, "Amy")
+    amy_events: list = []
+    amy_sio, amy = await join(app, room, "Amy", amy_events)
     bob_sio, bob = await join(app, room, "Bob")
     try:
         amy_ids = await asyncio.wait_for(amy.produce(video=True, audio=True), 30)
@@ -69,11 +72,23 @@ async def test_two_peers_exchange_media_through_the_actors(app, aioice_loopback)
         room_stats = next(r for r in stats["rooms"] if r["roomId"] == room)
         assert room_stats["participantCount"] == 2 and room_stats["consumerCount"] == 4
         assert sum(w["consumerCount"] for w in stats["workers"]) == 4  # as the workers count them
+        # Bob leaves: Amy hears it (room host -> signaling actor) and her consumers of Bob close
+        await bob_sio.disconnect()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            names = [e for e, _ in amy_events]
+            if "participant-left" in names and names.count("consumer-closed") >= 2:
+                break
+            await asyncio.sleep(0.05)
+        names = [e for e, _ in amy_events]
+        assert "participant-joined" in names and "new-producer" in names
+        assert "participant-left" in names and names.count("consumer-closed") >= 2, names
     finally:
         for peer in (amy, bob):
             await peer.close()
         for sio in (amy_sio, bob_sio):
-            await sio.disconnect()
+            if sio.connected:
+                await sio.disconnect()
 
     deadline = time.monotonic() + 20
     totals = None
