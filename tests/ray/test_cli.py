@@ -112,3 +112,38 @@ def _ray_processes(tmp: str) -> list[int]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return out
+
+
+@pytest.mark.ray
+def test_serve_attaches_to_a_running_cluster(ray_session):
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    port = free_port()
+    proc = subprocess.Popen([str(BIN), "serve", "--port", str(port), "--workers", "1", "--address", address],
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        line = _read_line(proc, timeout=90)
+        assert f"http://127.0.0.1:{port}/" in line and "Ray cluster" in line, line
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
+            assert resp.status == 200
+        names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["namespace"] == "studyrooms"}
+        assert {"studyrooms:directory", "studyrooms:media-0", "studyrooms:room-host-0",
+                "studyrooms:signaling-0"} <= names
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # its actors are gone, the cluster stays up
+            names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                     if a["namespace"] == "studyrooms"]
+            if not names:
+                break
+            time.sleep(0.2)
+        assert names == []
+        assert ray.is_initialized() and ray.cluster_resources().get("CPU")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
