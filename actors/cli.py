@@ -116,7 +116,12 @@ def serve(args: argparse.Namespace) -> int:
 
     import ray
 
-    started = init_ray(settings.server.ray_address, media_slots=settings.server.num_workers)
+    try:
+        started = init_ray(settings.server.ray_address, media_slots=settings.server.num_workers)
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"studyrooms: could not start or reach Ray: {type(exc).__name__}: {first}", file=sys.stderr)
+        return 1
     try:
         return asyncio.run(_serve(settings, started))
     except StudyRoomsError as exc:

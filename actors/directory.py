@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import ray
+from ray.exceptions import ActorDiedError
 
 from studyrooms.errors import NotFoundError, ResourceExhaustedError
 
-from .hop import call, to_studyrooms_error
+from .hop import call
 
 logger = logging.getLogger("studyrooms.actors.directory")
 
@@ -193,7 +194,7 @@ class Directory:
                                   timeout_s=self.call_timeout_s)
             except Exception as exc:  # noqa: BLE001
                 entry.failures += 1
-                died = "ActorDiedError" in str(exc)
+                died = isinstance(exc.__cause__, ActorDiedError)
                 if died or entry.failures >= self.max_failures:
                     logger.warning("dropping media worker %s: %s", entry.worker_id, exc)
                     self.workers.pop(entry.worker_id, None)
@@ -210,7 +211,7 @@ class Directory:
             try:
                 await call(host.handle.ping.remote(), what=f"room host {host.host_id}", timeout_s=self.call_timeout_s)
             except Exception as exc:  # noqa: BLE001
-                if "ActorDiedError" in str(exc):
+                if isinstance(exc.__cause__, ActorDiedError):
                     logger.warning("dropping room host %s: %s", host.host_id, exc)
                     await self.unregister_host(host.host_id)
                     dropped.append(host.host_id)
@@ -265,4 +266,4 @@ class Directory:
 DIRECTORY_OPTIONS = dict(num_cpus=0, max_restarts=0, max_concurrency=1000)
 DirectoryActor = ray.remote(**DIRECTORY_OPTIONS)(Directory)
 
-__all__ = ["Directory", "DirectoryActor", "DIRECTORY_OPTIONS", "to_studyrooms_error"]
+__all__ = ["Directory", "DirectoryActor", "DIRECTORY_OPTIONS"]

@@ -57,7 +57,7 @@ async def call(ref: Awaitable[Any], *, what: str = "actor", timeout_s: float | N
     except BaseException as exc:  # noqa: BLE001 - everything becomes a studyrooms error
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        raise to_studyrooms_error(exc, what) from None
+        raise to_studyrooms_error(exc, what) from exc  # __cause__: the Ray error, for callers that care
 
 
 def _as_future(ref: Any) -> Any:
