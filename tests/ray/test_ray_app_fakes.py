@@ -89,3 +89,23 @@ async def test_worker_events_reach_the_owning_host_and_notifications_reach_signa
     await rpc(app, "b", "disconnect", session=b["session"])
     status, rooms = await get(app, "api/rooms")
     assert rooms["rooms"] == []
+
+
+async def test_a_dead_media_worker_is_internal_unavailable_and_dropped(app):
+    import ray
+
+    a = await rpc(app, "k1", "join-room", {"roomId": "doomed"})
+    worker_id = a["data"]["workerId"]
+    ray.kill(app.workers[worker_id])
+    res = await rpc(app, "k1", "worker", {"method": "get_router_stats", "data": {"routerId": "x"}}, a["session"])
+    assert res["error"]["code"] == "internal" and "unavailable" in res["error"]["message"]
+    assert res["error"]["type"] == "InternalError"
+    for _ in range(200):  # the directory's health check (every 0.5 s) drops it
+        status, stats = await get(app, "api/stats")
+        if worker_id not in {w["workerId"] for w in stats["workers"]}:
+            break
+        await asyncio.sleep(0.05)
+    assert worker_id not in {w["workerId"] for w in stats["workers"]}
+    b = await rpc(app, "k2", "join-room", {"roomId": "survivor"})
+    assert b["ok"] and b["data"]["workerId"] != worker_id
+    await rpc(app, "k2", "disconnect", session=b["session"])
