@@ -176,6 +176,11 @@ async def run_with_diagnostics(people: list[Person], server, body, artifacts_dir
 @pytest.mark.timeout(480)
 async def test_three_people_share_a_room(server, chromium_path, chromium_args, artifacts_dir):
     people: list[Person] = []
+    t0 = time.monotonic()
+
+    def step(name: str) -> None:
+        print(f"[{time.monotonic() - t0:6.1f} s] {name}: ok")
+
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=chromium_path, headless=True, args=chromium_args)
         try:
@@ -198,6 +203,10 @@ async def test_three_people_share_a_room(server, chromium_path, chromium_args, a
                     state = await p.state()
                     names = sorted(t["displayName"] for t in state["tiles"])
                     assert names == sorted(o.name for o in others), names
+                for p in trio:  # camera published with three simulcast encodings and the server took them
+                    assert (await p.state())["local"]["camera"]["encodings"] == 3
+                print("alice sends:", json.dumps(await alice.page.evaluate("() => window.studyrooms.sendStats()")))
+                step("1. three people decode each other")
                 shot = artifacts_dir / "three-person-room.png"
                 await alice.page.screenshot(path=str(shot), full_page=True)
                 assert (await alice.page.locator("#grid .tile").count()) == 3
@@ -220,6 +229,7 @@ async def test_three_people_share_a_room(server, chromium_path, chromium_args, a
                 await eve.page.context.close()
                 people.remove(eve)
 
+                step("2. occupancy and room-full")
                 # --- 3. mute / unmute -----------------------------------------------------------------
                 await alice.page.click("#btn-mic")
                 await wait_for(alice, "muted", lambda s: s["local"]["mic"]["paused"])
@@ -233,6 +243,7 @@ async def test_three_people_share_a_room(server, chromium_path, chromium_args, a
                         t["participantId"] == alice.participant_id and t["kind"] == "camera" and not t["micMuted"]
                         for t in s["tiles"]))
 
+                step("3. mute/unmute")
                 # --- 4. screen share and stop sharing ---------------------------------------------
                 await bob.page.click("#btn-screen")
                 await wait_for(bob, "sharing his screen", lambda s: s["local"]["screen"])
@@ -249,6 +260,7 @@ async def test_three_people_share_a_room(server, chromium_path, chromium_args, a
                     await wait_tiles_gone(p, bob.participant_id, "screen")
                     assert any(t["participantId"] == bob.participant_id for t in (await p.state())["tiles"])
 
+                step("4. screen share and stop")
                 # --- 5. incoming video off and on (pause-consumer / resume-consumer) ------------------
                 await alice.page.click("#btn-incoming-video")
                 await wait_for(alice, "with incoming video paused", lambda s: not s["incomingVideo"] and all(
@@ -258,6 +270,7 @@ async def test_three_people_share_a_room(server, chromium_path, chromium_args, a
                     not c["paused"] for c in s["consumers"] if c["kind"] == "video"))
                 await wait_receiving(alice, [(bob.participant_id, "camera"), (carol.participant_id, "camera")])
 
+                step("5. incoming video off/on")
                 # --- 6. Carol leaves; her tiles go --------------------------------------------------
                 await carol.page.click("#btn-leave")
                 await carol.page.locator("#lobby").wait_for(state="visible", timeout=EVENT_TIMEOUT_S * 1000)
@@ -267,6 +280,7 @@ async def test_three_people_share_a_room(server, chromium_path, chromium_args, a
                 await carol.page.context.close()
                 people.remove(carol)
 
+                step("6. Carol left")
                 # --- 7. Dave joins late from the room list; everyone decodes everyone -------------------
                 await dave.join(via_room_list=True)
                 await dave.wait_joined_and_publishing()
@@ -275,6 +289,7 @@ async def test_three_people_share_a_room(server, chromium_path, chromium_args, a
                     await wait_receiving(p, [(dave.participant_id, "camera"), (dave.participant_id, "mic")])
                 assert sorted(t["displayName"] for t in (await dave.state())["tiles"]) == ["Alice", "Bob"]
 
+                step("7. late joiner")
                 # --- 8. Dave's connection drops ------------------------------------------------------
                 await dave.page.evaluate("() => window.studyrooms.client.signaling.socket.io.engine.close()")
                 lost = dave.page.locator('#messages .message[data-code="connection-lost"]')
@@ -283,6 +298,7 @@ async def test_three_people_share_a_room(server, chromium_path, chromium_args, a
                 for p in (alice, bob):
                     await wait_tiles_gone(p, dave.participant_id)
 
+                step("8. connection lost")
                 # Everyone leaves cleanly.
                 for p in (alice, bob):
                     await p.page.click("#btn-leave")

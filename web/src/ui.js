@@ -146,7 +146,8 @@ export function renderRoom(client) {
 
   const grid = $('grid');
   const existing = new Map([...grid.querySelectorAll('.tile')].map((t) => [t.dataset.key, t]));
-  const order = [];
+  const order = []; // camera tiles: self first, then the others in join order
+  const screens = []; // shared screens go on top, full width
   const onBlocked = () => { $('sound-blocked').hidden = false; };
 
   if (snap.joined) {
@@ -165,7 +166,7 @@ export function renderRoom(client) {
       const stile = existing.get(skey) || makeTile({ key: skey, participantId: snap.participantId, kind: 'screen', self: true });
       updateTile(stile, { name: 'Your screen', label: 'Your shared screen', videoTrack: client.localStreams.screen.getVideoTracks()[0],
         badges: [{ kind: 'screen', text: 'Sharing' }], showVideo: true });
-      order.push(stile);
+      order.push(stile); // your own screen: a normal-size preview, not the big stage
     }
   }
 
@@ -178,6 +179,8 @@ export function renderRoom(client) {
       updateTile(tile, { name: `${t.displayName}'s screen`, label: `Screen shared by ${t.displayName}`,
         videoTrack: videoEntry ? videoEntry.consumer.track : null, badges: [{ kind: 'screen', text: 'Screen' }],
         showVideo: videoOn });
+      screens.push(tile);
+      continue;
     } else {
       const badges = [];
       if (t.micMuted) badges.push({ kind: 'muted', text: 'Muted' });
@@ -190,6 +193,7 @@ export function renderRoom(client) {
     order.push(tile);
   }
 
+  order.unshift(...screens);
   const keep = new Set(order);
   for (const tile of existing.values()) {
     if (!keep.has(tile)) {
@@ -198,7 +202,8 @@ export function renderRoom(client) {
     }
   }
   order.forEach((tile, i) => { if (grid.children[i] !== tile) grid.insertBefore(tile, grid.children[i] || null); });
-  grid.dataset.count = String(order.length);
+  grid.dataset.count = String(order.length - screens.length);
+  grid.dataset.screens = String(screens.length);
 
   // Controls.
   const mic = $('btn-mic');
