@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 
 import pytest
@@ -37,22 +38,25 @@ def _init_test_ray() -> None:
     )
 
 
-_SESSION = {"owner": False}
-
-
 @pytest.fixture(scope="session")
 def ray_session():
-    """One Ray for the test session: a local loopback instance, or ``RAY_ADDRESS`` if set."""
+    """One Ray for the test session: a local loopback instance, or ``RAY_ADDRESS`` if set.
+
+    Started by the first test that asks; shut down at the end of the session."""
     import ray
 
-    if not ray.is_initialized():
+    owner = not ray.is_initialized()
+    if owner:
         _init_test_ray()
-        _SESSION["owner"] = True
-    try:
-        yield ray
-    finally:
-        if _SESSION["owner"]:
-            ray.shutdown()
+    yield ray
+    if owner:
+        ray.shutdown()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Multi-node tests last: the driver leaves the session Ray for their cluster (a driver talks to
+    one cluster at a time), and no test after them needs the session Ray again."""
+    items.sort(key=lambda item: item.get_closest_marker("multinode") is not None)
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +64,12 @@ def ray_cluster():
     """A simulated multi-node cluster (``ray.cluster_utils.Cluster``) for one module.
 
     Head: ``num_cpus=0`` + ``signaling``; two media nodes with ``media_slots`` 2 and 1. The driver
-    leaves the session Ray while the module runs and reconnects to a fresh one afterwards (a driver
-    talks to one cluster at a time). No ``temp_dir`` is passed (ray.md P5: RAY_TMPDIR is set)."""
+    leaves the session Ray while the module runs (a driver talks to one cluster at a time). No
+    ``temp_dir`` is passed (ray.md P5: RAY_TMPDIR is set)."""
     import ray
     from ray.cluster_utils import Cluster
 
-    had_session = ray.is_initialized()
-    if had_session:
+    if ray.is_initialized():
         ray.shutdown()
     cluster = Cluster(
         initialize_head=True,
@@ -85,19 +88,13 @@ def ray_cluster():
     finally:
         ray.shutdown()
         cluster.shutdown()
-        if had_session:
-            _init_test_ray()
 
 
 def pytest_sessionfinish(session, exitstatus):
     if _PRIVATE_RAY_TMPDIR:
-        try:
-            import ray
-
-            if ray.is_initialized():
-                return
-        except Exception:  # noqa: BLE001
-            pass
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            return
         shutil.rmtree(_PRIVATE_RAY_TMPDIR, ignore_errors=True)
 
 
