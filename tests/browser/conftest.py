@@ -80,7 +80,8 @@ def web_dist() -> Path:
             cwd=REPO, capture_output=True, text=True, timeout=300,
         )
         if proc.returncode != 0:
-            pytest.fail(f"scripts/build-web.sh failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+            output = f"{proc.stdout}\n{proc.stderr}"
+            pytest.fail(f"scripts/build-web.sh failed ({proc.returncode}):\n{output}", pytrace=False)
     for name in ("index.html", "app.js", "style.css"):
         assert (WEB_DIST / name).is_file(), f"web/dist/{name} missing after the build"
     return WEB_DIST
@@ -142,7 +143,8 @@ def _stop(proc: subprocess.Popen) -> None:
     try:
         proc.wait(timeout=STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        print(f"studyrooms serve (pid {proc.pid}) ignored SIGTERM for {STOP_TIMEOUT_S:.0f} s; killing its group")
+        print(f"studyrooms serve (pid {proc.pid}) ignored SIGTERM for {STOP_TIMEOUT_S:.0f} s; "
+              "killing its process group")
         os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what this fixture started
         proc.wait(timeout=10)
 
@@ -154,7 +156,7 @@ def server(web_dist, tmp_path_factory) -> Server:
     if not exe.exists():
         exe = Path(sys.executable).with_name("studyrooms")
     if not exe.exists():
-        pytest.fail(f"`studyrooms` command not found next to {sys.executable}; run `make setup`", pytrace=False)
+        pytest.fail(f"`studyrooms` not found next to {sys.executable}; run `make setup`", pytrace=False)
     port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "studyrooms-serve.log"
     ray_tmp = tempfile.mkdtemp(prefix="sr-br-")  # short path: Ray puts unix sockets there
@@ -174,7 +176,8 @@ def server(web_dist, tmp_path_factory) -> Server:
     # RAY_ADDRESS (a cluster CI started) is passed through unchanged: the server attaches to it.
     cmd = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)]
     log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     srv = Server(f"http://127.0.0.1:{port}", port, proc, log_path)
     try:
         deadline = time.monotonic() + HEALTH_TIMEOUT_S
@@ -191,12 +194,13 @@ def server(web_dist, tmp_path_factory) -> Server:
             except OSError as err:
                 last = repr(err)
             if time.monotonic() > deadline:
-                pytest.fail(f"GET /healthz did not return 200 within {HEALTH_TIMEOUT_S:.0f} s (last: {last}):\n"
+                pytest.fail(f"GET /healthz not 200 within {HEALTH_TIMEOUT_S:.0f} s (last: {last}):\n"
                             f"{srv.log_tail()}", pytrace=False)
             time.sleep(0.5)
         status, text = http_text(srv.base_url + "/")
         assert status == 200 and 'src="app.js"' in text, (
-            f"the server does not serve the built page at / (HTTP {status}, web root {web_dist}):\n{text[:500]}")
+            f"the server does not serve the built page at / (HTTP {status}, web root {web_dist}):\n"
+            f"{text[:500]}")
         yield srv
     finally:
         _stop(proc)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from functools import partial
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
@@ -80,7 +81,8 @@ class Person:
 
     async def dump(self) -> str:
         parts = [f"===== {self.name} ({self.participant_id}) ====="]
-        for what, js in (("state", "() => window.studyrooms.state"), ("stats", "() => window.studyrooms.stats()"),
+        for what, js in (("state", "() => window.studyrooms.state"),
+                         ("stats", "() => window.studyrooms.stats()"),
                          ("sendStats", "() => window.studyrooms.sendStats()"),
                          ("messages", "() => window.studyrooms.messages()")):
             try:
@@ -102,11 +104,14 @@ async def wait_for(person: Person, what: str, predicate, timeout_s: float = EVEN
         if predicate(state):
             return state
         if time.monotonic() > deadline:
-            raise AssertionError(f"{person.name}: not {what} within {timeout_s:.0f} s; state={json.dumps(state)[:3000]}")
+            raise AssertionError(
+                f"{person.name}: not {what} within {timeout_s:.0f} s; state={json.dumps(state)[:3000]}")
         await asyncio.sleep(0.25)
 
 
-async def wait_receiving(person: Person, expected: list[tuple[str, str]], timeout_s: float = MEDIA_TIMEOUT_S) -> dict:
+async def wait_receiving(
+    person: Person, expected: list[tuple[str, str]], timeout_s: float = MEDIA_TIMEOUT_S
+) -> dict:
     """Waits until, for each (participantId, source), a consumer exists and its media grows.
 
     source "camera"/"screen": framesDecoded grows by MIN_FRAMES; "mic": bytesReceived grows by
@@ -145,16 +150,20 @@ def camera_and_mic(*people: Person) -> list[tuple[str, str]]:
 
 async def tile_video_width(person: Person, participant_id: str, kind: str = "camera") -> int:
     return await person.page.evaluate(
-        """([pid, kind]) => { const v = document.querySelector(
-             `.tile[data-participant-id="${pid}"][data-kind="${kind}"] video`); return v ? v.videoWidth : -1; }""",
+        """([pid, kind]) => {
+             const sel = `.tile[data-participant-id="${pid}"][data-kind="${kind}"] video`;
+             const v = document.querySelector(sel);
+             return v ? v.videoWidth : -1; }""",
         [participant_id, kind])
 
 
 async def wait_tiles_gone(person: Person, participant_id: str, kind: str | None = None) -> None:
     sel = f'.tile[data-participant-id="{participant_id}"]' + (f'[data-kind="{kind}"]' if kind else "")
-    await wait_for(person, f"rid of the tiles of {participant_id} ({kind or 'all'})",
-                   lambda s: not any(t["participantId"] == participant_id and (kind is None or t["kind"] == kind)
-                                     for t in s["tiles"]))
+    def gone(state: dict) -> bool:
+        return not any(t["participantId"] == participant_id and (kind is None or t["kind"] == kind)
+                       for t in state["tiles"])
+
+    await wait_for(person, f"rid of the tiles of {participant_id} ({kind or 'all'})", gone)
     await person.page.wait_for_selector(sel, state="detached", timeout=EVENT_TIMEOUT_S * 1000)
 
 
@@ -166,11 +175,137 @@ async def run_with_diagnostics(people: list[Person], server, body, artifacts_dir
         if artifacts_dir is not None:
             for p in people:
                 try:
-                    await p.page.screenshot(path=str(artifacts_dir / f"failure-{p.name.lower()}.png"), full_page=True)
+                    shot = artifacts_dir / f"failure-{p.name.lower()}.png"
+                    await p.page.screenshot(path=str(shot), full_page=True)
                 except Exception as err:  # noqa: BLE001 - diagnostics only
                     print(f"no failure screenshot of {p.name}: {err!r}")
         print(f"===== server log (tail) =====\n{server.log_tail(120)}")
         raise
+
+
+async def three_person_scenario(browser: Browser, server, artifacts_dir, people: list[Person], step) -> None:
+    # --- 1. three people join; everyone decodes everyone --------------------------------
+    alice, bob, carol = [await Person.open(browser, server.base_url, n) for n in ("Alice", "Bob", "Carol")]
+    people.extend([alice, bob, carol])
+    for p in (alice, bob, carol):
+        await p.join()
+        await p.wait_joined_and_publishing()
+    trio = [alice, bob, carol]
+    for p in trio:
+        others = [o for o in trio if o is not p]
+        await wait_for(p, "showing two remote tiles with video and audio",
+                       lambda s: sum(1 for t in s["tiles"] if t["kind"] == "camera" and t["hasVideo"]
+                                     and t["hasAudio"]) == 2, MEDIA_TIMEOUT_S)
+        await wait_receiving(p, camera_and_mic(*others))
+        for o in others:
+            width = await tile_video_width(p, o.participant_id)
+            assert width > 0, f"{p.name}: {o.name}'s tile shows no video"
+        state = await p.state()
+        names = sorted(t["displayName"] for t in state["tiles"])
+        assert names == sorted(o.name for o in others), names
+    for p in trio:  # camera published with three simulcast encodings and the server took them
+        assert (await p.state())["local"]["camera"]["encodings"] == 3
+    print("alice sends:", json.dumps(await alice.page.evaluate("() => window.studyrooms.sendStats()")))
+    step("1. three people decode each other")
+    shot = artifacts_dir / "three-person-room.png"
+    await alice.page.screenshot(path=str(shot), full_page=True)
+    assert (await alice.page.locator("#grid .tile").count()) == 3
+
+    # --- 2. live occupancy in the lobby; the fourth is refused: room full ---------------
+    dave = await Person.open(browser, server.base_url, "Dave")
+    eve = await Person.open(browser, server.base_url, "Eve")
+    people.extend([dave, eve])
+    step("2-. two more pages open")
+    count = dave.page.locator(f'.room-card[data-room-id="{ROOM}"] .room-card__count')
+    await count.wait_for(timeout=EVENT_TIMEOUT_S * 1000)
+    await dave.page.wait_for_function(
+        """(room) => {
+             const c = document.querySelector(`.room-card[data-room-id="${room}"] .room-card__count`);
+           return c && c.textContent.trim().startsWith('3'); }""", arg=ROOM, timeout=EVENT_TIMEOUT_S * 1000)
+    step("2a. lobby shows 3 people")
+    await eve.join()
+    full = eve.page.locator('#messages .message[data-code="room-full"]')
+    await full.wait_for(state="visible", timeout=EVENT_TIMEOUT_S * 1000)
+    assert "room-full" in (await full.inner_text())
+    assert not (await eve.state())["joined"]
+    assert await eve.page.locator("#lobby").is_visible()
+    await eve.page.context.close()
+    people.remove(eve)
+
+    step("2b. room-full shown")
+    # --- 3. mute / unmute -----------------------------------------------------------------
+    await alice.page.click("#btn-mic")
+    await wait_for(alice, "muted", lambda s: s["local"]["mic"]["paused"])
+    for p in (bob, carol):
+        await wait_for(p, "seeing Alice muted", lambda s: any(
+            t["participantId"] == alice.participant_id and t["kind"] == "camera" and t["micMuted"]
+            for t in s["tiles"]))
+    await alice.page.click("#btn-mic")
+    for p in (bob, carol):
+        await wait_for(p, "seeing Alice unmuted", lambda s: any(
+            t["participantId"] == alice.participant_id and t["kind"] == "camera" and not t["micMuted"]
+            for t in s["tiles"]))
+
+    step("3. mute/unmute")
+    # --- 4. screen share and stop sharing ---------------------------------------------
+    await bob.page.click("#btn-screen")
+    await wait_for(bob, "sharing his screen", lambda s: s["local"]["screen"])
+    for p in (alice, carol):
+        await wait_for(p, "showing Bob's screen tile", lambda s: any(
+            t["participantId"] == bob.participant_id and t["kind"] == "screen" for t in s["tiles"]),
+            MEDIA_TIMEOUT_S)
+        await wait_receiving(p, [(bob.participant_id, "screen")])
+        assert await tile_video_width(p, bob.participant_id, "screen") > 0
+    await alice.page.screenshot(path=str(artifacts_dir / "screen-share.png"), full_page=True)
+    await bob.page.click("#btn-screen")
+    await wait_for(bob, "not sharing", lambda s: not s["local"]["screen"])
+    for p in (alice, carol):
+        await wait_tiles_gone(p, bob.participant_id, "screen")
+        assert any(t["participantId"] == bob.participant_id for t in (await p.state())["tiles"])
+
+    step("4. screen share and stop")
+    # --- 5. incoming video off and on (pause-consumer / resume-consumer) ------------------
+    await alice.page.click("#btn-incoming-video")
+    await wait_for(alice, "with incoming video paused", lambda s: not s["incomingVideo"] and all(
+        c["paused"] for c in s["consumers"] if c["kind"] == "video"))
+    await alice.page.click("#btn-incoming-video")
+    await wait_for(alice, "with incoming video resumed", lambda s: s["incomingVideo"] and all(
+        not c["paused"] for c in s["consumers"] if c["kind"] == "video"))
+    await wait_receiving(alice, [(bob.participant_id, "camera"), (carol.participant_id, "camera")])
+
+    step("5. incoming video off/on")
+    # --- 6. Carol leaves; her tiles go --------------------------------------------------
+    await carol.page.click("#btn-leave")
+    await carol.page.locator("#lobby").wait_for(state="visible", timeout=EVENT_TIMEOUT_S * 1000)
+    assert not (await carol.state())["joined"]
+    for p in (alice, bob):
+        await wait_tiles_gone(p, carol.participant_id)
+    await carol.page.context.close()
+    people.remove(carol)
+
+    step("6. Carol left")
+    # --- 7. Dave joins late from the room list; everyone decodes everyone -------------------
+    await dave.join(via_room_list=True)
+    await dave.wait_joined_and_publishing()
+    await wait_receiving(dave, camera_and_mic(alice, bob))
+    for p in (alice, bob):
+        await wait_receiving(p, [(dave.participant_id, "camera"), (dave.participant_id, "mic")])
+    assert sorted(t["displayName"] for t in (await dave.state())["tiles"]) == ["Alice", "Bob"]
+
+    step("7. late joiner")
+    # --- 8. Dave's connection drops ------------------------------------------------------
+    await dave.page.evaluate("() => window.studyrooms.client.signaling.socket.io.engine.close()")
+    lost = dave.page.locator('#messages .message[data-code="connection-lost"]')
+    await lost.wait_for(state="visible", timeout=EVENT_TIMEOUT_S * 1000)
+    assert await dave.page.locator("#lobby").is_visible()
+    for p in (alice, bob):
+        await wait_tiles_gone(p, dave.participant_id)
+
+    step("8. connection lost")
+    # Everyone leaves cleanly.
+    for p in (alice, bob):
+        await p.page.click("#btn-leave")
+        await p.page.locator("#lobby").wait_for(state="visible", timeout=EVENT_TIMEOUT_S * 1000)
 
 
 @pytest.mark.timeout(480)
@@ -184,127 +319,9 @@ async def test_three_people_share_a_room(server, chromium_path, chromium_args, a
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=chromium_path, headless=True, args=chromium_args)
         try:
-            async def scenario():
-                # --- 1. three people join; everyone decodes everyone --------------------------------
-                alice, bob, carol = [await Person.open(browser, server.base_url, n) for n in ("Alice", "Bob", "Carol")]
-                people.extend([alice, bob, carol])
-                for p in (alice, bob, carol):
-                    await p.join()
-                    await p.wait_joined_and_publishing()
-                trio = [alice, bob, carol]
-                for p in trio:
-                    others = [o for o in trio if o is not p]
-                    await wait_for(p, "showing two remote tiles with video and audio",
-                                   lambda s: sum(1 for t in s["tiles"] if t["kind"] == "camera" and t["hasVideo"]
-                                                 and t["hasAudio"]) == 2, MEDIA_TIMEOUT_S)
-                    await wait_receiving(p, camera_and_mic(*others))
-                    for o in others:
-                        assert await tile_video_width(p, o.participant_id) > 0, f"{p.name}: {o.name}'s tile shows no video"
-                    state = await p.state()
-                    names = sorted(t["displayName"] for t in state["tiles"])
-                    assert names == sorted(o.name for o in others), names
-                for p in trio:  # camera published with three simulcast encodings and the server took them
-                    assert (await p.state())["local"]["camera"]["encodings"] == 3
-                print("alice sends:", json.dumps(await alice.page.evaluate("() => window.studyrooms.sendStats()")))
-                step("1. three people decode each other")
-                shot = artifacts_dir / "three-person-room.png"
-                await alice.page.screenshot(path=str(shot), full_page=True)
-                assert (await alice.page.locator("#grid .tile").count()) == 3
-
-                # --- 2. live occupancy in the lobby; the fourth is refused: room full ---------------
-                dave = await Person.open(browser, server.base_url, "Dave")
-                eve = await Person.open(browser, server.base_url, "Eve")
-                people.extend([dave, eve])
-                count = dave.page.locator(f'.room-card[data-room-id="{ROOM}"] .room-card__count')
-                await count.wait_for(timeout=EVENT_TIMEOUT_S * 1000)
-                await dave.page.wait_for_function(
-                    """(room) => { const c = document.querySelector(`.room-card[data-room-id="${room}"] .room-card__count`);
-                       return c && c.textContent.trim().startsWith('3'); }""", arg=ROOM, timeout=EVENT_TIMEOUT_S * 1000)
-                await eve.join()
-                full = eve.page.locator('#messages .message[data-code="room-full"]')
-                await full.wait_for(state="visible", timeout=EVENT_TIMEOUT_S * 1000)
-                assert "room-full" in (await full.inner_text())
-                assert not (await eve.state())["joined"]
-                assert await eve.page.locator("#lobby").is_visible()
-                await eve.page.context.close()
-                people.remove(eve)
-
-                step("2. occupancy and room-full")
-                # --- 3. mute / unmute -----------------------------------------------------------------
-                await alice.page.click("#btn-mic")
-                await wait_for(alice, "muted", lambda s: s["local"]["mic"]["paused"])
-                for p in (bob, carol):
-                    await wait_for(p, "seeing Alice muted", lambda s: any(
-                        t["participantId"] == alice.participant_id and t["kind"] == "camera" and t["micMuted"]
-                        for t in s["tiles"]))
-                await alice.page.click("#btn-mic")
-                for p in (bob, carol):
-                    await wait_for(p, "seeing Alice unmuted", lambda s: any(
-                        t["participantId"] == alice.participant_id and t["kind"] == "camera" and not t["micMuted"]
-                        for t in s["tiles"]))
-
-                step("3. mute/unmute")
-                # --- 4. screen share and stop sharing ---------------------------------------------
-                await bob.page.click("#btn-screen")
-                await wait_for(bob, "sharing his screen", lambda s: s["local"]["screen"])
-                for p in (alice, carol):
-                    await wait_for(p, "showing Bob's screen tile", lambda s: any(
-                        t["participantId"] == bob.participant_id and t["kind"] == "screen" for t in s["tiles"]),
-                        MEDIA_TIMEOUT_S)
-                    await wait_receiving(p, [(bob.participant_id, "screen")])
-                    assert await tile_video_width(p, bob.participant_id, "screen") > 0
-                await alice.page.screenshot(path=str(artifacts_dir / "screen-share.png"), full_page=True)
-                await bob.page.click("#btn-screen")
-                await wait_for(bob, "not sharing", lambda s: not s["local"]["screen"])
-                for p in (alice, carol):
-                    await wait_tiles_gone(p, bob.participant_id, "screen")
-                    assert any(t["participantId"] == bob.participant_id for t in (await p.state())["tiles"])
-
-                step("4. screen share and stop")
-                # --- 5. incoming video off and on (pause-consumer / resume-consumer) ------------------
-                await alice.page.click("#btn-incoming-video")
-                await wait_for(alice, "with incoming video paused", lambda s: not s["incomingVideo"] and all(
-                    c["paused"] for c in s["consumers"] if c["kind"] == "video"))
-                await alice.page.click("#btn-incoming-video")
-                await wait_for(alice, "with incoming video resumed", lambda s: s["incomingVideo"] and all(
-                    not c["paused"] for c in s["consumers"] if c["kind"] == "video"))
-                await wait_receiving(alice, [(bob.participant_id, "camera"), (carol.participant_id, "camera")])
-
-                step("5. incoming video off/on")
-                # --- 6. Carol leaves; her tiles go --------------------------------------------------
-                await carol.page.click("#btn-leave")
-                await carol.page.locator("#lobby").wait_for(state="visible", timeout=EVENT_TIMEOUT_S * 1000)
-                assert not (await carol.state())["joined"]
-                for p in (alice, bob):
-                    await wait_tiles_gone(p, carol.participant_id)
-                await carol.page.context.close()
-                people.remove(carol)
-
-                step("6. Carol left")
-                # --- 7. Dave joins late from the room list; everyone decodes everyone -------------------
-                await dave.join(via_room_list=True)
-                await dave.wait_joined_and_publishing()
-                await wait_receiving(dave, camera_and_mic(alice, bob))
-                for p in (alice, bob):
-                    await wait_receiving(p, [(dave.participant_id, "camera"), (dave.participant_id, "mic")])
-                assert sorted(t["displayName"] for t in (await dave.state())["tiles"]) == ["Alice", "Bob"]
-
-                step("7. late joiner")
-                # --- 8. Dave's connection drops ------------------------------------------------------
-                await dave.page.evaluate("() => window.studyrooms.client.signaling.socket.io.engine.close()")
-                lost = dave.page.locator('#messages .message[data-code="connection-lost"]')
-                await lost.wait_for(state="visible", timeout=EVENT_TIMEOUT_S * 1000)
-                assert await dave.page.locator("#lobby").is_visible()
-                for p in (alice, bob):
-                    await wait_tiles_gone(p, dave.participant_id)
-
-                step("8. connection lost")
-                # Everyone leaves cleanly.
-                for p in (alice, bob):
-                    await p.page.click("#btn-leave")
-                    await p.page.locator("#lobby").wait_for(state="visible", timeout=EVENT_TIMEOUT_S * 1000)
-
-            await run_with_diagnostics(people, server, scenario, artifacts_dir)
+            await run_with_diagnostics(
+                people, server, partial(three_person_scenario, browser, server, artifacts_dir, people, step),
+                artifacts_dir)
         finally:
             await browser.close()
 
