@@ -23,7 +23,6 @@ MID_SLOT_LEN = 8
 MID_ELEMENT_LEN = 1 + MID_SLOT_LEN
 
 # [last buffer, its length, its payload octets]: shared by all SendStreams of this process
-_OVERHEAD_CACHE: list[Any] = [None, -1, 0]
 
 
 class SendStream:
@@ -137,11 +136,15 @@ class SendStream:
         return self._sync_required
 
     def send(
-        self, pkt: bytearray, mid_value_offset: int, seq: int, ts: int, keyframe: bool, source_ssrc: int
+        self, pkt: bytearray, mid_value_offset: int, seq: int, ts: int, keyframe: bool, source_ssrc: int,
+        payload_len: int = -1, now: float = -1.0,
     ) -> bytes | None:
         """Rewrite ``pkt`` in place for this consumer and return the bytes to protect and send;
-        ``None`` while gated (waiting for a keyframe)."""
-        now = self._now()
+        ``None`` while gated (waiting for a keyframe). ``payload_len`` and ``now`` (the ingress
+        packet's payload size and arrival time, known once per ingress packet) spare every
+        consumer recomputing them; they are derived here when not given."""
+        if now < 0:
+            now = self._now()
         if self._sync_required or source_ssrc != self._source_ssrc:
             # a new source (or a straggler of an old one) is gated like a sync request, without
             # poisoning the current sync state
@@ -167,11 +170,9 @@ class SendStream:
         if now >= self._rate_next:
             self._rate_next = self._rate.sample(self.bytes, now)
         self.bytes += n
-        # payload octets for the SR: the packet minus header, extension block and padding. The
-        # same buffer goes to every consumer of a producer in a row: compute that once per buffer.
-        c = _OVERHEAD_CACHE
-        if c[0] is pkt and c[1] == n:
-            self.octets += c[2]
+        # payload octets for the SR: the packet minus header, extension block and padding
+        if payload_len >= 0:
+            self.octets += payload_len
         else:
             b0 = data[0]
             hl = 12 + ((b0 & 0x0F) << 2)
@@ -179,10 +180,7 @@ class SendStream:
                 hl += 4 + (((data[hl + 2] << 8) | data[hl + 3]) << 2)
             if b0 & 0x20:
                 hl += data[n - 1]
-            c[0] = pkt
-            c[1] = n
-            c[2] = n - hl if n > hl else 0
-            self.octets += c[2]
+            self.octets += n - hl if n > hl else 0
         if 0 < ((out_seq - self.max_seq) & 0xFFFF) < 0x8000 or not self._started:
             self._started = True
             self.max_seq = out_seq

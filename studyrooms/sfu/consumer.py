@@ -98,7 +98,8 @@ class Consumer:
             self._vp8.rewrite(pkt, stream.last_payload_offset, stream.last_payload_end, self._switched)
             self._switched = False
         out = self.send_stream.send(
-            pkt, stream.mid_value_offset, stream.last_seq, stream.last_ts, stream.last_keyframe, stream.ssrc
+            pkt, stream.mid_value_offset, stream.last_seq, stream.last_ts, stream.last_keyframe, stream.ssrc,
+            stream.last_payload_end - stream.last_payload_offset, stream.last_receive_time,
         )
         if out is None:
             # gated: waiting for a keyframe; the producer throttles these requests
@@ -124,14 +125,18 @@ class Consumer:
             return 1
 
     # ------------------------------------------------------------------ feedback from the remote
-    def on_nack(self, seqs: list[int]) -> None:
+    def all_ssrcs(self) -> tuple[int, ...]:
+        """Every SSRC this consumer sends (RTCP feedback about them is routed here)."""
+        return tuple(s for s in (self.ssrc, self.rtx_ssrc) if s)
+
+    def on_nack(self, seqs: list[int], ssrc: int = 0) -> None:
         if self.closed:
             return
         send = self.transport.send_rtp
         for packet in self.send_stream.on_nack(seqs):
             send(packet)
 
-    def on_key_frame_request(self, fir: bool = False) -> None:
+    def on_key_frame_request(self, fir: bool = False, ssrc: int = 0) -> None:
         if fir:
             self.send_stream.on_fir()
         else:
@@ -236,9 +241,8 @@ class Consumer:
         self.transport.remove_consumer(self)
         forget = getattr(self.transport, "forget_tx_ssrc", None)
         if forget is not None:  # free the outbound SRTP streams of our SSRCs (no leak under churn)
-            for ssrc in (self.ssrc, self.rtx_ssrc):
-                if ssrc:
-                    forget(ssrc)
+            for ssrc in self.all_ssrcs():
+                forget(ssrc)
         self.router._consumer_closed(self, reason)
         self.observer.emit("close", reason)
 

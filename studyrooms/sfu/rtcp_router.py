@@ -53,13 +53,12 @@ class RtcpRouter:
 
     # ------------------------------------------------------------------ registry
     def add_consumer(self, consumer: "Consumer") -> None:
-        self.consumers_by_ssrc[consumer.ssrc] = consumer
-        if consumer.rtx_ssrc:
-            self.consumers_by_ssrc[consumer.rtx_ssrc] = consumer
+        for ssrc in consumer.all_ssrcs():
+            self.consumers_by_ssrc[ssrc] = consumer
 
     def remove_consumer(self, consumer: "Consumer") -> None:
-        for ssrc in (consumer.ssrc, consumer.rtx_ssrc):
-            if ssrc and self.consumers_by_ssrc.get(ssrc) is consumer:
+        for ssrc in consumer.all_ssrcs():
+            if self.consumers_by_ssrc.get(ssrc) is consumer:
                 del self.consumers_by_ssrc[ssrc]
 
     # ------------------------------------------------------------------ incoming
@@ -78,7 +77,7 @@ class RtcpRouter:
                     consumer = self.consumers_by_ssrc.get(parsed[1])
                     if consumer is not None:
                         self.nacks_received += 1
-                        consumer.on_nack(parsed[2])
+                        consumer.on_nack(parsed[2], parsed[1])
             elif packet_type == PT_PSFB:
                 if fmt == 1 or fmt == 4:
                     ssrcs = (
@@ -98,7 +97,7 @@ class RtcpRouter:
                                 self.plis_received += 1
                             else:
                                 self.firs_received += 1
-                            consumer.on_key_frame_request(fmt == 4)
+                            consumer.on_key_frame_request(fmt == 4, ssrc)
                 elif fmt == 15:
                     remb = rtcp_bytes.parse_remb(data, offset, length)
                     if remb is None:
