@@ -147,6 +147,26 @@ class WorkerChannel:
         )
         return {}
 
+    async def _m_create_pipe_transport(self, data: dict) -> dict:
+        router = self.worker.router(_get(data, "routerId"))
+        transport = await router.create_pipe_transport(
+            listen_ip=_get(data, "listenIp", required=False),
+            enable_srtp=_get(data, "enableSrtp", bool, required=False, default=False),
+            transport_id=_get(data, "transportId", required=False),
+            app_data=_get(data, "appData", dict, required=False, default={}),
+        )
+        return transport.parameters()
+
+    async def _m_connect_pipe_transport(self, data: dict) -> dict:
+        transport = self._transport(data)
+        if getattr(transport, "kind", None) != "pipe":
+            raise InvalidRequestError("not a pipe transport")
+        await transport.connect(
+            ip=_get(data, "ip"), port=_get(data, "port", int),
+            srtp_parameters=_get(data, "srtpParameters", dict, required=False),
+        )
+        return {}
+
     async def _m_close_transport(self, data: dict) -> dict:
         self._transport(data).close()
         return {}
@@ -188,7 +208,7 @@ class WorkerChannel:
         consumer = transport.router.consume(
             transport,
             producer_id=_get(data, "producerId"),
-            rtp_capabilities=_get(data, "rtpCapabilities", dict),
+            rtp_capabilities=_get(data, "rtpCapabilities", dict, required=getattr(transport, "kind", "") != "pipe"),
             paused=_get(data, "paused", bool, required=False, default=True),
             app_data=_get(data, "appData", dict, required=False, default={}),
             consumer_id=_get(data, "consumerId", required=False),
@@ -201,6 +221,13 @@ class WorkerChannel:
             "type": consumer.type,
             "producerPaused": consumer.producer_paused,
         }
+
+    async def _m_pipe_to_router(self, data: dict) -> dict:
+        """Pipe a producer to another router of THIS worker (across workers the room layer makes
+        the same calls on both channels: create/connect_pipe_transport, consume, produce)."""
+        source = self.worker.router(_get(data, "routerId"))
+        target = self.worker.router(_get(data, "targetRouterId"))
+        return await source.pipe_to_router(_get(data, "producerId"), target)
 
     async def _m_pause_consumer(self, data: dict) -> dict:
         self._consumer(data).pause()

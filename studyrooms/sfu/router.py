@@ -77,6 +77,52 @@ class Router:
         )
         return self._add_transport(transport)
 
+    async def create_pipe_transport(
+        self, *, listen_ip: str | None = None, enable_srtp: bool = False, transport_id: str | None = None,
+        app_data: dict | None = None,
+    ) -> "Transport":
+        """A PipeTransport toward a router on another worker (connect both ends to each other)."""
+        from .pipe_transport import PipeTransport
+
+        self._check_open()
+        transport_id = self._fresh_transport_id(transport_id)
+        transport = await PipeTransport.create_pipe(
+            self, transport_id, worker_options=self.worker.options, listen_ip=listen_ip,
+            enable_srtp=enable_srtp, app_data=app_data, clock=self.clock,
+        )
+        return self._add_transport(transport)
+
+    async def pipe_to_router(self, producer_id: str, target: "Router", keep_id: bool | None = None) -> dict:
+        """mediasoup's pipeToRouter for two routers in this process: pipe transports both ways,
+        a PipeConsumer here and the same producer id produced again on ``target``. Returns the ids.
+        (Across processes the room layer makes the same five calls through WorkerChannels.)"""
+        producer = self.producers.get(producer_id)
+        if producer is None:
+            raise NotFoundError(f"producer {producer_id} not found")
+        if keep_id is None:  # ids are unique per worker: same worker -> the pipe producer needs a new one
+            keep_id = target.worker is not self.worker
+        local = await self.create_pipe_transport()
+        remote = await target.create_pipe_transport()
+        try:
+            await local.connect(ip=remote.tuple()["localIp"], port=remote.tuple()["localPort"])
+            await remote.connect(ip=local.tuple()["localIp"], port=local.tuple()["localPort"])
+            consumer = self.consume(local, producer_id=producer_id, rtp_capabilities=None)
+            pipe_producer = target.produce(
+                remote, kind=producer.kind, rtp_parameters=consumer.rtp_parameters,
+                app_data=dict(producer.app_data), paused=producer.paused,
+                producer_id=producer_id if keep_id else None,
+            )
+        except BaseException:
+            local.close()
+            remote.close()
+            raise
+        # the pipe follows its origin: closed with it, paused and resumed with it
+        consumer.observer.on("close", lambda _reason: (pipe_producer.close(), local.close(), remote.close()))
+        producer.observer.on("pause", lambda: None if pipe_producer.closed else pipe_producer.pause())
+        producer.observer.on("resume", lambda: None if pipe_producer.closed else pipe_producer.resume())
+        return {"pipeConsumerId": consumer.id, "pipeProducerId": pipe_producer.id,
+                "localTransportId": local.id, "remoteTransportId": remote.id}
+
     def _fresh_transport_id(self, transport_id: str | None) -> str:
         transport_id = transport_id or new_id()
         if transport_id in self.worker.transports:
@@ -173,7 +219,7 @@ class Router:
         transport: "Transport",
         *,
         producer_id: str,
-        rtp_capabilities: dict,
+        rtp_capabilities: dict | None,
         paused: bool = True,
         app_data: dict | None = None,
         consumer_id: str | None = None,
@@ -186,6 +232,10 @@ class Router:
         producer = self.producers.get(producer_id)
         if producer is None or producer.closed:
             raise NotFoundError(f"producer {producer_id} not found")
+        if getattr(transport, "kind", None) == "pipe":
+            return self._consume_pipe(transport, producer, app_data, consumer_id)
+        if rtp_capabilities is None:
+            raise InvalidRequestError("rtpCapabilities required")
         ortc.validate_rtp_capabilities(rtp_capabilities)
         if not ortc.can_consume(producer.consumable_rtp_parameters, rtp_capabilities):
             raise UnsupportedError(f"cannot consume producer {producer_id}: no common codec")
@@ -209,6 +259,26 @@ class Router:
             lambda layers, c=consumer: self.worker._emit(
                 "consumer-layers-changed", {"routerId": self.id, "consumerId": c.id, **layers}
             ),
+        )
+        producer.add_consumer(consumer)
+        transport.add_consumer(consumer)
+        self.worker._register("consumer", consumer)
+        return consumer
+
+    def _consume_pipe(self, transport: "Transport", producer: Producer, app_data: dict | None,
+                      consumer_id: str | None) -> Consumer:
+        from .pipe_consumer import PipeConsumer
+
+        consumer_id = consumer_id or new_id()
+        if consumer_id in self.worker.consumers:
+            raise InvalidStateError(f"consumer id {consumer_id} already exists")
+        for other in transport.consumers.values():
+            if other.producer is producer:
+                raise InvalidStateError(f"producer {producer.id} is already piped over this transport")
+        consumer = PipeConsumer(
+            self, transport, consumer_id, producer,
+            rtp_parameters=ortc.get_pipe_consumer_rtp_parameters(producer.consumable_rtp_parameters),
+            app_data=app_data, buffer_packets=self.worker.options.nack_buffer_packets,
         )
         producer.add_consumer(consumer)
         transport.add_consumer(consumer)
