@@ -37,6 +37,7 @@ CHROMIUM_CANDIDATES = ("/usr/lib/chromium/chromium", "/usr/bin/chromium")
 HEALTH_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 ROOM_CAPACITY = 3  # small on purpose: the scenario fills a room and checks the room-full message
+AUDIO_ONLY_THRESHOLD = 2  # a third person crosses it: everyone gets the recommend-audio-only banner
 
 # Flags measured in browser-e2e.md. Never add --disable-features (it would replace Playwright's list).
 CHROMIUM_ARGS = [
@@ -171,6 +172,7 @@ def server(web_dist, tmp_path_factory) -> Server:
         RAY_TMPDIR=ray_tmp,
         PYTHONUNBUFFERED="1",
         STUDYROOMS_ROOMS_CAPACITY=str(ROOM_CAPACITY),
+        STUDYROOMS_ROOMS_AUDIO_ONLY_THRESHOLD=str(AUDIO_ONLY_THRESHOLD),
         STUDYROOMS_SERVER_WEB_ROOT=str(web_dist),
     )
     # RAY_ADDRESS (a cluster CI started) is passed through unchanged: the server attaches to it.

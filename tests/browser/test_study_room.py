@@ -4,14 +4,16 @@ One scenario, step by step (each wait bounded; on failure every page's console, 
 the server log are printed):
 
 1. Alice, Bob and Carol join one room through the page's form; each decodes the other two's
-   camera video (framesDecoded grows) and receives their audio (bytesReceived grows); a screenshot
+   camera video (framesDecoded grows) and receives their audio (bytesReceived grows); the third
+   crosses the audio-only threshold (2 here) so all see the recommend-audio-only banner; a screenshot
    of Alice's page is saved to tests/browser/artifacts/three-person-room.png.
 2. The lobby shows the room's live occupancy; Eve cannot join the full room (capacity 3): the
    page shows the room-full message.
 3. Alice mutes: the others see her muted; she unmutes.
 4. Bob shares his screen (getDisplayMedia, headless via --use-fake-ui-for-media-stream); Alice
    and Carol decode it in a screen tile; he stops and the tile goes.
-5. Alice switches incoming video off (pause-consumer) and on again; video decodes again.
+5. Alice switches incoming video off with the banner's button (pause-consumer) and on again with
+   the control bar's; video decodes again.
 6. Carol leaves: her tiles disappear for Alice and Bob.
 7. Dave joins late from the lobby's room list: he decodes Alice and Bob, they decode him.
 8. Dave's connection drops: his page says so; the others see him leave.
@@ -205,6 +207,9 @@ async def three_person_scenario(browser: Browser, server, artifacts_dir, people:
         assert names == sorted(o.name for o in others), names
     for p in trio:  # camera published with three simulcast encodings and the server took them
         assert (await p.state())["local"]["camera"]["encodings"] == 3
+        # 3 people > audio-only threshold 2 (conftest): the banner offers to switch incoming video off
+        await p.page.locator("#banner").wait_for(state="visible", timeout=EVENT_TIMEOUT_S * 1000)
+        assert "incoming video" in (await p.page.locator("#banner").inner_text()).lower()
     print("alice sends:", json.dumps(await alice.page.evaluate("() => window.studyrooms.sendStats()")))
     step("1. three people decode each other")
     shot = artifacts_dir / "three-person-room.png"
@@ -265,7 +270,7 @@ async def three_person_scenario(browser: Browser, server, artifacts_dir, people:
 
     step("4. screen share and stop")
     # --- 5. incoming video off and on (pause-consumer / resume-consumer) ------------------
-    await alice.page.click("#btn-incoming-video")
+    await alice.page.click("#banner-video-off")  # the recommend-audio-only banner's toggle
     await wait_for(alice, "with incoming video paused", lambda s: not s["incomingVideo"] and all(
         c["paused"] for c in s["consumers"] if c["kind"] == "video"))
     await alice.page.click("#btn-incoming-video")
