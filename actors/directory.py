@@ -244,6 +244,11 @@ class Directory:
             out.append(load)
         return out
 
+    async def live_loads(self) -> list[dict]:
+        """Poll every worker now (for /api/stats), then :meth:`loads`."""
+        await self.check_health()
+        return await self.loads()
+
     async def dump(self) -> dict:
         return {
             "workers": {wid: {"node": e.node, "routers": e.router_count, "consumers": e.consumer_count}

@@ -106,7 +106,7 @@ class RayRoomsPort:
                 rooms.extend(part.get("rooms", []))
             elif isinstance(part, list):
                 rooms.extend(part)
-        workers = await call(self.directory.loads.remote(), what="directory")
+        workers = await call(self.directory.live_loads.remote(), what="directory")
         return {"rooms": rooms, "workers": workers}
 
     async def ready(self) -> bool:
