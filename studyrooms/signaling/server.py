@@ -16,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import socketio
 from aiohttp import web
 from pydantic import ValidationError
 
+from .. import observability as obs
 from ..config import Settings, is_loopback
 from ..errors import InvalidRequestError, InvalidStateError, StudyRoomsError
 from ..ids import new_id
@@ -101,6 +103,7 @@ class SignalingServer:
         self.app.router.add_post("/api/token", self._token)
         self.app.router.add_get("/api/rooms", self._list_rooms)
         self.app.router.add_get("/api/stats", self._stats)
+        self.app.router.add_get("/metrics", self._metrics)
         self.app.router.add_get("/", self._static)
         self.app.router.add_get("/{path:.+}", self._static)
         self._sessions: dict[str, dict] = {}
@@ -108,6 +111,15 @@ class SignalingServer:
         self._runner: web.AppRunner | None = None
         self._stopping = False
         self.port: int | None = None
+        #: ``GET /metrics`` renderer, installed by whoever set up the telemetry SDK (actors/telemetry.py):
+        #: ``async () -> (body bytes, content type)``; None: 404
+        self.metrics_provider: Callable[[], Awaitable[tuple[bytes, str]]] | None = None
+        meter = obs.meter()
+        self._requests = meter.create_counter(
+            "studyrooms.signaling.requests", description="Socket.IO requests served, by event and outcome")
+        self._durations = meter.create_histogram(
+            "studyrooms.signaling.request.duration", unit="s", description="Socket.IO request latency",
+            explicit_bucket_boundaries_advisory=[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
 
     # --- tokens ---------------------------------------------------------------------------------
 
@@ -165,7 +177,14 @@ class SignalingServer:
 
     # --- Socket.IO ------------------------------------------------------------------------------
 
-    async def _on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+    async def _on_connect(self, sid: str, *args: Any) -> dict | None:
+        # (sid, environ, auth) from python-socketio; any arguments when a client emits "connect"
+        auth = args[1] if len(args) > 1 else None
+        if sid in self._sessions:
+            # python-socketio dispatches a client-EMITTED "connect" event to this handler too (its
+            # reserved names only guard the "*" catch-all): an authenticated socket must not re-run
+            # authentication (and swap its identity and lock) by emitting "connect".
+            return _reserved_event_error("connect")
         if self._stopping:
             raise _Refused("invalid-state", "server is shutting down")
         token = auth.get("token") if isinstance(auth, dict) else None
@@ -183,8 +202,14 @@ class SignalingServer:
         }
         self._locks[sid] = asyncio.Lock()
 
-    async def _on_disconnect(self, sid: str, *reason: Any) -> None:
+    async def _on_disconnect(self, sid: str, *reason: Any) -> dict | None:
+        if self.sio.manager.is_connected(sid, "/"):
+            # A real disconnect runs after the manager's pre_disconnect (the socket no longer counts
+            # as connected); a client-emitted "disconnect" event must not make it leave its room
+            # while the socket stays open.
+            return _reserved_event_error("disconnect")
         await self._cleanup(sid)
+        return None
 
     async def _cleanup(self, sid: str) -> None:
         lock = self._locks.get(sid)
@@ -195,10 +220,17 @@ class SignalingServer:
             self._locks.pop(sid, None)
             if session is None:
                 return
-            try:
-                await self.rooms.disconnect(session)
-            except Exception:  # noqa: BLE001 - a disconnect must finish
-                logger.exception("rooms.disconnect failed for %s", sid)
+            attributes = {obs.SID: sid}
+            for key, attr in (("roomId", obs.ROOM_ID), ("participantId", obs.PARTICIPANT_ID)):
+                if session.get(key):
+                    attributes[attr] = str(session[key])
+            with obs.tracer().start_as_current_span("signaling disconnect", kind=obs.trace.SpanKind.SERVER,
+                                                    attributes=attributes):
+                session[obs.TRACE_KEY] = obs.inject()
+                try:
+                    await self.rooms.disconnect(session)
+                except Exception:  # noqa: BLE001 - a disconnect must finish
+                    logger.exception("rooms.disconnect failed for %s", sid)
 
     async def _on_event(self, event: str, sid: str, *args: Any) -> dict:
         lock = self._locks.get(sid)  # taken before any suspension: FIFO per socket
@@ -208,6 +240,42 @@ class SignalingServer:
             return await self._dispatch(event, sid, args)
 
     async def _dispatch(self, event: str, sid: str, args: tuple) -> dict:
+        """One span per request (``signaling <event>``, kind SERVER); its W3C context rides in the
+        session (``traceContext``) so the room host continues the trace across the Ray hop."""
+        name = event if isinstance(event, str) and event in EVENTS else "unknown"
+        session = self._sessions.get(sid)
+        attributes = {obs.SID: sid, "rpc.method": name}
+        if session is not None:
+            for key, attr in (("roomId", obs.ROOM_ID), ("participantId", obs.PARTICIPANT_ID)):
+                if session.get(key):
+                    attributes[attr] = str(session[key])
+        t0 = time.perf_counter()
+        with obs.tracer().start_as_current_span(f"signaling {name}", kind=obs.trace.SpanKind.SERVER,
+                                                attributes=attributes) as span:
+            if session is not None:
+                session[obs.TRACE_KEY] = obs.inject()
+            with obs.log_context(sid=sid, room_id=attributes.get(obs.ROOM_ID),
+                                 participant_id=attributes.get(obs.PARTICIPANT_ID)):
+                reply = await self._dispatch_traced(event, sid, args)
+            ok = bool(reply.get("ok"))
+            if not ok:
+                code = str(reply.get("error", {}).get("code", "internal"))
+                span.set_attribute("studyrooms.error_code", code)
+                span.set_status(obs.trace.Status(obs.trace.StatusCode.ERROR, code))
+            elif name == "join-room" and session is not None:
+                data = reply.get("data") or {}
+                session["roomId"], session["participantId"] = data.get("roomId"), data.get("participantId")
+                span.set_attribute(obs.ROOM_ID, str(data.get("roomId", "")))
+                span.set_attribute(obs.PARTICIPANT_ID, str(data.get("participantId", "")))
+            elif name == "leave-room" and session is not None:
+                session.pop("roomId", None)
+                session.pop("participantId", None)
+        outcome = {"event": name, "outcome": "ok" if ok else str(reply.get("error", {}).get("code", "internal"))}
+        self._requests.add(1, outcome)
+        self._durations.record(time.perf_counter() - t0, {"event": name})
+        return reply
+
+    async def _dispatch_traced(self, event: str, sid: str, args: tuple) -> dict:
         spec = EVENTS.get(event)
         try:
             session = self._sessions.get(sid)
@@ -303,6 +371,17 @@ class SignalingServer:
             return _error(503, "internal", "stats are not available")
         return web.json_response({"rooms": stats.get("rooms", []), "workers": stats.get("workers", [])})
 
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """Prometheus scrape endpoint (text exposition), when telemetry is set up."""
+        if self.metrics_provider is None:
+            return _error(404, "not-found", "metrics are not enabled on this server")
+        try:
+            body, content_type = await self.metrics_provider()
+        except Exception:  # noqa: BLE001
+            logger.exception("metrics failed")
+            return _error(503, "internal", "metrics are not available")
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     async def _static(self, request: web.Request) -> web.StreamResponse:
         rel = request.match_info.get("path", "") or "index.html"
         root = self.web_root.resolve()
@@ -315,6 +394,10 @@ class SignalingServer:
         if not target.is_relative_to(root) or not target.is_file():
             raise web.HTTPNotFound()
         return web.FileResponse(target, headers={"Cache-Control": "no-cache"})
+
+
+def _reserved_event_error(event: str) -> dict:
+    return {"ok": False, "error": {"code": "invalid-request", "message": f"unknown event {event!r}"}}
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
