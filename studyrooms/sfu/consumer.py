@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("studyrooms.simulcast")
 
 LAYER_ACTIVE_WINDOW_S = 2.0
+LAYER_DWELL_S = 3.0
 
 
 class Consumer:
@@ -81,6 +82,7 @@ class Consumer:
         self.target_layer = layers - 1 if self.type == "simulcast" else 0
         self.current_layer = -1 if self.type == "simulcast" else 0
         self._vp8 = Vp8PictureRewriter() if self.type == "simulcast" and params.codec == "vp8" else None
+        self._layer_changed_at = float("-inf")
         self._active = False
         self._update_active()
 
@@ -156,9 +158,12 @@ class Consumer:
         return self.send_stream.build_sr(wall, now)
 
     # ------------------------------------------------------------------ simulcast layer choice
-    def _update_target_layer(self, now: float) -> None:
+    def _update_target_layer(self, now: float, force: bool = False) -> None:
         """Pick the highest active encoding not above the preferred one (re-evaluated on the RTCP tick
-        and on preference changes). Bandwidth estimates from the receiver's REMB cap it further."""
+        and on preference changes). The receiver's REMB caps it further: the estimate covers every
+        video consumer of the transport, so each gets its share; going up needs 25% headroom, and
+        bandwidth-driven changes happen at most every LAYER_DWELL_S so layers do not flap (each
+        switch costs a keyframe)."""
         if self.type != "simulcast" or not self._active:
             return
         active = self.producer.active_stream_indexes(now, LAYER_ACTIVE_WINDOW_S)
@@ -167,16 +172,25 @@ class Consumer:
         candidates = [i for i in active if i <= self.preferred_spatial_layer] or [min(active)]
         remb = self.transport.rtcp.remote_remb_bps
         if remb:
+            videos = sum(1 for c in self.transport.consumers.values() if c.kind == "video") or 1
+            budget = remb / videos
+            streams = self.producer.streams
             fitting = [
                 i for i in candidates
-                if self.producer.streams[i] is not None and self.producer.streams[i].bitrate_bps(now) <= remb
+                if streams[i] is not None
+                and streams[i].bitrate_bps(now) * (1.25 if i > self.current_layer else 1.0) <= budget
             ]
             candidates = fitting or [min(candidates)]
         target = max(candidates)
-        if target != self.target_layer or self.current_layer not in active:
-            self.target_layer = target
-            if target != self.current_layer:
-                self.producer.request_key_frame(target)
+        current_ok = self.current_layer in active
+        if target == self.target_layer and current_ok:
+            return
+        if not force and current_ok and now - self._layer_changed_at < LAYER_DWELL_S:
+            return
+        self.target_layer = target
+        self._layer_changed_at = now
+        if target != self.current_layer:
+            self.producer.request_key_frame(target)
 
     # ------------------------------------------------------------------ control
     def _update_active(self) -> None:
@@ -188,7 +202,7 @@ class Consumer:
             self.send_stream.request_sync()
             if self.type == "simulcast":
                 self.current_layer = -1
-                self._update_target_layer(self.clock.now())
+                self._update_target_layer(self.clock.now(), force=True)
             self.producer.request_key_frame(self.target_layer)
 
     def transport_ready(self) -> None:
@@ -221,7 +235,7 @@ class Consumer:
         self.preferred_spatial_layer = min(spatial_layer, layers - 1)
         if temporal_layer is not None:
             self.preferred_temporal_layer = temporal_layer
-        self._update_target_layer(self.clock.now())
+        self._update_target_layer(self.clock.now(), force=True)
 
     def request_key_frame(self) -> None:
         self._check_open()
