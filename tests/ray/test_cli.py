@@ -52,6 +52,7 @@ def test_bad_setting_exits_2_with_one_line(args, env, needle):
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # a local Ray start takes 4-6 s idle, up to a minute on a loaded 2-core box
 def test_serve_starts_answers_and_stops_on_sigterm():
     tmp = tempfile.mkdtemp(prefix="sr-cli-")
     port = free_port()
@@ -115,6 +116,7 @@ def _ray_processes(tmp: str) -> list[int]:
 
 
 @pytest.mark.ray
+@pytest.mark.timeout(300)
 def test_serve_attaches_to_a_running_cluster(ray_session):
     import ray
 

@@ -16,7 +16,8 @@ from studyrooms.config import Settings
 
 from ray_fakes import FAKES
 
-pytestmark = [pytest.mark.multinode, pytest.mark.ray, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.multinode, pytest.mark.ray, pytest.mark.asyncio(loop_scope="module"),
+              pytest.mark.timeout(300)]  # the cluster starts inside the first test's time
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
