@@ -73,6 +73,34 @@ class RoomStats(OutModel):
     workers: list[dict[str, Any]]
 
 
+class ProducerBandwidth(OutModel):
+    producer_id: str
+    kind: Literal["audio", "video"]
+    source: Literal["mic", "camera", "screen"]
+    bitrate: int  # bps received from the client, last second (the producer's streams)
+    over_budget: bool  # bitrate above the send transport's cap (+ tolerance)
+
+
+class ParticipantBandwidth(OutModel):
+    """One participant's traffic, from the media worker's transport stats."""
+
+    participant_id: str
+    display_name: str
+    bytes_in: int  # received from the client (all its transports, RTP+RTCP, after SRTP)
+    bytes_out: int  # sent to the client (all its transports, protected bytes)
+    bitrate_in: int  # bps since the previous get-stats of the room (or since the transport opened)
+    bitrate_out: int
+    max_incoming_bitrate: int | None  # the per-send-transport cap (REMB), None when uncapped
+    over_budget: bool  # a send transport or a producer above the cap (+ tolerance)
+    producers: list[ProducerBandwidth]
+
+
+class RoomStatsReply(RoomStats):
+    """``get-stats`` ack: room stats plus per-participant bandwidth."""
+
+    participants: list[ParticipantBandwidth]
+
+
 class EmptyResponse(OutModel):
     pass
 

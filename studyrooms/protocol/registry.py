@@ -52,7 +52,7 @@ RESPONSES: dict[str, type[OutModel] | None] = {
     "close-producer": m.EmptyResponse,
     "set-preferred-layers": m.EmptyResponse,
     "restart-ice": m.RestartIceResponse,
-    "get-stats": m.RoomStats,
+    "get-stats": m.RoomStatsReply,
     "leave-room": m.EmptyResponse,
 }
 

@@ -38,6 +38,10 @@ from .ports import DirectoryPort, NotifierPort, WorkerPort
 
 logger = logging.getLogger("studyrooms.room")
 
+#: A producer (or a send transport) is reported over budget when its bitrate exceeds the transport's
+#: ``max_incoming_bitrate_bps`` by more than this factor (bursts, keyframes, RTCP overhead).
+BUDGET_TOLERANCE = 1.1
+
 
 class Room:
     def __init__(
@@ -72,6 +76,9 @@ class Room:
         self._transport_owner: dict[str, str] = {}
         self._producer_owner: dict[str, str] = {}
         self._consumer_owner: dict[str, str] = {}
+        # transport id -> (time, bytes in, bytes out) at the previous get-stats (for bitrates)
+        self._byte_marks: dict[str, tuple[float, int, int]] = {}
+        self._over_budget: set[str] = set()  # producer ids already logged as over budget
 
     # --- queries --------------------------------------------------------------------------------
 
@@ -179,6 +186,7 @@ class Room:
                 await self._producer_gone(p, prod_id, tell_owner=False)
             for tid in list(p.transports):
                 self._transport_owner.pop(tid, None)
+                self._byte_marks.pop(tid, None)
             p.transports.clear()
             p.connected.clear()
             del self.participants[p.id]
@@ -217,6 +225,7 @@ class Room:
             self._transport_owner.clear()
             self._producer_owner.clear()
             self._consumer_owner.clear()
+            self._byte_marks.clear()
             if self.router_id is not None and self.worker_id is not None:
                 await self._worker_call("close_router", {"routerId": self.router_id}, quiet=True)
                 try:
@@ -257,6 +266,7 @@ class Room:
         reply = {**reply, "direction": req.direction}
         p.transports[reply["id"]] = req.direction
         self._transport_owner[reply["id"]] = p.id
+        self._byte_marks[reply["id"]] = (self.clock.now(), 0, 0)
         return reply
 
     async def _connect_transport(self, p: Participant, req: rq.ConnectTransportRequest) -> dict:
@@ -376,7 +386,64 @@ class Room:
         return m.RestartIceResponse(ice_parameters=reply["iceParameters"]).wire()
 
     async def _get_stats(self, p: Participant, req: rq.GetStatsRequest) -> dict:
-        return self.stats()
+        participants = [await self._bandwidth(o) for o in list(self.participants.values())]
+        return {**self.stats(), "participants": participants}
+
+    async def _bandwidth(self, p: Participant) -> dict:
+        """One participant's traffic from the worker's transport and producer stats; flags (and logs
+        once) what exceeds the per-send-transport cap ``media.max_incoming_bitrate_bps``."""
+        cap = self.settings.media.max_incoming_bitrate_bps
+        tids, pids = list(p.transports), list(p.producers)
+        replies = await asyncio.gather(
+            *(self._worker_call("get_transport_stats", {"transportId": t}, quiet=True) for t in tids),
+            *(self._worker_call("get_producer_stats", {"producerId": i}, quiet=True) for i in pids),
+        )
+        now = self.clock.now()
+        bytes_in = bytes_out = bitrate_in = bitrate_out = 0
+        for tid, stats in zip(tids, replies[: len(tids)]):
+            rx, tx = int(stats.get("bytesReceived") or 0), int(stats.get("bytesSent") or 0)
+            at, rx0, tx0 = self._byte_marks.get(tid, (now, rx, tx))
+            bytes_in, bytes_out = bytes_in + rx, bytes_out + tx
+            if now - at > 0:
+                bitrate_in += int((rx - rx0) * 8 / (now - at))
+                bitrate_out += int((tx - tx0) * 8 / (now - at))
+            if tid in p.transports:
+                self._byte_marks[tid] = (now, rx, tx)
+        limit = cap * BUDGET_TOLERANCE if cap else None
+        producers, per_transport = [], {}
+        for pid, reply in zip(pids, replies[len(tids):]):
+            info = p.producers.get(pid)
+            if info is None:
+                continue
+            streams = reply.get("stats") or []
+            bitrate = sum(int(s.get("bitrate") or 0) for s in streams if isinstance(s, dict))
+            per_transport[info["transportId"]] = per_transport.get(info["transportId"], 0) + bitrate
+            over = limit is not None and bitrate > limit
+            if over and pid not in self._over_budget:
+                self._over_budget.add(pid)
+                logger.warning(
+                    "room %s: producer %s of %s sends %d bps, over its budget of %d bps",
+                    self.id, pid, p.id, bitrate, cap,
+                )
+            producers.append(
+                m.ProducerBandwidth(
+                    producer_id=pid, kind=info["kind"], source=info["source"], bitrate=bitrate, over_budget=over
+                )
+            )
+        over_budget = any(pr.over_budget for pr in producers) or (
+            limit is not None and any(total > limit for total in per_transport.values())
+        )
+        return m.ParticipantBandwidth(
+            participant_id=p.id,
+            display_name=p.display_name,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            bitrate_in=max(0, bitrate_in),
+            bitrate_out=max(0, bitrate_out),
+            max_incoming_bitrate=cap,
+            over_budget=over_budget,
+            producers=producers,
+        ).wire()
 
     _OPS: dict[str, Callable[..., Any]] = {
         "get-rtp-capabilities": _get_rtp_capabilities,
@@ -473,6 +540,7 @@ class Room:
         ``producer-closed`` to the others (and the owner when the close did not come from them)."""
         p.producers.pop(producer_id, None)
         self._producer_owner.pop(producer_id, None)
+        self._over_budget.discard(producer_id)
         for other in self._others(p):
             for cid, c in list(other.consumers.items()):
                 if c["producerId"] == producer_id:
@@ -497,6 +565,7 @@ class Room:
         p.transports.pop(transport_id, None)
         p.connected.discard(transport_id)
         self._transport_owner.pop(transport_id, None)
+        self._byte_marks.pop(transport_id, None)
 
     async def _worker_call(self, method: str, data: dict, *, quiet: bool = False) -> dict:
         if self._worker is None:

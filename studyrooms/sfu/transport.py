@@ -179,6 +179,8 @@ class Transport:
             "sendDropped": self.tx_dropped,
             "producerCount": len(self.producers),
             "consumerCount": len(self.consumers),
+            "maxIncomingBitrate": self.max_incoming_bitrate_bps,
+            **self.rtcp.stats(),
         }
 
 
