@@ -100,7 +100,9 @@ class MediaWorker:
         return await self.info()
 
     async def info(self) -> dict:
-        return {"workerId": self.worker_id, "pid": os.getpid(), "node": self.node, "index": self.index}
+        loop = type(asyncio.get_running_loop())
+        return {"workerId": self.worker_id, "pid": os.getpid(), "node": self.node, "index": self.index,
+                "loop": f"{loop.__module__}.{loop.__name__}"}
 
     async def ping(self) -> str:
         return self.worker_id

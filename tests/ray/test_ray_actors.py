@@ -24,6 +24,7 @@ async def test_media_worker_actor_runs_the_real_worker(ray_session):
     try:
         info = await call(worker.start.remote(), timeout_s=60)
         assert info["workerId"] == "w-real" and info["pid"] > 0
+        assert info["loop"].startswith("uvloop"), info  # Ray runs async actors on uvloop when installed
         router = await call(worker.request.remote("create_router", {}), timeout_s=20)
         assert router["routerId"] and router["rtpCapabilities"]["codecs"]
         # a NotFoundError raised by the worker arrives as exactly that class, code not-found
