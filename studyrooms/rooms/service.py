@@ -25,6 +25,7 @@ from ..errors import ForbiddenError, InvalidRequestError, InvalidStateError, Rat
 from ..ids import new_id
 from ..protocol import parse_request
 from ..protocol import requests as rq
+from .. import observability as obs
 from .limits import TokenBucket
 from .ports import DirectoryPort, NotifierPort
 from .room import Room
@@ -44,7 +45,7 @@ class RoomService:
         id_factory: Callable[[], str] = new_id,
     ) -> None:
         self.settings = settings
-        self.directory = directory
+        self.directory = _TracedDirectory(directory)  # a client span per media worker call
         self.notifier = notifier
         self.clock: Clock = clock or SystemClock()
         self.host_id = host_id
@@ -60,7 +61,28 @@ class RoomService:
     # --- requests -------------------------------------------------------------------------------
 
     async def request(self, session: dict, method: str, data: dict | None) -> dict:
-        """Serve one client request; returns the ack ``data`` or raises a StudyRoomsError."""
+        """Serve one client request; returns the ack ``data`` or raises a StudyRoomsError.
+
+        One span per request (``room <method>``), child of the signaling span whose W3C context the
+        session carries (``session["traceContext"]``, see studyrooms.observability)."""
+        parent = obs.extract(session.get(obs.TRACE_KEY)) if isinstance(session, dict) else None
+        with obs.tracer().start_as_current_span(f"room {method}", context=parent) as span:
+            joined = self._by_sid.get(_key(session) or ("", ""))
+            if joined is not None:
+                span.set_attribute(obs.ROOM_ID, joined[0].id)
+                span.set_attribute(obs.PARTICIPANT_ID, joined[1])
+            elif isinstance(data, dict) and isinstance(data.get("roomId"), str):
+                span.set_attribute(obs.ROOM_ID, data["roomId"])
+            for key, value in obs.ids_from(data).items():
+                span.set_attribute(key, value)
+            with obs.log_context(room_id=joined[0].id if joined else None,
+                                 participant_id=joined[1] if joined else None):
+                result = await self._request(session, method, data)
+            if method == "join-room" and isinstance(result, dict):
+                span.set_attribute(obs.PARTICIPANT_ID, str(result.get("participantId", "")))
+            return result
+
+    async def _request(self, session: dict, method: str, data: dict | None) -> dict:
         sid = _key(session)
         if sid is None:
             raise InvalidRequestError("session without sid")
@@ -139,7 +161,14 @@ class RoomService:
         if sid is None:
             return
         self._limiters.pop(sid, None)
-        await self._leave(sid)
+        joined = self._by_sid.get(sid)
+        if joined is None:
+            return
+        parent = obs.extract(session.get(obs.TRACE_KEY))
+        with obs.tracer().start_as_current_span("room disconnect", context=parent,
+                                                attributes={obs.ROOM_ID: joined[0].id,
+                                                            obs.PARTICIPANT_ID: joined[1]}):
+            await self._leave(sid)
 
     # --- rooms lifecycle ------------------------------------------------------------------------
 
@@ -219,6 +248,51 @@ class RoomService:
 
     def dump(self) -> dict:
         return {"hostId": self.host_id, "rooms": [room.dump() for room in self.rooms.values()]}
+
+
+class _TracedWorkerPort:
+    """A WorkerPort whose requests are client spans (``worker <method>``); the span's W3C context
+    travels in the request data (``traceContext``) so the media worker can continue the trace."""
+
+    def __init__(self, port) -> None:
+        self._port = port
+        self.worker_id = port.worker_id
+
+    async def request(self, method: str, data: dict) -> dict:
+        attributes = {obs.WORKER_ID: str(self.worker_id), "rpc.method": method, **obs.ids_from(data)}
+        with obs.tracer().start_as_current_span(f"worker {method}", kind=obs.trace.SpanKind.CLIENT,
+                                                attributes=attributes):
+            carrier = obs.inject()
+            if carrier and isinstance(data, dict):
+                data = {**data, obs.TRACE_KEY: carrier}
+            return await self._port.request(method, data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._port, name)
+
+
+class _TracedDirectory:
+    """DirectoryPort wrapper handing out traced WorkerPorts (same ports otherwise)."""
+
+    def __init__(self, directory) -> None:
+        self._directory = directory
+        self._ports: dict[str, _TracedWorkerPort] = {}
+
+    def worker(self, worker_id: str):
+        port = self._directory.worker(worker_id)
+        traced = self._ports.get(worker_id)
+        if traced is None or traced._port is not port:
+            traced = self._ports[worker_id] = _TracedWorkerPort(port)
+        return traced
+
+    async def place_router(self, room_id: str, exclude=()) -> str:
+        return await self._directory.place_router(room_id, exclude)
+
+    async def release_router(self, room_id: str, worker_id: str) -> None:
+        await self._directory.release_router(room_id, worker_id)
+
+    def __getattr__(self, name: str):
+        return getattr(self._directory, name)
 
 
 def _key(session: dict) -> tuple[str, str] | None:
