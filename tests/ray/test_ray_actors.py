@@ -13,7 +13,6 @@ from actors.media_worker import MediaWorkerActor
 from studyrooms.config import Settings
 from studyrooms.errors import InternalError, InvalidRequestError, NotFoundError
 
-from ray_fakes import fake_worker_factory
 
 pytestmark = pytest.mark.ray
 
@@ -51,7 +50,7 @@ async def test_directory_places_on_least_loaded_worker_round_robin_on_ties(ray_s
     directory = DirectoryActor.options(name=name, get_if_exists=True).remote(health_interval_s=0)
     assert DirectoryActor.options(name=name, get_if_exists=True).remote(health_interval_s=0)._actor_id \
         == directory._actor_id  # a named singleton
-    workers = {f"w{i}": MediaWorkerActor.remote(f"w{i}", {}, i, factory=fake_worker_factory) for i in range(3)}
+    workers = {f"w{i}": MediaWorkerActor.remote(f"w{i}", {}, i) for i in range(3)}  # real media workers
     try:
         for wid, handle in workers.items():
             info = await call(handle.start.remote(), timeout_s=60)
@@ -59,10 +58,9 @@ async def test_directory_places_on_least_loaded_worker_round_robin_on_ties(ray_s
         picks = [await call(directory.place_router.remote(f"room{i}")) for i in range(6)]
         assert picks == ["w0", "w1", "w2", "w0", "w1", "w2"]  # ties: round robin
         # real load from the workers: w0 and w2 carry consumers, w1 is the least loaded
-        await call(workers["w0"].request.remote("fake_consumers", {"count": 5}))
-        await call(workers["w2"].request.remote("fake_consumers", {"count": 3}))
-        for wid in workers:  # the fake workers have routers only when created; report 1 each
-            await call(workers[wid].request.remote("create_router", {}))
+        await add_consumers(workers["w0"], 5)
+        await add_consumers(workers["w2"], 3)
+        await add_consumers(workers["w1"], 0)  # one router each, so only consumers differ
         assert await call(directory.check_health.remote()) == []
         loads = {l["workerId"]: l for l in await call(directory.loads.remote())}
         assert loads["w0"]["consumerCount"] == 5 and loads["w1"]["consumerCount"] == 0
@@ -76,3 +74,20 @@ async def test_directory_places_on_least_loaded_worker_round_robin_on_ties(ray_s
     finally:
         for handle in [*workers.values(), directory]:
             ray.kill(handle)
+
+
+VP8 = {"codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000}],
+       "encodings": [{"ssrc": 777}], "rtcp": {"cname": "load"}}
+
+
+async def add_consumers(worker, count: int) -> None:
+    """Real objects on a real worker: a router, a plain-RTP producer and ``count`` consumers."""
+    router = (await call(worker.request.remote("create_router", {})))["routerId"]
+    caps = (await call(worker.request.remote("router_rtp_capabilities", {"routerId": router})))["rtpCapabilities"]
+    send = await call(worker.request.remote("create_plain_transport", {"routerId": router, "comedia": True}))
+    producer = await call(worker.request.remote("produce", {"transportId": send["id"], "kind": "video",
+                                                            "rtpParameters": VP8}))
+    recv = await call(worker.request.remote("create_plain_transport", {"routerId": router, "comedia": True}))
+    for _ in range(count):
+        await call(worker.request.remote("consume", {"transportId": recv["id"], "producerId": producer["id"],
+                                                     "rtpCapabilities": caps}))

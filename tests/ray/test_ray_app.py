@@ -103,3 +103,37 @@ async def test_join_notify_errors_and_leave_through_the_actors(app):
 
 async def _async(value):
     return value
+
+
+async def test_a_dead_media_worker_is_internal_unavailable_and_dropped(app):
+    import ray
+
+    amy, _ = await connect(app, "doomed", "Amy")
+    try:
+        joined = await amy.call("join-room", {"roomId": "doomed", "displayName": "Amy"}, timeout=20)
+        assert joined["ok"], joined
+        status, stats = await http(app, "GET", "api/stats")
+        worker_id = next(r for r in stats["rooms"] if r["roomId"] == "doomed")["workers"][0]["workerId"]
+        ray.kill(app.workers[worker_id])
+        reply = await amy.call("create-transport", {"direction": "send"}, timeout=30)
+        assert reply["ok"] is False and reply["error"]["code"] == "internal"
+        assert "unavailable" in reply["error"]["message"]
+
+        async def dropped():
+            status, stats = await http(app, "GET", "api/stats")
+            return worker_id not in {w["workerId"] for w in stats["workers"]}
+
+        assert await until(dropped)  # the directory's health check (every 0.5 s) drops it
+    finally:
+        await amy.disconnect()
+    bob, _ = await connect(app, "survivor", "Bob")
+    try:
+        joined = await bob.call("join-room", {"roomId": "survivor", "displayName": "Bob"}, timeout=20)
+        assert joined["ok"], joined
+        status, stats = await http(app, "GET", "api/stats")
+        survivor = next(r for r in stats["rooms"] if r["roomId"] == "survivor")
+        assert survivor["workers"][0]["workerId"] != worker_id
+        reply = await bob.call("create-transport", {"direction": "send"}, timeout=20)
+        assert reply["ok"], reply
+    finally:
+        await bob.disconnect()
