@@ -237,7 +237,13 @@ class SignalingServer:
         if lock is None:
             return {"ok": False, "error": {"code": "invalid-state", "message": "not connected"}}
         async with lock:
-            return await self._dispatch(event, sid, args)
+            try:
+                return await self._dispatch(event, sid, args)
+            except Exception:  # noqa: BLE001 - whatever breaks (even instrumentation), the client gets an ack
+                trace_id = uuid.uuid4().hex[:16]
+                logger.exception("request %r from %s failed outside the handler (trace id %s)", event, sid, trace_id)
+                return {"ok": False, "error": {"code": "internal", "message": f"internal error (trace id {trace_id})",
+                                               "traceId": trace_id}}
 
     async def _dispatch(self, event: str, sid: str, args: tuple) -> dict:
         """One span per request (``signaling <event>``, kind SERVER); its W3C context rides in the
