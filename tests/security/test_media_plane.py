@@ -195,7 +195,7 @@ async def test_bad_auth_tags_replays_and_plain_rtp_are_dropped_and_counted(pair)
 async def test_truncated_dtls_and_garbage_inside_valid_srtp_are_dropped(pair):
     w = pair
     dtls, send = client_path(w.pa.send_transport)
-    tx = dtls._tx_srtp
+    tx = dtls._tx_srtp  # only ever used for SSRCs the client does not send (its own streams must not move)
     s0 = w.server_send.get_stats()
     # truncated / bogus DTLS records after the handshake
     for blob in (b"\x16\xfe\xfd", b"\x17\xfe\xfd\x00\x01" + os.urandom(20), b"\x15\xfe\xfd" + b"\x00" * 8,
@@ -208,7 +208,6 @@ async def test_truncated_dtls_and_garbage_inside_valid_srtp_are_dropped(pair):
         rtp(0x0EE0EE02, 8, first=0x90, payload=b"\xbe\xde\x00\x40" + os.urandom(8)),  # ext longer than packet
         rtp(0x0EE0EE03, 9, first=0xA0, payload=os.urandom(10) + b"\xff"),  # padding longer than payload
         rtp(0x0EE0EE04, 10, first=0xBF, payload=os.urandom(80)),  # everything at once
-        rtp(w.pa.producers[w.producer_id].rtpSender._ssrc, 60_000, pt=127, payload=b""),  # real SSRC, bad PT
     ]
     for body in bodies:
         try:
@@ -216,7 +215,7 @@ async def test_truncated_dtls_and_garbage_inside_valid_srtp_are_dropped(pair):
             sent += 1
         except Exception:  # noqa: BLE001 - libsrtp itself refuses some of these headers
             pass
-    assert sent >= 3
+    assert sent >= 2
     # well-encrypted RTCP with bad lengths / unknown types / truncated feedback
     for body in (
         struct.pack("!BBHI", 0x81, 205, 0xFFFF, 1) + os.urandom(8),  # NACK claiming a huge length
