@@ -33,6 +33,7 @@ from .media_worker import DEFAULT_WORKER_FACTORY, MediaWorkerActor
 from .room_host import DEFAULT_SERVICE_FACTORY, RoomHostActor
 from .runtime import MEDIA_SLOTS, alive_nodes, plan_media_slots, signaling_node
 from .signaling import DEFAULT_SERVER_FACTORY, SignalingActor
+from .telemetry import TRACED_SERVICE_FACTORY, actor_options
 
 logger = logging.getLogger("studyrooms.actors.app")
 
@@ -98,7 +99,7 @@ async def start_app(
     *,
     prefix: str = "studyrooms",
     worker_factory: str | Callable = DEFAULT_WORKER_FACTORY,
-    service_factory: str | Callable = DEFAULT_SERVICE_FACTORY,
+    service_factory: str | Callable = TRACED_SERVICE_FACTORY,  # DEFAULT_SERVICE_FACTORY + telemetry SDK
     server_factory: str | Callable = DEFAULT_SERVER_FACTORY,
     health_interval_s: float = 2.0,
     timeout_s: float = 60.0,
@@ -112,6 +113,7 @@ async def start_app(
     slots = plan_media_slots(nodes, settings.server.num_workers)
     media = settings.media.model_dump()
     created: list[Any] = []
+    telemetry = actor_options()  # OTEL_* / STUDYROOMS_SPANS_DIR of the driver reach every actor
     try:
         directory = DirectoryActor.options(
             name=f"{prefix}:directory", get_if_exists=True,
@@ -120,7 +122,7 @@ async def start_app(
         created.append(directory)
         route = f"{prefix}:signaling-0"
         signaling = SignalingActor.options(
-            name=route, scheduling_strategy=NodeAffinitySchedulingStrategy(head.node_id, soft=False),
+            name=route, scheduling_strategy=NodeAffinitySchedulingStrategy(head.node_id, soft=False), **telemetry,
         ).remote(settings, route, f"{prefix}:directory", factory=server_factory)
         created.append(signaling)
         workers: dict[str, Any] = {}
@@ -129,7 +131,7 @@ async def start_app(
             worker_id = f"worker-{slot.index}"
             options: dict = dict(
                 name=f"{prefix}:media-{slot.index}",
-                scheduling_strategy=NodeAffinitySchedulingStrategy(slot.node_id, soft=False),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(slot.node_id, soft=False), **telemetry,
             )
             if slot.use_resource:
                 options["resources"] = {MEDIA_SLOTS: 1}
@@ -144,6 +146,7 @@ async def start_app(
             hosts[host_id] = RoomHostActor.options(
                 name=f"{prefix}:{host_id}",
                 scheduling_strategy=NodeAffinitySchedulingStrategy(media_nodes[j % len(media_nodes)], soft=False),
+                **telemetry,
             ).remote(settings, host_id, f"{prefix}:directory", routes={route: signaling}, factory=service_factory)
             created.append(hosts[host_id])
         handle = AppHandle(prefix, settings.server.host, settings.server.port, directory, signaling,

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import ray
 
+from studyrooms import observability as obs
 from studyrooms.errors import InvalidStateError
 
 logger = logging.getLogger("studyrooms.actors.media")
@@ -88,6 +89,9 @@ class MediaWorker:
         for key, env in NODE_ENV.items():  # per-node values (a cluster's media nodes differ)
             if os.environ.get(env):
                 settings[key] = os.environ[env]
+        from .telemetry import setup_actor_telemetry
+
+        setup_actor_telemetry("media-worker")  # spans (and OTLP metrics when configured)
         self.worker, self.channel = await resolve(self.factory)(self.worker_id, settings, self.index)
         self.worker.observer.on("event", self._on_event)
         try:
@@ -112,7 +116,12 @@ class MediaWorker:
         if self.closed or self.channel is None:
             raise InvalidStateError(f"media worker {self.worker_id} is {'closed' if self.closed else 'not started'}")
         data = dict(data or {})
-        result = await self.channel.request(method, data)
+        carrier = data.pop(obs.TRACE_KEY, None)  # the room host's span (studyrooms.observability)
+        with obs.tracer().start_as_current_span(f"media_worker {method}", context=obs.extract(carrier),
+                                                kind=obs.trace.SpanKind.SERVER,
+                                                attributes={obs.WORKER_ID: self.worker_id, "rpc.method": method,
+                                                            **obs.ids_from(data)}):
+            result = await self.channel.request(method, data)
         if method == "create_router" and owner is not None:
             router_id = (result or {}).get("routerId") or data.get("routerId")
             if router_id:
@@ -168,6 +177,14 @@ class MediaWorker:
             "cpu": cpu,
             "closed": self.closed,
         }
+
+    async def telemetry(self) -> dict:
+        """Counters for the metrics endpoint (actors/telemetry.py: summed per scrape, not per packet)."""
+        from .telemetry import worker_telemetry
+
+        if self.worker is None:
+            return {"workerId": self.worker_id, "pid": os.getpid()}
+        return {**worker_telemetry(self.worker), "node": self.node}
 
     async def get_stats(self) -> dict:
         if self.worker is None:

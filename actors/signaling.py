@@ -140,6 +140,11 @@ class Signaling:
             directory = await asyncio.to_thread(ray.get_actor, self.directory_name)
             self.rooms = RayRoomsPort(directory)
             self.server = resolve(self.factory)(self.settings, self.rooms, self.route)
+            from .telemetry import MetricsHub, ray_source, setup_actor_telemetry
+
+            if setup_actor_telemetry("signaling", prometheus=True):  # GET /metrics on this server's port
+                MetricsHub.get().add_source(self.route, ray_source(directory))
+                self.server.metrics_provider = MetricsHub.get().render
             self.port = await self.server.start(host, port)
         return self.port
 

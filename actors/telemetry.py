@@ -61,6 +61,17 @@ def _otlp_wanted(signal: str, env: dict | None = None) -> bool:
     return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
 
 
+#: start_app's default RoomHost service factory: the plain one, with the SDK installed first
+TRACED_SERVICE_FACTORY = "actors.telemetry:create_room_service"
+
+
+def actor_options(env: dict | None = None) -> dict:
+    """Extra actor options forwarding this driver's telemetry variables (``OTEL_*``,
+    ``STUDYROOMS_SPANS_DIR``, ...) to the actor's process; ``{}`` when none is set."""
+    forwarded = telemetry_env(env)
+    return {"runtime_env": {"env_vars": forwarded}} if forwarded else {}
+
+
 def telemetry_env(env: dict | None = None) -> dict[str, str]:
     """The telemetry variables of this process, to forward to actors (``runtime_env.env_vars``)."""
     env = os.environ if env is None else env
@@ -172,6 +183,22 @@ def setup_telemetry(component: str, *, prometheus: bool = True, span_exporter: A
             provider.add_span_processor(SimpleSpanProcessor(span_exporter))
     configure_logging()
     return True
+
+
+def in_ray_actor() -> bool:
+    """True inside a Ray actor process (actors install the SDK only there: a plain object used in a
+    test process must not install a global provider for the whole test session)."""
+    try:
+        import ray
+
+        return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def setup_actor_telemetry(component: str, *, prometheus: bool = False) -> bool:
+    """:func:`setup_telemetry` when running in a Ray actor; a no-op elsewhere."""
+    return setup_telemetry(component, prometheus=prometheus) if in_ray_actor() else False
 
 
 def prometheus_enabled() -> bool:
@@ -490,5 +517,5 @@ def create_room_service(settings: Any, directory: Any, notifier: Any, host_id: s
     """RoomHost service factory with the SDK installed in the room host's process (start_app default)."""
     from .room_host import create_room_service as plain
 
-    setup_telemetry("room-host", prometheus=False)
+    setup_actor_telemetry("room-host")
     return plain(settings, directory, notifier, host_id)
