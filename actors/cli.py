@@ -3,6 +3,7 @@
 ``studyrooms serve``  starts a local Ray on loopback (or attaches to ``--address`` / ``RAY_ADDRESS``),
                       starts the actor system, prints the URL and serves until Ctrl-C / SIGTERM.
 ``studyrooms token``  prints a signed join token (``STUDYROOMS_AUTH_SECRET``).
+``studyrooms loadtest`` synthetic participants as Ray actors against the app (or ``--url``); see actors/loadtest.py.
 
 Configuration errors print one line on stderr and exit with status 2 (no traceback).
 """
@@ -48,6 +49,19 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--name", required=True, help="display name")
     token.add_argument("--user", help="user id (default: the name)")
     token.add_argument("--ttl", type=int, help="lifetime in seconds (default: server.token_ttl_s)")
+    load = sub.add_parser("loadtest", help="synthetic participants as Ray actors; writes a results folder")
+    load.add_argument("--rooms", type=int, default=2)
+    load.add_argument("--participants", type=int, default=5, help="participants per room")
+    load.add_argument("--duration", type=float, default=20.0, help="measured media window, seconds")
+    load.add_argument("--url", help="a running server (default: start the app on this Ray)")
+    load.add_argument("--address", help="Ray cluster to attach to (default: RAY_ADDRESS, else a local Ray)")
+    load.add_argument("--shards", type=int, help="load-generator actors (default: one per room, up to the CPUs)")
+    load.add_argument("--workers", type=int, help="media workers when the app is started here")
+    load.add_argument("--screen-share", type=int, default=1, help="participants per room also sharing a screen")
+    load.add_argument("--simulcast", action="store_true", help="cameras send three simulcast encodings")
+    load.add_argument("--join-gap", type=float, default=0.3, help="seconds between joins within a room")
+    load.add_argument("--out", help="results parent folder (default benchmarks/results/loadtest)")
+    load.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -171,6 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.command == "serve":
             code = serve(args)
+        elif args.command == "loadtest":
+            from .loadtest import main as loadtest
+
+            code = loadtest(args)
         else:
             code = token(args)
     except ConfigError as exc:
