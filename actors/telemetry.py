@@ -27,6 +27,7 @@ import os
 import resource
 import threading
 import time
+import weakref
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 from opentelemetry import metrics, trace
@@ -266,7 +267,7 @@ class _WorkerTally:
         self.cpu_mark = (time.monotonic(), _cpu_seconds())
 
 
-_TALLIES: dict[str, _WorkerTally] = {}
+_TALLIES: "weakref.WeakKeyDictionary[Any, _WorkerTally]" = weakref.WeakKeyDictionary()  # per Worker object
 
 
 def _cpu_seconds() -> float:
@@ -284,7 +285,9 @@ def _rss_bytes() -> int:
 
 def worker_telemetry(worker: Any) -> dict:
     """Counters of one studyrooms ``Worker`` (call in its process, per scrape, never per packet)."""
-    tally = _TALLIES.setdefault(worker.id, _WorkerTally())
+    tally = _TALLIES.get(worker)
+    if tally is None:
+        tally = _TALLIES[worker] = _WorkerTally()
     seen: dict[str, dict[str, int]] = {}
     for tid, t in list(worker.transports.items()):
         rtcp = getattr(t, "rtcp", None)

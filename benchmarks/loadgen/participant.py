@@ -15,14 +15,13 @@ import struct
 import time
 from array import array
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 import socketio
 
 from studyrooms.net.loopback_peer import LoopbackPeer
 
-from .media import AudioSource, Source, VideoSource, camera, read_stamp, screen
+from .media import AudioSource, Source, camera, read_stamp, screen
 
 logger = logging.getLogger("benchmarks.loadgen")
 
