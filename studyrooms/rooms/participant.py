@@ -22,6 +22,8 @@ class Participant:
     producers: dict[str, dict] = field(default_factory=dict)
     #: consumer id -> {"producerId", "transportId", "kind", "paused"}
     consumers: dict[str, dict] = field(default_factory=dict)
+    #: the media worker whose router carries this participant's transports (a room may span several)
+    worker_id: str | None = None
 
     def info(self) -> dict:
         return {"participantId": self.id, "displayName": self.display_name}
@@ -40,4 +42,5 @@ class Participant:
             "transports": dict(self.transports),
             "producers": {k: dict(v) for k, v in self.producers.items()},
             "consumers": {k: dict(v) for k, v in self.consumers.items()},
+            "workerId": self.worker_id,
         }

@@ -10,6 +10,12 @@ the threshold, the join ack says ``recommendAudioOnly: true``; the join that cro
 sends ``recommend-audio-only`` to everyone in the room, later joins send it to the joiner, and a
 participant who starts a *video* producer while the room is over the threshold gets it too.
 
+A room that outgrows one media worker spreads over several (mediasoup's pipeToRouter): a joiner
+whose room's workers all carry ``rooms.max_consumers_per_worker`` consumers or more gets a router
+on another worker; producers are piped (PipeTransports between the two routers, docs/worker-api.md)
+to where their consumers are, once per producer and worker, and the pipe follows its origin's
+pause, resume and close.
+
 Worker events must be delivered to :meth:`on_worker_event` asynchronously (never awaited from inside
 a ``WorkerPort.request`` call), since they wait for the room's lock.
 """
@@ -28,6 +34,7 @@ from ..errors import (
     InvalidStateError,
     NotFoundError,
     RateLimitedError,
+    ResourceExhaustedError,
     RoomFullError,
 )
 from ..ids import new_id
@@ -68,6 +75,12 @@ class Room:
         self.rtp_capabilities: dict | None = None
         self.pending_joins = 0  # joins on their way in (the service counts them; they keep the room)
         self._worker: WorkerPort | None = None
+        #: worker id -> {"routerId", "port"}: the home router (first) and any the room spread to
+        self.routers: dict[str, dict] = {}
+        self._object_worker: dict[str, str] = {}  # transport/producer/consumer id -> worker id
+        self._piped: dict[tuple[str, str], str] = {}  # (producer id, target worker) -> pipe consumer id
+        self._pipe_consumers: dict[str, tuple[str, str]] = {}  # pipe consumer id -> (producer, target)
+        self._pipe_links: dict[tuple[str, str], tuple[str, str]] = {}  # (from, to) -> pipe transport ids
         self._lock = asyncio.Lock()
         self._ids = id_factory
         self._on_empty = on_empty
@@ -94,7 +107,7 @@ class Room:
 
     def stats(self) -> dict:
         ps = self.participants.values()
-        workers = [{"workerId": self.worker_id, "routerId": self.router_id}] if self.worker_id else []
+        workers = [{"workerId": w, "routerId": r["routerId"]} for w, r in self.routers.items()]
         return m.RoomStats(
             room_id=self.id,
             participant_count=len(self.participants),
@@ -129,6 +142,7 @@ class Room:
                 raise RoomFullError(f"room {self.id} is full ({self.settings.rooms.capacity} participants)")
             if self.router_id is None:
                 await self._open_router()
+            worker_id = await self._worker_for_joiner()
             self._cancel_empty_timer()
             p = Participant(
                 id=self._ids(),
@@ -137,6 +151,7 @@ class Room:
                 sid=sid,
                 route=route,
                 joined_at=self.clock.wall(),
+                worker_id=worker_id,
             )
             others = list(self.participants.values())
             self.participants[p.id] = p
@@ -161,17 +176,45 @@ class Room:
             logger.info("room %s: %s joined (%d)", self.id, p.id, len(self.participants))
             return p, ack
 
-    async def _open_router(self) -> None:
-        worker_id = await self.directory.place_router(self.id)
+    async def _open_router(self, exclude: Iterable[str] = ()) -> str:
+        """A router for this room on the least-loaded worker (not one of ``exclude``)."""
+        worker_id = await self.directory.place_router(self.id, tuple(exclude))
         worker = self.directory.worker(worker_id)
         try:
             reply = await worker.request("create_router", {})
         except BaseException:
             await self.directory.release_router(self.id, worker_id)
             raise
-        self.worker_id, self._worker = worker_id, worker
-        self.router_id = reply["routerId"]
-        self.rtp_capabilities = reply.get("rtpCapabilities") or {}
+        self.routers[worker_id] = {"routerId": reply["routerId"], "port": worker}
+        if self.router_id is None:  # the home router
+            self.worker_id, self._worker = worker_id, worker
+            self.router_id = reply["routerId"]
+            self.rtp_capabilities = reply.get("rtpCapabilities") or {}
+        else:
+            logger.info("room %s: spread to worker %s (router %s)", self.id, worker_id, reply["routerId"])
+        return worker_id
+
+    async def _worker_for_joiner(self) -> str:
+        """The room's router with the least-loaded worker; a new router on another worker when all of
+        the room's workers carry ``max_consumers_per_worker`` consumers or more."""
+        if len(self.routers) == 1 and not self.participants:
+            return next(iter(self.routers))
+        limit = self.settings.rooms.max_consumers_per_worker
+        loads: dict[str, int] = {}
+        for worker_id, router in self.routers.items():
+            try:
+                loads[worker_id] = int((await router["port"].request("get_stats", {})).get("consumerCount", 0))
+            except Exception as exc:  # noqa: BLE001 - an unreachable worker is not a candidate
+                logger.warning("room %s: load of worker %s unknown: %r", self.id, worker_id, exc)
+        if not loads:
+            raise InvalidStateError("the room's media workers are unavailable")
+        worker_id = min(loads, key=lambda w: loads[w])
+        if loads[worker_id] < limit:
+            return worker_id
+        try:
+            return await self._open_router(exclude=self.routers)
+        except ResourceExhaustedError:
+            return worker_id  # no other worker: stay (over the soft limit) rather than refuse
 
     async def leave(self, participant_id: str) -> None:
         async with self._lock:
@@ -179,13 +222,15 @@ class Room:
             if p is None:
                 return
             for tid in list(p.transports):
-                await self._worker_call("close_transport", {"transportId": tid}, quiet=True)
+                await self._worker_call("close_transport", {"transportId": tid}, quiet=True,
+                                        worker_id=self._object_worker.get(tid))
             for cid in list(p.consumers):
                 self._forget_consumer(p, cid)
             for prod_id in list(p.producers):
                 await self._producer_gone(p, prod_id, tell_owner=False)
             for tid in list(p.transports):
                 self._transport_owner.pop(tid, None)
+                self._object_worker.pop(tid, None)
                 self._byte_marks.pop(tid, None)
             p.transports.clear()
             p.connected.clear()
@@ -226,12 +271,18 @@ class Room:
             self._producer_owner.clear()
             self._consumer_owner.clear()
             self._byte_marks.clear()
-            if self.router_id is not None and self.worker_id is not None:
-                await self._worker_call("close_router", {"routerId": self.router_id}, quiet=True)
+            for worker_id, router in list(self.routers.items()):
+                await self._worker_call("close_router", {"routerId": router["routerId"]}, quiet=True,
+                                        worker_id=worker_id)
                 try:
-                    await self.directory.release_router(self.id, self.worker_id)
+                    await self.directory.release_router(self.id, worker_id)
                 except Exception:  # noqa: BLE001 - closing must finish
                     logger.exception("room %s: release_router failed", self.id)
+            self.routers.clear()
+            self._object_worker.clear()
+            self._piped.clear()
+            self._pipe_consumers.clear()
+            self._pipe_links.clear()
             logger.info("room %s closed", self.id)
 
     # --- requests of a joined participant -------------------------------------------------------
@@ -256,14 +307,15 @@ class Room:
         if p.transport_count(req.direction) >= limit:
             raise RateLimitedError(f"at most {limit} {req.direction} transports per participant")
         data: dict = {
-            "routerId": self.router_id,
+            "routerId": self.routers[p.worker_id]["routerId"] if p.worker_id in self.routers else self.router_id,
             "direction": req.direction,
             "appData": {"roomId": self.id, "participantId": p.id},
         }
         if self.settings.media.max_incoming_bitrate_bps and req.direction == "send":
             data["maxIncomingBitrate"] = self.settings.media.max_incoming_bitrate_bps
-        reply = await self._worker_call("create_webrtc_transport", data)
+        reply = await self._worker_call("create_webrtc_transport", data, worker_id=p.worker_id)
         reply = {**reply, "direction": req.direction}
+        self._object_worker[reply["id"]] = p.worker_id or self.worker_id
         p.transports[reply["id"]] = req.direction
         self._transport_owner[reply["id"]] = p.id
         self._byte_marks[reply["id"]] = (self.clock.now(), 0, 0)
@@ -276,6 +328,7 @@ class Room:
         await self._worker_call(
             "connect_webrtc_transport",
             {"transportId": req.transport_id, "dtlsParameters": req.dtls_parameters.wire()},
+            worker_id=self._object_worker.get(req.transport_id),
         )
         p.connected.add(req.transport_id)
         return m.TransportConnectedResponse(transport_id=req.transport_id).wire()
@@ -295,8 +348,10 @@ class Room:
                 "rtpParameters": req.rtp_parameters.wire(),
                 "appData": {"source": source, "participantId": p.id, "roomId": self.id},
             },
+            worker_id=self._object_worker.get(req.transport_id),
         )
         producer_id = reply["id"]
+        self._object_worker[producer_id] = self._object_worker.get(req.transport_id) or self.worker_id
         p.producers[producer_id] = {
             "kind": req.kind,
             "source": source,
@@ -322,6 +377,8 @@ class Room:
             raise NotFoundError("producer not found")
         if len(p.consumers) >= self.settings.limits.max_consumers:
             raise RateLimitedError(f"at most {self.settings.limits.max_consumers} consumers per participant")
+        target = self._object_worker.get(req.transport_id) or self.worker_id
+        await self._ensure_piped(req.producer_id, target)
         reply = await self._worker_call(
             "consume",
             {
@@ -331,8 +388,10 @@ class Room:
                 "paused": True,
                 "appData": {"participantId": p.id, "roomId": self.id},
             },
+            worker_id=target,
         )
         consumer_id = reply["id"]
+        self._object_worker[consumer_id] = target
         p.consumers[consumer_id] = {
             "producerId": req.producer_id,
             "transportId": req.transport_id,
@@ -344,7 +403,8 @@ class Room:
 
     async def _consumer_op(self, p: Participant, req: rq.ConsumerRequest, method: str, paused: bool) -> dict:
         self._own(p.consumers, self._consumer_owner, req.consumer_id, "consumer")
-        await self._worker_call(method, {"consumerId": req.consumer_id})
+        await self._worker_call(method, {"consumerId": req.consumer_id},
+                                worker_id=self._object_worker.get(req.consumer_id))
         p.consumers[req.consumer_id]["paused"] = paused
         return {}
 
@@ -356,7 +416,8 @@ class Room:
 
     async def _producer_op(self, p: Participant, req: rq.ProducerRequest, method: str, paused: bool) -> dict:
         self._own(p.producers, self._producer_owner, req.producer_id, "producer")
-        await self._worker_call(method, {"producerId": req.producer_id})
+        await self._worker_call(method, {"producerId": req.producer_id},
+                                worker_id=self._object_worker.get(req.producer_id))
         p.producers[req.producer_id]["paused"] = paused
         return {}
 
@@ -368,7 +429,8 @@ class Room:
 
     async def _close_producer(self, p: Participant, req: rq.CloseProducerRequest) -> dict:
         self._own(p.producers, self._producer_owner, req.producer_id, "producer")
-        await self._worker_call("close_producer", {"producerId": req.producer_id})
+        await self._worker_call("close_producer", {"producerId": req.producer_id},
+                                worker_id=self._object_worker.get(req.producer_id))
         await self._producer_gone(p, req.producer_id, tell_owner=False)
         return {}
 
@@ -377,12 +439,14 @@ class Room:
         data: dict = {"consumerId": req.consumer_id, "spatialLayer": req.spatial_layer}
         if req.temporal_layer is not None:
             data["temporalLayer"] = req.temporal_layer
-        await self._worker_call("set_consumer_preferred_layers", data)
+        await self._worker_call("set_consumer_preferred_layers", data,
+                                worker_id=self._object_worker.get(req.consumer_id))
         return {}
 
     async def _restart_ice(self, p: Participant, req: rq.RestartIceRequest) -> dict:
         self._own(p.transports, self._transport_owner, req.transport_id, "transport")
-        reply = await self._worker_call("restart_ice", {"transportId": req.transport_id})
+        reply = await self._worker_call("restart_ice", {"transportId": req.transport_id},
+                                        worker_id=self._object_worker.get(req.transport_id))
         return m.RestartIceResponse(ice_parameters=reply["iceParameters"]).wire()
 
     async def _get_stats(self, p: Participant, req: rq.GetStatsRequest) -> dict:
@@ -395,8 +459,10 @@ class Room:
         cap = self.settings.media.max_incoming_bitrate_bps
         tids, pids = list(p.transports), list(p.producers)
         replies = await asyncio.gather(
-            *(self._worker_call("get_transport_stats", {"transportId": t}, quiet=True) for t in tids),
-            *(self._worker_call("get_producer_stats", {"producerId": i}, quiet=True) for i in pids),
+            *(self._worker_call("get_transport_stats", {"transportId": t}, quiet=True,
+                                worker_id=self._object_worker.get(t)) for t in tids),
+            *(self._worker_call("get_producer_stats", {"producerId": i}, quiet=True,
+                                worker_id=self._object_worker.get(i)) for i in pids),
         )
         now = self.clock.now()
         bytes_in = bytes_out = bitrate_in = bitrate_out = 0
@@ -465,7 +531,8 @@ class Room:
 
     def owns(self, data: dict) -> bool:
         """Whether a worker event (by routerId or object ids) concerns this room."""
-        if self.router_id is not None and data.get("routerId") == self.router_id:
+        router_id = data.get("routerId")
+        if router_id is not None and any(r["routerId"] == router_id for r in self.routers.values()):
             return True
         return (
             data.get("consumerId") in self._consumer_owner
@@ -477,6 +544,9 @@ class Room:
         """Translate a media worker event (docs/worker-api.md) into bookkeeping and notifications."""
         async with self._lock:
             if self.closed:
+                return
+            if data.get("consumerId") in self._pipe_consumers:
+                await self._on_pipe_event(name, data["consumerId"])
                 return
             if name == "consumer-closed":
                 p = self._owner(self._consumer_owner, data.get("consumerId"))
@@ -534,6 +604,7 @@ class Room:
     def _forget_consumer(self, p: Participant, consumer_id: str) -> None:
         p.consumers.pop(consumer_id, None)
         self._consumer_owner.pop(consumer_id, None)
+        self._object_worker.pop(consumer_id, None)
 
     async def _producer_gone(self, p: Participant, producer_id: str, *, tell_owner: bool) -> None:
         """A producer is closed: its consumers go (``consumer-closed`` to their owners), then
@@ -541,6 +612,7 @@ class Room:
         p.producers.pop(producer_id, None)
         self._producer_owner.pop(producer_id, None)
         self._over_budget.discard(producer_id)
+        await self._unpipe(producer_id, self._object_worker.pop(producer_id, None))
         for other in self._others(p):
             for cid, c in list(other.consumers.items()):
                 if c["producerId"] == producer_id:
@@ -565,15 +637,76 @@ class Room:
         p.transports.pop(transport_id, None)
         p.connected.discard(transport_id)
         self._transport_owner.pop(transport_id, None)
+        self._object_worker.pop(transport_id, None)
         self._byte_marks.pop(transport_id, None)
 
-    async def _worker_call(self, method: str, data: dict, *, quiet: bool = False) -> dict:
-        if self._worker is None:
+    # --- pipes between the room's workers -------------------------------------------------------
+
+    async def _ensure_piped(self, producer_id: str, target: str) -> None:
+        """Make ``producer_id`` consumable on ``target``'s router (mediasoup's pipeToRouter)."""
+        home = self._object_worker.get(producer_id)
+        if home is None or home == target or (producer_id, target) in self._piped:
+            return
+        link = self._pipe_links.get((home, target))
+        if link is None:
+            src, dst = self.routers[home], self.routers[target]
+            a = await src["port"].request("create_pipe_transport", {"routerId": src["routerId"]})
+            b = await dst["port"].request("create_pipe_transport", {"routerId": dst["routerId"]})
+            await src["port"].request("connect_pipe_transport", {
+                "transportId": a["id"], "ip": b["tuple"]["localIp"], "port": b["tuple"]["localPort"]})
+            await dst["port"].request("connect_pipe_transport", {
+                "transportId": b["id"], "ip": a["tuple"]["localIp"], "port": a["tuple"]["localPort"]})
+            link = self._pipe_links[(home, target)] = (a["id"], b["id"])
+        consumer = await self.routers[home]["port"].request(
+            "consume", {"transportId": link[0], "producerId": producer_id, "paused": False})
+        owner = self._owner(self._producer_owner, producer_id)
+        info = owner.producers.get(producer_id, {}) if owner is not None else {}
+        try:
+            await self.routers[target]["port"].request("produce", {
+                "transportId": link[1], "producerId": producer_id, "kind": consumer["kind"],
+                "rtpParameters": consumer["rtpParameters"], "paused": bool(consumer.get("producerPaused")),
+                "appData": {"source": info.get("source"), "roomId": self.id, "pipe": True},
+            })
+        except BaseException:
+            await self._worker_call("close_consumer", {"consumerId": consumer["id"]}, quiet=True, worker_id=home)
+            raise
+        self._piped[(producer_id, target)] = consumer["id"]
+        self._pipe_consumers[consumer["id"]] = (producer_id, target)
+        logger.info("room %s: producer %s piped from %s to %s", self.id, producer_id, home, target)
+
+    async def _unpipe(self, producer_id: str, home: str | None) -> None:
+        """The origin producer is gone: close its pipe producers (their consumers follow)."""
+        for (pid, target), consumer_id in list(self._piped.items()):
+            if pid != producer_id:
+                continue
+            del self._piped[(pid, target)]
+            self._pipe_consumers.pop(consumer_id, None)
+            await self._worker_call("close_producer", {"producerId": producer_id}, quiet=True, worker_id=target)
+            if home is not None:
+                await self._worker_call("close_consumer", {"consumerId": consumer_id}, quiet=True, worker_id=home)
+
+    async def _on_pipe_event(self, name: str, consumer_id: str) -> None:
+        producer_id, target = self._pipe_consumers[consumer_id]
+        if name == "consumer-closed":  # the origin went (e.g. its transport closed): so does the pipe
+            self._pipe_consumers.pop(consumer_id, None)
+            self._piped.pop((producer_id, target), None)
+            await self._worker_call("close_producer", {"producerId": producer_id}, quiet=True, worker_id=target)
+        elif name in ("consumer-paused", "consumer-resumed"):
+            method = "pause_producer" if name == "consumer-paused" else "resume_producer"
+            await self._worker_call(method, {"producerId": producer_id}, quiet=True, worker_id=target)
+
+    async def _worker_call(
+        self, method: str, data: dict, *, quiet: bool = False, worker_id: str | None = None
+    ) -> dict:
+        """A call on one of the room's workers: ``worker_id``'s (where the object lives), else home."""
+        router = self.routers.get(worker_id) if worker_id is not None else None
+        worker = router["port"] if router is not None else self._worker
+        if worker is None:
             raise InvalidStateError("room has no router")
         if not quiet:
-            return await self._worker.request(method, data)
+            return await worker.request(method, data)
         try:
-            return await self._worker.request(method, data)
+            return await worker.request(method, data)
         except Exception as exc:  # noqa: BLE001 - cleanup goes on (the object may be gone already)
             logger.debug("room %s: %s failed: %r", self.id, method, exc)
             return {}

@@ -238,7 +238,7 @@ class RoomService:
         return {
             "hostId": self.host_id,
             "rooms": rooms,
-            "workers": sorted({room.worker_id for room in self.rooms.values() if room.worker_id}),
+            "workers": sorted({w for room in self.rooms.values() for w in room.routers}),
         }
 
     def room_of(self, session: dict) -> Room | None:
