@@ -285,3 +285,47 @@ class Peer:
         for track in (self.video_track, self.audio_track):
             if track is not None:
                 track.stop()
+
+
+class GuideSignal(SocketIOSignal):
+    """A client written from the original integration guide: it emits the request WITHOUT an ack and
+    waits for the guide's reply event (rtp-capabilities, transport-created, transport-connected,
+    produced, consumed), or the ``error`` event. Requests go one at a time, as such clients do."""
+
+    REPLIES = {
+        "get-rtp-capabilities": "rtp-capabilities",
+        "create-transport": "transport-created",
+        "connect-transport": "transport-connected",
+        "produce": "produced",
+        "consume": "consumed",
+    }
+
+    def __init__(self, sio: Any, timeout: float = 15.0) -> None:
+        super().__init__(sio, timeout)
+        self._waiting: asyncio.Future | None = None
+        self._expect: str | None = None
+        self._lock = asyncio.Lock()
+        for reply in self.REPLIES.values():
+            sio.on(reply, lambda data, r=reply: self._on_reply(r, data))
+        sio.on("error", lambda data: self._on_error(data))
+
+    def _on_reply(self, event: str, data: Any) -> None:
+        if self._waiting is not None and not self._waiting.done() and event == self._expect:
+            self._waiting.set_result(data)
+
+    def _on_error(self, data: Any) -> None:
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.set_exception(SignalError(data.get("code", "?"), data.get("message", "")))
+
+    async def call(self, event: str, payload: dict | None = None) -> dict:
+        reply = self.REPLIES.get(event)
+        if reply is None:  # events without a guide reply: acks (as the guide's clients do for them)
+            return await super().call(event, payload)
+        async with self._lock:
+            self._expect = reply
+            self._waiting = asyncio.get_running_loop().create_future()
+            await self.sio.emit(event, payload if payload is not None else {})
+            try:
+                return await asyncio.wait_for(self._waiting, self.timeout)
+            finally:
+                self._waiting = None
