@@ -44,18 +44,7 @@ class Consumer:
         app_data: dict | None = None,
         buffer_packets: int = 600,
     ) -> None:
-        self.id = consumer_id
-        self.router = router
-        self.transport = transport
-        self.producer = producer
-        self.kind = producer.kind
-        self.rtp_parameters = rtp_parameters
-        self.app_data = dict(app_data or {})
-        self.clock = transport.clock
-        self.closed = False
-        self.paused = paused
-        self.producer_paused = producer.paused
-        self.observer = EventEmitter()  # "close", "pause", "resume", "layerschange"
+        self._init_common(router, transport, consumer_id, producer, rtp_parameters, app_data, paused)
         params = consumer_stream_params(rtp_parameters)
         self.ssrc = params.ssrc
         self.rtx_ssrc = params.rtx_ssrc
@@ -85,6 +74,22 @@ class Consumer:
         self._layer_changed_at = float("-inf")
         self._active = False
         self._update_active()
+
+    def _init_common(self, router: "Router", transport: "Transport", consumer_id: str, producer: "Producer",
+                     rtp_parameters: dict, app_data: dict | None, paused: bool) -> None:
+        """What every kind of consumer (simple, simulcast, pipe) holds."""
+        self.id = consumer_id
+        self.router = router
+        self.transport = transport
+        self.producer = producer
+        self.kind = producer.kind
+        self.rtp_parameters = rtp_parameters
+        self.app_data = dict(app_data or {})
+        self.clock = transport.clock
+        self.closed = False
+        self.paused = paused
+        self.producer_paused = producer.paused
+        self.observer = EventEmitter()  # "close", "pause", "resume", "layerschange"
 
     # ------------------------------------------------------------------ hot path
     def forward(self, pkt: bytearray, index: int, stream: RecvStream) -> None:

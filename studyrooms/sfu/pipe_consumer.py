@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..events import EventEmitter
 from ..media.recv_stream import RecvStream
 from ..media.send_stream import SendStream
 from .consumer import Consumer
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
 
 
 class PipeConsumer(Consumer):
-    def __init__(  # noqa: D107 - deliberately not calling Consumer.__init__ (one stream per encoding)
+    def __init__(  # not Consumer.__init__: one SendStream per encoding instead of one
         self,
         router: "Router",
         transport: "Transport",
@@ -35,18 +34,7 @@ class PipeConsumer(Consumer):
         app_data: dict | None = None,
         buffer_packets: int = 600,
     ) -> None:
-        self.id = consumer_id
-        self.router = router
-        self.transport = transport
-        self.producer = producer
-        self.kind = producer.kind
-        self.rtp_parameters = rtp_parameters
-        self.app_data = dict(app_data or {})
-        self.clock = transport.clock
-        self.closed = False
-        self.paused = False
-        self.producer_paused = producer.paused
-        self.observer = EventEmitter()
+        self._init_common(router, transport, consumer_id, producer, rtp_parameters, app_data, paused=False)
         self.type = "pipe"
         self.mid = None
         base = consumer_stream_params(rtp_parameters)

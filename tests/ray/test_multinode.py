@@ -16,13 +16,10 @@ import socketio
 from actors.app import start_app
 from actors.hop import call
 from studyrooms.config import Settings
+from support.worker_load import add_consumers
 
 pytestmark = [pytest.mark.multinode, pytest.mark.ray, pytest.mark.asyncio(loop_scope="module"),
               pytest.mark.timeout(300)]  # the cluster starts inside the first test's time
-
-VP8 = {"codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000}],
-       "encodings": [{"ssrc": 777}], "rtcp": {"cname": "load"}}
-
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def app(ray_cluster):
@@ -55,21 +52,6 @@ async def room_workers(app) -> dict[str, str]:
     return {r["roomId"]: r["workers"][0]["workerId"] for r in stats["rooms"] if r["workers"]}
 
 
-async def add_consumers(app, worker_id: str, count: int) -> str:
-    """Real load on a worker: a router with a plain-RTP producer and ``count`` consumers."""
-    worker = app.workers[worker_id]
-    router = (await call(worker.request.remote("create_router", {})))["routerId"]
-    caps = (await call(worker.request.remote("router_rtp_capabilities", {"routerId": router})))["rtpCapabilities"]
-    send = await call(worker.request.remote("create_plain_transport", {"routerId": router, "comedia": True}))
-    producer = await call(worker.request.remote("produce", {"transportId": send["id"], "kind": "video",
-                                                            "rtpParameters": VP8}))
-    recv = await call(worker.request.remote("create_plain_transport", {"routerId": router, "comedia": True}))
-    for _ in range(count):
-        await call(worker.request.remote("consume", {"transportId": recv["id"], "producerId": producer["id"],
-                                                     "rtpCapabilities": caps}))
-    return router
-
-
 async def test_one_worker_per_media_slot_spread_over_nodes(app, ray_cluster):
     nodes = ray_cluster.media_nodes
     per_node = Counter(app.worker_nodes.values())
@@ -92,7 +74,7 @@ async def test_rooms_go_to_the_least_loaded_worker(app):
         # real consumers on two workers; the next room goes to the third
         busy = [placed["room0"], placed["room1"]]
         for n, worker_id in enumerate(busy):
-            extra_routers.append((worker_id, await add_consumers(app, worker_id, 3 + n)))
+            extra_routers.append((worker_id, await add_consumers(app.workers[worker_id], 3 + n)))
         await call(app.directory.check_health.remote(), timeout_s=30)
         clients.append(await join(app, "room9"))
         assert (await room_workers(app))["room9"] == placed["room2"]

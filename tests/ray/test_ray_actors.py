@@ -9,6 +9,7 @@ import ray
 
 from actors.directory import DirectoryActor
 from actors.hop import call
+from support.worker_load import add_consumers
 from actors.media_worker import MediaWorkerActor
 from studyrooms.config import Settings
 from studyrooms.errors import InternalError, InvalidRequestError, NotFoundError
@@ -75,19 +76,3 @@ async def test_directory_places_on_least_loaded_worker_round_robin_on_ties(ray_s
         for handle in [*workers.values(), directory]:
             ray.kill(handle)
 
-
-VP8 = {"codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000}],
-       "encodings": [{"ssrc": 777}], "rtcp": {"cname": "load"}}
-
-
-async def add_consumers(worker, count: int) -> None:
-    """Real objects on a real worker: a router, a plain-RTP producer and ``count`` consumers."""
-    router = (await call(worker.request.remote("create_router", {})))["routerId"]
-    caps = (await call(worker.request.remote("router_rtp_capabilities", {"routerId": router})))["rtpCapabilities"]
-    send = await call(worker.request.remote("create_plain_transport", {"routerId": router, "comedia": True}))
-    producer = await call(worker.request.remote("produce", {"transportId": send["id"], "kind": "video",
-                                                            "rtpParameters": VP8}))
-    recv = await call(worker.request.remote("create_plain_transport", {"routerId": router, "comedia": True}))
-    for _ in range(count):
-        await call(worker.request.remote("consume", {"transportId": recv["id"], "producerId": producer["id"],
-                                                     "rtpCapabilities": caps}))
