@@ -18,7 +18,7 @@
   plis_received, lost_in, lost_out``.
 * ``summary.json``: ``run_id, created, machine, versions, parameters`` and ``results`` (aggregates:
   join time p50/p95/max, latency p50/p99, loss, per-core packet rate, CPU per stream, RSS per
-  worker and per transport, load-generator CPU).
+  worker, RSS growth over idle per transport and per consumer, load-generator CPU).
 """
 
 from __future__ import annotations
@@ -259,6 +259,7 @@ def aggregate(participants: list[dict], streams: list[dict], latencies: list[flo
         "cpu_pct_per_participant": _r(100.0 * core_s / len(ok) if ok else None),
         "rss_per_worker_mb": _r(sum(rss) / len(rss) / 2**20 if rss else None, 2),
         "rss_per_transport_kb": _r(rss_growth / transports / 1024 if transports and rss_growth else None, 1),
+        "rss_per_consumer_kb": _r(rss_growth / consumers / 1024 if consumers and rss_growth else None, 1),
         "loadgen_cpu_s": _r(loadgen_cpu), "workers": len(workers),
         "server": server,
     }
