@@ -31,7 +31,8 @@ class MediaSettings(_Model):
     consent_timeout_s: float = Field(30.0, gt=0)
     dtls_timeout_s: float = Field(30.0, gt=0)
     socket_buffer_bytes: int = Field(4 * 1024 * 1024, ge=65536)
-    nack_buffer_packets: int = Field(600, ge=16, le=4096)
+    # retransmission history per video consumer: ~1-2 s of a camera stream; the main memory cost of a consumer
+    nack_buffer_packets: int = Field(256, ge=16, le=4096)
     keyframe_request_interval_s: float = Field(1.0, ge=0)
     max_incoming_bitrate_bps: int | None = Field(None, ge=10_000)
     certificate_validity_days: int = Field(365, ge=1)

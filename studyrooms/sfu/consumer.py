@@ -42,7 +42,7 @@ class Consumer:
         rtp_parameters: dict,
         paused: bool = True,
         app_data: dict | None = None,
-        buffer_packets: int = 600,
+        buffer_packets: int = 256,
     ) -> None:
         self._init_common(router, transport, consumer_id, producer, rtp_parameters, app_data, paused)
         params = consumer_stream_params(rtp_parameters)
@@ -59,7 +59,8 @@ class Consumer:
             mid=self.mid,
             rtx_ssrc=params.rtx_ssrc,
             rtx_payload_type=params.rtx_payload_type,
-            buffer_packets=buffer_packets,
+            # no retransmission history where the consumer did not negotiate NACK (e.g. Opus)
+            buffer_packets=buffer_packets if params.nack else 1,
             keyframe_gating=self.kind == "video",
             cname=(rtp_parameters.get("rtcp") or {}).get("cname", ""),
             clock=self.clock,

@@ -17,7 +17,7 @@ class WorkerOptions:
     consent_timeout_s: float = 30.0
     dtls_timeout_s: float = 30.0
     socket_buffer_bytes: int = 4 * 1024 * 1024
-    nack_buffer_packets: int = 600
+    nack_buffer_packets: int = 256
     keyframe_request_interval_s: float = 1.0
     max_incoming_bitrate_bps: int | None = None
     certificate_validity_days: int = 365

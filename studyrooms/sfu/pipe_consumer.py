@@ -32,7 +32,7 @@ class PipeConsumer(Consumer):
         *,
         rtp_parameters: dict,
         app_data: dict | None = None,
-        buffer_packets: int = 600,
+        buffer_packets: int = 256,
     ) -> None:
         self._init_common(router, transport, consumer_id, producer, rtp_parameters, app_data, paused=False)
         self.type = "pipe"
@@ -47,7 +47,7 @@ class PipeConsumer(Consumer):
                 kind=self.kind,
                 codec=base.codec,
                 mid=None,
-                buffer_packets=buffer_packets,
+                buffer_packets=buffer_packets if base.nack else 1,  # pipes negotiate no NACK by default
                 keyframe_gating=self.kind == "video",
                 cname=cname,
                 clock=self.clock,
