@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError
 from ..events import EventEmitter
 from ..ids import new_id
+from ..media.audio_level import ActiveSpeakerDetector
 from . import ortc
 from .consumer import Consumer
 from .options import PlainTransportOptions, WebRtcTransportOptions
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("studyrooms.router")
 
 ACTIVE_SPEAKER_INTERVAL_S = 0.3
-SILENCE_DBOV = 70  # average level (-dBov) above which nobody counts as speaking
 
 
 class Router:
@@ -38,6 +38,7 @@ class Router:
         self.closed = False
         self.observer = EventEmitter()  # "close"
         self.active_speaker_id: str | None = None
+        self._speakers = ActiveSpeakerDetector(threshold_dbov=-70.0)
         self._speaker_timer = None
 
     # ------------------------------------------------------------------ transports
@@ -193,6 +194,7 @@ class Router:
     def _producer_closed(self, producer: Producer, reason: str) -> None:
         self.producers.pop(producer.id, None)
         self.worker._unregister("producer", producer)
+        self._speakers.remove(producer.id)
         if producer.id == self.active_speaker_id:
             self.active_speaker_id = None
             self.worker._emit("active-speaker", {"routerId": self.id, "producerId": None, "volume": -127})
@@ -303,10 +305,13 @@ class Router:
             self._speaker_timer = self.clock.call_later(ACTIVE_SPEAKER_INTERVAL_S, self._on_speaker_timer)
 
     def _on_speaker_timer(self) -> None:
+        """Every ACTIVE_SPEAKER_INTERVAL_S: each audio producer's mean ssrc-audio-level since the last
+        tick feeds the detector (smoothing, staleness, hysteresis); a change of dominant speaker is
+        an ``active-speaker`` event. Paused or silent producers go stale and drop out."""
         self._speaker_timer = None
         if self.closed:
             return
-        best_id, best_level = None, SILENCE_DBOV
+        now = self.clock.now()
         audio = False
         for producer in self.producers.values():
             if producer.kind != "audio":
@@ -314,16 +319,12 @@ class Router:
             audio = True
             count = producer.level_count
             if count and not producer.paused:
-                level = producer.level_sum / count
-                if level < best_level:
-                    best_id, best_level = producer.id, level
+                self._speakers.add(producer.id, round(producer.level_sum / count), now)
             producer.level_sum = producer.level_count = 0
-        if best_id != self.active_speaker_id:
-            self.active_speaker_id = best_id
-            self.worker._emit(
-                "active-speaker",
-                {"routerId": self.id, "producerId": best_id, "volume": -round(best_level) if best_id else -127},
-            )
+        speaker, volume = self._speakers.dominant(now)
+        if speaker != self.active_speaker_id:
+            self.active_speaker_id = speaker
+            self.worker._emit("active-speaker", {"routerId": self.id, "producerId": speaker, "volume": volume})
         if audio:
             self._start_speaker_timer()
 

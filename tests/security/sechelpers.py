@@ -7,7 +7,6 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-import pytest
 import socketio
 
 from studyrooms.config import LimitSettings, MediaSettings, RoomSettings, ServerSettings, Settings

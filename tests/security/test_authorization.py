@@ -18,7 +18,7 @@ import socketio
 from studyrooms.standalone import start_standalone
 from support.peer import Peer
 
-from sechelpers import SECRET, connect, find, join, settings, token
+from sechelpers import connect, find, join, settings, token
 
 pytestmark = [
     pytest.mark.slow,

@@ -27,7 +27,7 @@ from studyrooms.protocol.registry import RESPONSES
 from studyrooms.standalone import start_standalone
 from support.peer import Peer
 
-from sechelpers import STABLE_CODES, connect, eventually, join, settings, worker_counts
+from sechelpers import STABLE_CODES, eventually, join, settings, worker_counts
 
 pytestmark = [
     pytest.mark.slow,

@@ -301,3 +301,38 @@ async def test_worker_close_cascades_and_is_idempotent(env):
     assert router.closed and env.worker.transports == {} and env.worker.consumers == {}
     with pytest.raises(InvalidStateError):
         env.worker.create_router()
+
+
+def opus_producer(ssrc):
+    return {
+        "codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2}],
+        "headerExtensions": [{"uri": "urn:ietf:params:rtp-hdrext:ssrc-audio-level", "id": 1}],
+        "encodings": [{"ssrc": ssrc}],
+        "rtcp": {"cname": f"a{ssrc}"},
+    }
+
+
+async def test_active_speaker_follows_the_audio_levels(env):
+    _, loud, loud_sender, loud_target = await env.producer_side(opus_producer(7001), kind="audio")
+    _, quiet, quiet_sender, quiet_target = await env.producer_side(opus_producer(7002), kind="audio")
+
+    async def talk(levels: dict, seconds: float, start: int) -> int:
+        n = start
+        end = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < end:
+            for (sender, target, ssrc), level in levels.items():
+                sender.sock.sendto(build_rtp(payload_type=111, seq=n, ts=n * 960, ssrc=ssrc, payload=bytes(60),
+                                             extensions=[(1, bytes([0x80 | level]))]), target)
+            n += 1
+            await asyncio.sleep(0.02)
+        return n
+
+    a = (loud_sender, loud_target, 7001)
+    b = (quiet_sender, quiet_target, 7002)
+    speakers = lambda: [d["producerId"] for n, d in env.events if n == "active-speaker"]  # noqa: E731
+    n = await talk({a: 20, b: 90}, 1.0, 1)  # a at -20 dBov, b at -90 (below the -70 threshold)
+    assert speakers() == [loud["id"]]
+    n = await talk({a: 127, b: 25}, 1.5, n)  # a falls silent, b speaks up
+    assert speakers()[-1] == quiet["id"]
+    await env.channel.request("close_producer", {"producerId": quiet["id"]})
+    assert speakers()[-1] is None  # the speaker left; a is silent

@@ -9,7 +9,6 @@ Socket.IO (``SocketIOSignal``, the end-to-end tests).
 from __future__ import annotations
 
 import asyncio
-import fractions
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
