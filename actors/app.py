@@ -30,7 +30,7 @@ from studyrooms.config import Settings
 from .directory import DirectoryActor
 from .hop import call
 from .media_worker import DEFAULT_WORKER_FACTORY, MediaWorkerActor
-from .room_host import DEFAULT_SERVICE_FACTORY, RoomHostActor
+from .room_host import RoomHostActor
 from .runtime import MEDIA_SLOTS, alive_nodes, plan_media_slots, signaling_node
 from .signaling import DEFAULT_SERVER_FACTORY, SignalingActor
 from .telemetry import TRACED_SERVICE_FACTORY, actor_options
