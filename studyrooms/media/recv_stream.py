@@ -47,7 +47,7 @@ class RecvStream:
         "_pt_table", "_rate", "_rate_next", "_received", "_received_prior", "_rtx_apt", "_score", "_sr_at",
         "_started", "_table", "_jitter_q4", "_kf", "bytes", "clock_rate", "codec", "discarded",
         "duplicates", "fraction_lost", "invalid", "keyframe_required", "keyframes", "kind",
-        "last_audio_level", "last_ext_seq", "last_receive_time", "missing", "last_keyframe", "last_marker", "last_payload_end",
+        "last_audio_level", "last_ext_seq", "last_receive_time", "missing", "snapshot", "last_keyframe", "last_marker", "last_payload_end",
         "last_payload_offset", "last_seq", "last_ts", "max_nack_age", "max_nack_retries",
         "mid_value_offset", "nack_enabled", "nack_give_ups", "nack_packets_requested", "nacks_sent",
         "packets", "packets_repaired", "reserve_mid_ext_id", "restarts", "rid", "rtt_ms", "rtx_packets",
@@ -121,6 +121,7 @@ class RecvStream:
         self.mid_value_offset = -1
         self.last_ext_seq = -1
         self.last_receive_time = -1.0
+        self.snapshot: bytes | None = None  # immutable copy of the last packet, set by the owner for NACK history
 
         # sequence tracking (RFC 3550 A.1)
         self._started = False

@@ -2,8 +2,14 @@
 
 ``send()`` rewrites, in the router-normalised packet buffer (shared by every consumer of the
 producer), the fields this consumer owns: SSRC, payload type, sequence number, timestamp and the
-MID slot; then it snapshots the packet as ``bytes`` (what the caller SRTP-protects) and keeps that
-snapshot in a retransmission ring indexed by output sequence number.
+MID slot; then it snapshots the packet as ``bytes`` (what the caller SRTP-protects).
+
+Retransmission history, indexed by output sequence number: when the caller passes ``snapshot`` (an
+immutable copy of the ingress packet taken once per ingress packet, shared by every consumer), the
+ring keeps only ``(snapshot, out_seq, out_ts, mid offset)`` and a retransmission rebuilds this
+consumer's header on it: the packet bytes are stored once per producer instead of once per
+consumer (~30 KB of history per consumer instead of ~300 KB). Without it the ring keeps the sent
+bytes themselves.
 """
 
 from __future__ import annotations
@@ -82,8 +88,8 @@ class SendStream:
         self._mid_elem = bytes(((self._mid_elem_id << 4) | self._mid_len_nibble,)) + self._mid_value
 
         self._n = max(1, int(buffer_packets))
-        self._ring: list[bytes | None] = [None] * self._n
-        self._resent: dict[int, tuple[bytes, float]] = {}  # seq -> (packet, resent at)
+        self._ring: list[Any] = [None] * self._n  # bytes, or (snapshot, out_seq, out_ts, mid offset)
+        self._resent: dict[int, tuple[Any, float]] = {}  # seq -> (ring entry, resent at)
 
         self._initial_seq = secrets.randbits(16) if initial_seq is None else initial_seq & 0xFFFF
         self._initial_ts = initial_ts
@@ -137,7 +143,7 @@ class SendStream:
 
     def send(
         self, pkt: bytearray, mid_value_offset: int, seq: int, ts: int, keyframe: bool, source_ssrc: int,
-        payload_len: int = -1, now: float = -1.0,
+        payload_len: int = -1, now: float = -1.0, snapshot: bytes | None = None,
     ) -> bytes | None:
         """Rewrite ``pkt`` in place for this consumer and return the bytes to protect and send;
         ``None`` while gated (waiting for a keyframe). ``payload_len`` and ``now`` (the ingress
@@ -164,7 +170,10 @@ class SendStream:
                 self._mid_elem = bytes(((self._mid_elem_id << 4) | self._mid_len_nibble,)) + self._mid_value
             pkt[h : h + MID_ELEMENT_LEN] = self._mid_elem
         data = bytes(pkt)
-        self._ring[out_seq % self._n] = data
+        if self._n > 1:
+            self._ring[out_seq % self._n] = (
+                data if snapshot is None else (snapshot, out_seq, out_ts, mid_value_offset)
+            )
         n = len(data)
         self.packets += 1
         if now >= self._rate_next:
@@ -218,19 +227,34 @@ class SendStream:
         out: list[bytes] = []
         for s in seqs:
             s &= 0xFFFF
-            data = ring[s % n]
-            if data is None or ((data[2] << 8) | data[3]) != s:
+            entry = ring[s % n]
+            if entry is None or self._entry_seq(entry) != s:
                 self.nack_misses += 1
                 continue
             prev = resent.get(s)
-            if prev is not None and prev[0] is data and now - prev[1] < min_gap:
+            if prev is not None and prev[0] is entry and now - prev[1] < min_gap:
                 continue
-            resent[s] = (data, now)
+            resent[s] = (entry, now)
+            data = entry if type(entry) is bytes else self._rebuild(entry)
             out.append(self._rtx_wrap(data) if self.rtx_enabled else data)
             self.retransmitted += 1
         if len(resent) > n:
             resent.clear()
         return out
+
+    @staticmethod
+    def _entry_seq(entry: Any) -> int:
+        return ((entry[2] << 8) | entry[3]) if type(entry) is bytes else entry[1]
+
+    def _rebuild(self, entry: tuple) -> bytes:
+        """This consumer's packet from a shared ingress snapshot (header fields as when sent)."""
+        snapshot, out_seq, out_ts, mid_value_offset = entry
+        buf = bytearray(snapshot)
+        PT_SEQ_TS_SSRC.pack_into(buf, 1, (buf[1] & 0x80) | self.payload_type, out_seq, out_ts, self.ssrc)
+        if mid_value_offset > 0:
+            h = mid_value_offset - 1
+            buf[h : h + MID_ELEMENT_LEN] = bytes(((buf[h] & 0xF0) | self._mid_len_nibble,)) + self._mid_value
+        return bytes(buf)
 
     def _rtx_wrap(self, data: bytes) -> bytes:
         """RFC 4588: same header (extensions kept) with RTX SSRC/PT/seq, payload = OSN + original
@@ -259,10 +283,10 @@ class SendStream:
 
     def get_buffered(self, seq: int) -> bytes | None:
         """The stored packet for an output seq (tests, diagnostics)."""
-        data = self._ring[(seq & 0xFFFF) % self._n]
-        if data is None or ((data[2] << 8) | data[3]) != (seq & 0xFFFF):
+        entry = self._ring[(seq & 0xFFFF) % self._n]
+        if entry is None or self._entry_seq(entry) != (seq & 0xFFFF):
             return None
-        return data
+        return entry if type(entry) is bytes else self._rebuild(entry)
 
     # ------------------------------------------------------------------------------------------
     # RTCP

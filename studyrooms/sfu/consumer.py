@@ -108,6 +108,8 @@ class Consumer:
         out = self.send_stream.send(
             pkt, stream.mid_value_offset, stream.last_seq, stream.last_ts, stream.last_keyframe, stream.ssrc,
             stream.last_payload_end - stream.last_payload_offset, stream.last_receive_time,
+            # a VP8-rewritten private copy differs from the shared snapshot: keep its own bytes
+            stream.snapshot if self._vp8 is None else None,
         )
         if out is None:
             # gated: waiting for a keyframe; the producer throttles these requests

@@ -70,7 +70,7 @@ class PipeConsumer(Consumer):
             return
         out = self.streams[index].send(
             pkt, stream.mid_value_offset, stream.last_seq, stream.last_ts, stream.last_keyframe, stream.ssrc,
-            stream.last_payload_end - stream.last_payload_offset, stream.last_receive_time,
+            stream.last_payload_end - stream.last_payload_offset, stream.last_receive_time, stream.snapshot,
         )
         if out is None:
             self.producer.request_key_frame(index)

@@ -158,6 +158,9 @@ class Producer:
         if level >= 0:
             self.level_sum += level
             self.level_count += 1
+        elif self._nack_enabled:
+            # one immutable copy per ingress packet: the consumers' retransmission history shares it
+            stream.snapshot = bytes(pkt)
         for consumer in self._consumers:
             consumer.forward(pkt, key, stream)
 

@@ -328,3 +328,27 @@ def test_counters_bitrate_and_stats():
     assert counts == (1, 1, 1, 1)
     assert abs(stats["bitrate"] - total * 8 / 2) / (total * 8 / 2) < 0.05
     assert stats["score"] == 10 and stats["mimeType"] == "video/vp8"
+
+
+def test_shared_snapshot_history_retransmits_each_consumers_own_packet():
+    """Two consumers keep (snapshot, seq, ts, mid offset) entries over ONE shared copy of each
+    ingress packet; a NACK rebuilds exactly the bytes that consumer sent."""
+    clock = FakeClock()
+    prod = Producer(clock)
+    a = send_stream(clock, ssrc=0xAAAA0001, mid="1", initial_seq=100)
+    b = send_stream(clock, ssrc=0xBBBB0002, mid="12", initial_seq=40000)
+    sent = {a: [], b: []}
+    for i in range(20):
+        buf, mvo, seq, ts, kf = prod.packet(500 + i, 9000 * i, key=(i == 0))
+        snapshot = bytes(buf)  # taken once, before any consumer rewrites the shared buffer
+        for ss in (a, b):
+            sent[ss].append(ss.send(buf, mvo, seq, ts, kf, CHROME_VIDEO_SSRC, snapshot=snapshot))
+    for ss in (a, b):
+        entry = ss._ring[parse_rtp(sent[ss][7])[2] % ss._n]
+        assert type(entry) is tuple and entry[0] is not sent[ss][7]  # the shared copy, not ours
+        want = [parse_rtp(sent[ss][i])[2] for i in (3, 7, 19)]
+        assert [ss.get_buffered(q) for q in want] == [sent[ss][i] for i in (3, 7, 19)]
+    # both consumers' entries reference the same snapshot object
+    ea = a._ring[parse_rtp(sent[a][5])[2] % a._n]
+    eb = b._ring[parse_rtp(sent[b][5])[2] % b._n]
+    assert ea[0] is eb[0]
