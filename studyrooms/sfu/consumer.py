@@ -73,6 +73,7 @@ class Consumer:
         self.current_layer = -1 if self.type == "simulcast" else 0
         self._vp8 = Vp8PictureRewriter() if self.type == "simulcast" and params.codec == "vp8" else None
         self._layer_changed_at = float("-inf")
+        self._switched = False  # the next packet is the first after a layer switch (VP8 rewriter)
         self._active = False
         self._update_active()
 
@@ -93,7 +94,8 @@ class Consumer:
         self.observer = EventEmitter()  # "close", "pause", "resume", "layerschange"
 
     # ------------------------------------------------------------------ hot path
-    def forward(self, pkt: bytearray, index: int, stream: RecvStream) -> None:
+    def forward(self, pkt: bytearray, index: int, stream: RecvStream, out: list) -> None:
+        """Rewrite one ingress packet for this consumer and append ``(send, packet)`` to ``out``."""
         if not self._active:
             return
         if index != self.current_layer:
@@ -105,19 +107,17 @@ class Consumer:
             pkt = bytearray(pkt)
             self._vp8.rewrite(pkt, stream.last_payload_offset, stream.last_payload_end, self._switched)
             self._switched = False
-        out = self.send_stream.send(
+        data = self.send_stream.send(
             pkt, stream.mid_value_offset, stream.last_seq, stream.last_ts, stream.last_keyframe, stream.ssrc,
             stream.last_payload_end - stream.last_payload_offset, stream.last_receive_time,
             # a VP8-rewritten private copy differs from the shared snapshot: keep its own bytes
             stream.snapshot if self._vp8 is None else None,
         )
-        if out is None:
+        if data is None:
             # gated: waiting for a keyframe; the producer throttles these requests
             self.producer.request_key_frame(index)
             return
-        self.transport.send_rtp(out)
-
-    _switched = False
+        out.append((self.transport.send_rtp, data))
 
     def _switch_layer(self, index: int) -> None:
         previous = self.current_layer

@@ -65,17 +65,18 @@ class PipeConsumer(Consumer):
         self._update_active()
 
     # ------------------------------------------------------------------ hot path
-    def forward(self, pkt: bytearray, index: int, stream: RecvStream) -> None:
+    def forward(self, pkt: bytearray, index: int, stream: RecvStream, out: list) -> None:
+        """Rewrite one ingress packet for this consumer and append ``(send, packet)`` to ``out``."""
         if not self._active or index >= len(self.streams):
             return
-        out = self.streams[index].send(
+        data = self.streams[index].send(
             pkt, stream.mid_value_offset, stream.last_seq, stream.last_ts, stream.last_keyframe, stream.ssrc,
             stream.last_payload_end - stream.last_payload_offset, stream.last_receive_time, stream.snapshot,
         )
-        if out is None:
+        if data is None:
             self.producer.request_key_frame(index)
             return
-        self.transport.send_rtp(out)
+        out.append((self.transport.send_rtp, data))
 
     # ------------------------------------------------------------------ feedback
     def all_ssrcs(self) -> tuple[int, ...]:

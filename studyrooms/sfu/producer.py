@@ -89,6 +89,7 @@ class Producer:
         self._throttles = [KeyFrameRequestThrottle(keyframe_request_interval_s) for _ in self.stream_params]
         self._deferred_keyframe: list[Any] = [None] * len(self.stream_params)
         self._consumers: tuple["Consumer", ...] = ()
+        self._out: list = []  # (send, packet) of one ingress packet, sent after the rewrites
         self._consumer_set: dict[str, "Consumer"] = {}
         # active speaker sampling: sum/count of audio levels since the last observer tick
         self.level_sum = 0
@@ -161,8 +162,14 @@ class Producer:
         elif self._nack_enabled:
             # one immutable copy per ingress packet: the consumers' retransmission history shares it
             stream.snapshot = bytes(pkt)
+        # Rewrite for every consumer first, then send the copies back to back: the sends of one
+        # ingress packet leave together (receivers woken once per burst, not once per copy).
+        out = self._out
         for consumer in self._consumers:
-            consumer.forward(pkt, key, stream)
+            consumer.forward(pkt, key, stream, out)
+        for send, data in out:
+            send(data)
+        out.clear()
 
     def _send_stream_nack(self, stream: RecvStream) -> None:
         packet = stream.build_nack(SFU_RTCP_SSRC, self.clock.now())
