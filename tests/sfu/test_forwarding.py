@@ -242,7 +242,6 @@ async def test_simulcast_consumer_forwards_one_layer_and_switches_on_keyframes(e
     await until(lambda: len(sink.rtp) >= 6)
     c = env.worker.consumers[consumer["id"]]
     assert c.current_layer == 2
-    payload_sizes = {len(p) for p in sink.rtp}
     assert len(sink.rtp) == 6  # one layer only: the keyframe + 5 deltas of r2
     await env.channel.request("set_consumer_preferred_layers", {"consumerId": consumer["id"], "spatialLayer": 0})
     count = len(sink.rtp)
@@ -257,7 +256,6 @@ async def test_simulcast_consumer_forwards_one_layer_and_switches_on_keyframes(e
     assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:]))  # continuous across the switch
     assert {parse_rtp(p)[4] for p in sink.rtp} == {consumer["rtpParameters"]["encodings"][0]["ssrc"]}
     assert any(n == "consumer-layers-changed" and d["spatialLayer"] == 0 for n, d in env.events)
-    assert payload_sizes
 
 
 async def test_close_cascade_through_events_and_dump(env):
@@ -285,7 +283,6 @@ async def test_close_cascade_through_events_and_dump(env):
     # closing the router closes what is left; closing twice is harmless
     await env.channel.request("close_router", {"routerId": env.router_id})
     assert env.worker.transports == {} and env.worker.routers == {}
-    env.worker.routers.get(env.router_id)
     with pytest.raises(NotFoundError):
         await env.channel.request("close_router", {"routerId": env.router_id})
     stats = await env.channel.request("get_stats", {})
