@@ -186,12 +186,20 @@ def test_random_bytes_never_raise(data, prefix):
     conn = srv.create_connection()
     conn.on_datagram = lambda d, a: None
     srv._by_tuple[("127.0.0.1", 9)] = conn
+    def dropped() -> int:  # every way a datagram can be refused is counted somewhere
+        stats = srv.stats()
+        return sum(stats[k] for k in ("stunBadRequest", "stunUnauthorized", "stunRoleConflict", "stunUnknownUfrag",
+                                      "stunIgnored", "malformed", "unknownTuple"))
+
     srv.datagram_received(prefix + data, ("127.0.0.1", 9))
+    before = dropped()
     srv.datagram_received(prefix + data, ("127.0.0.1", 10))
     # also a STUN header with a plausible length around random attributes
     body = data[: len(data) - len(data) % 4]
     hdr = b"\x00\x01" + len(body).to_bytes(2, "big") + b"\x21\x12\xa4\x42" + bytes(12)
     srv.datagram_received(hdr + body, ("127.0.0.1", 10))
+    assert dropped() == before + 2  # neither came from a validated tuple with valid STUN: both counted
+    assert conn.selected_tuple is None
 
 
 class _NullSocket:
