@@ -151,6 +151,8 @@ def test_random_bytes_never_raise(data):
 @settings(max_examples=200, deadline=None)
 @given(st.binary(min_size=12, max_size=60), st.integers(0, 80), st.integers(0, 80), st.integers(0, 0xFFFF))
 def test_iter_extensions_arbitrary_offsets_never_raise(data, off, ln, profile):
-    list(iter_extensions(data, off, ln, profile))
-    list(iter_extensions(data, off, ln, 0xBEDE))
-    list(iter_extensions(data, off, ln, 0x1000))
+    for prof in (profile, 0xBEDE, 0x1000):
+        for ext_id, value_off, value_len in iter_extensions(data, off, ln, prof):
+            # every element yielded lies inside the block and the packet, with a valid id
+            assert 0 < ext_id < 256 and value_len >= 0
+            assert off <= value_off and value_off + value_len <= min(off + ln, len(data))
