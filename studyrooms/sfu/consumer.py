@@ -160,9 +160,13 @@ class Consumer:
             self.send_stream.on_receiver_report(fraction_lost, cumulative_lost, highest_seq, jitter, lsr, dlsr, now)
 
     def sender_report(self, wall: float, now: float) -> bytes | None:
-        if self.closed or not self.send_stream.packets:
+        """RTCP tick: re-evaluate the simulcast layer (also while nothing was sent yet: a consumer
+        still waiting for its first keyframe asks again), then the SR once packets went out."""
+        if self.closed:
             return None
         self._update_target_layer(now)
+        if not self.send_stream.packets:
+            return None
         return self.send_stream.build_sr(wall, now)
 
     # ------------------------------------------------------------------ simulcast layer choice

@@ -154,5 +154,5 @@ def test_iter_extensions_arbitrary_offsets_never_raise(data, off, ln, profile):
     for prof in (profile, 0xBEDE, 0x1000):
         for ext_id, value_off, value_len in iter_extensions(data, off, ln, prof):
             # every element yielded lies inside the block and the packet, with a valid id
-            assert 0 < ext_id < 256 and value_len >= 0
+            assert 0 <= ext_id < 256 and value_len >= 0
             assert off <= value_off and value_off + value_len <= min(off + ln, len(data))

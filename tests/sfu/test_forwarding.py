@@ -333,3 +333,37 @@ async def test_active_speaker_follows_the_audio_levels(env):
     assert speakers()[-1] == quiet["id"]
     await env.channel.request("close_producer", {"producerId": quiet["id"]})
     assert speakers()[-1] is None  # the speaker left; a is silent
+
+
+async def test_simulcast_consumer_resumed_before_any_media_asks_for_a_keyframe_again(env):
+    """Resumed while the producer's RID-only streams are still unknown (its first keyframe request
+    has nowhere to go): the RTCP tick re-evaluates the layer and asks again, so media starts."""
+    encodings = [{"rid": "r0"}, {"rid": "r1"}]
+    ext = [{"uri": MID_URI, "id": 9}, {"uri": RID_URI, "id": 10}]
+    transport, producer, sender, target = await env.producer_side(
+        vp8_producer(encodings=encodings, extensions=ext, mid="0"))
+    _, consumer, sink = await env.consumer_side(producer["id"])  # resumed: no stream known yet
+    ssrcs = {0: 6000, 1: 6001}
+
+    def send(layer: int, seq: int, key: bool) -> None:
+        sender.sock.sendto(build_rtp(payload_type=96, seq=seq, ts=seq * 3000, ssrc=ssrcs[layer],
+                                     payload=VP8_KEY if key else VP8_DELTA,
+                                     extensions=[(9, b"0"), (10, f"r{layer}".encode())]), target)
+
+    seq = 0
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 6
+    while loop.time() < end and not sender.find(206, 1):  # deltas only, until the SFU asks
+        seq += 1
+        for layer in (0, 1):
+            send(layer, seq, key=False)
+        await asyncio.sleep(0.03)
+    plis = sender.find(206, 1)
+    assert plis, "no keyframe request reached the producer"
+    asked = rtcp_bytes.parse_pli(*plis[-1])
+    layer = next(i for i, s in ssrcs.items() if s == asked)
+    seq += 1
+    send(layer, seq, key=True)
+    send(layer, seq + 1, key=False)
+    await until(lambda: len(sink.rtp) >= 2)
+    assert sink.rtp[0].endswith(VP8_KEY)
