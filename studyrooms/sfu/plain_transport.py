@@ -206,15 +206,6 @@ class PlainTransport(Transport):
         self.tx_bytes += len(data)
 
     # ------------------------------------------------------------------ lifecycle
-    def close(self, reason: str | None = None) -> None:
-        if self.closed:
-            return
-        if reason is not None:
-            self.closed_reason = reason
-        elif self.closed_reason is None:
-            self.closed_reason = "closed"
-        super().close()
-
     def _close_network(self) -> None:
         self.srtp = None
         self.socket.close()

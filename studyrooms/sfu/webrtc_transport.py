@@ -278,15 +278,6 @@ class WebRtcTransport(Transport):
             self._srtp.remove_tx_stream(ssrc)
 
     # ------------------------------------------------------------------ lifecycle
-    def close(self, reason: str | None = None) -> None:
-        if self.closed:
-            return
-        if reason is not None:
-            self.closed_reason = reason
-        elif self.closed_reason is None:
-            self.closed_reason = "closed"
-        super().close()
-
     def _close_network(self) -> None:
         self._srtp = None
         self._tuple = None
