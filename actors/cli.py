@@ -43,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--rtc-max-port", type=int, help="highest UDP port for media")
     serve.add_argument("--announced-ip", help="IP put in ICE candidates (public address behind NAT)")
     serve.add_argument("--listen-ip", help="IP the media workers bind (default 127.0.0.1)")
-    serve.add_argument("--log-level", default=os.environ.get("STUDYROOMS_LOG_LEVEL", "INFO"))
+    serve.add_argument("--log-level", default=os.environ.get("STUDYROOMS_LOG_LEVEL", "INFO"),
+                       help="DEBUG, INFO (default), WARNING, ERROR: the driver and every actor "
+                            "(STUDYROOMS_LOG_FORMAT=json for one JSON object per line)")
     token = sub.add_parser("token", help="print a signed join token")
     token.add_argument("--room", required=True, action="append", help="room id (repeat for several; * = any)")
     token.add_argument("--name", required=True, help="display name")
@@ -101,6 +103,9 @@ async def _serve(settings, started_ray: bool) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)  # main thread of the driver: allowed here
     t0 = time.monotonic()
+    workers = settings.server.num_workers
+    progress(f"starting the actors ({f'{workers} media workers' if workers else 'a media worker per core'}, "
+             "room hosts, signaling)...")
     starting = asyncio.ensure_future(start_app(settings))
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -113,6 +118,7 @@ async def _serve(settings, started_ray: bool) -> int:
     where = "local Ray" if started_ray else "Ray cluster"
     print(f"StudyRooms serving on {app.url} ({len(app.workers)} media workers, {where}, "
           f"up in {time.monotonic() - t0:.1f} s)", flush=True)
+    progress(f"ready: open {app.url} in a browser (Ctrl-C stops the server)")
     try:
         await stop.wait()
     finally:
@@ -121,17 +127,34 @@ async def _serve(settings, started_ray: bool) -> int:
     return 0
 
 
+def progress(message: str) -> None:
+    """One line per start-up phase on stderr (stdout carries only the "serving on <url>" line)."""
+    print(f"studyrooms: {message}", file=sys.stderr, flush=True)
+
+
 def serve(args: argparse.Namespace) -> int:
     settings = load_settings(args)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from . import logs
+
+    level = args.log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"studyrooms: --log-level: expected DEBUG, INFO, WARNING or ERROR, not {args.log_level!r}")
+    os.environ[logs.LEVEL_ENV] = level
+    logs.configure(level)
     from studyrooms.errors import StudyRoomsError
 
+    from .rayenv import is_local
+
+    local = is_local(settings.server.ray_address)
+    progress("starting a local Ray (loopback only)..." if local else
+             f"attaching to the Ray cluster at {settings.server.ray_address or os.environ.get('RAY_ADDRESS')}...")
     from .runtime import init_ray
 
     import ray
 
     try:
-        started = init_ray(settings.server.ray_address, media_slots=settings.server.num_workers)
+        started = init_ray(settings.server.ray_address, media_slots=settings.server.num_workers,
+                           runtime_env=logs.job_runtime_env(level))
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"studyrooms: could not start or reach Ray: {type(exc).__name__}: {first}", file=sys.stderr)
@@ -183,6 +206,11 @@ def issue_token(secret: str, *, user_id: str, display_name: str, rooms: list[str
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
+        if args.command in ("serve", "loadtest"):  # before anything imports Ray (actors/rayenv.py)
+            from .logs import log_format
+            from .rayenv import prepare
+
+            prepare(getattr(args, "address", None), log_format=log_format())
         if args.command == "serve":
             code = serve(args)
         elif args.command == "loadtest":

@@ -13,23 +13,11 @@ from typing import Mapping
 
 import ray
 
+from .rayenv import LOCAL_NODE_IP, LOOPBACK_ENV, set_loopback_env  # noqa: F401 - LOOPBACK_ENV re-exported
+
 NAMESPACE = "studyrooms"
 MEDIA_SLOTS = "media_slots"  # custom resource: one per media worker (one per core on media nodes)
 SIGNALING = "signaling"  # custom resource: the node(s) that run signaling + directory
-
-LOOPBACK_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # P1: keep every Ray listener on 127.0.0.1
-    "RAY_AUTH_MODE": "disabled",  # P2: same behaviour on fresh and used machines
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
-
-
-def set_loopback_env(env: dict | None = None) -> None:
-    """Default the loopback Ray variables (an explicit value set by the user wins)."""
-    target = os.environ if env is None else env
-    for key, value in LOOPBACK_ENV.items():
-        target.setdefault(key, value)
-
 
 def init_ray(
     address: str | None = None,
@@ -38,27 +26,31 @@ def init_ray(
     media_slots: int | None = None,
     namespace: str = NAMESPACE,
     log_to_driver: bool = True,
+    runtime_env: dict | None = None,
 ) -> bool:
     """Attach to ``address`` (or ``RAY_ADDRESS``), else start a local Ray on loopback.
 
     Returns True when a local Ray was started (the caller shuts it down). A local Ray advertises
-    ``media_slots`` (default: one per core) and ``signaling`` on its single node.
+    ``media_slots`` (default: one per core) and ``signaling`` on its single node. ``runtime_env``
+    is the job's (the CLI passes the log settings, actors/logs.py).
     """
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address and address != "local":
-        ray.init(address=address, namespace=namespace, log_to_driver=log_to_driver)
+        ray.init(address=address, namespace=namespace, log_to_driver=log_to_driver, runtime_env=runtime_env)
         return False
-    set_loopback_env()
+    set_loopback_env()  # effective only if Ray was not imported yet: the CLI sets it before (rayenv.py)
     cpus = num_cpus or os.cpu_count() or 1
     ray.init(
         address="local",
+        _node_ip_address=LOCAL_NODE_IP,  # the node's own address: GCS, raylet and workers on loopback
         num_cpus=cpus,
         resources={MEDIA_SLOTS: media_slots or cpus, SIGNALING: 1},
         include_dashboard=False,
         namespace=namespace,
         log_to_driver=log_to_driver,
+        runtime_env=runtime_env,
     )
     return True
 

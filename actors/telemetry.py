@@ -38,7 +38,8 @@ from studyrooms import observability as obs
 logger = logging.getLogger("studyrooms.telemetry")
 
 #: environment variables forwarded to actors (runtime_env) so every process exports the same way
-FORWARDED_ENV_PREFIXES = ("OTEL_", "STUDYROOMS_SPANS_DIR", "STUDYROOMS_LOG_FORMAT", "STUDYROOMS_DEBUG_TAGS")
+FORWARDED_ENV_PREFIXES = ("OTEL_", "STUDYROOMS_SPANS_DIR", "STUDYROOMS_LOG_FORMAT", "STUDYROOMS_LOG_LEVEL",
+                          "STUDYROOMS_DEBUG_TAGS")
 
 _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {"tracer_provider": None, "meter_provider": None, "prometheus": False, "component": None}
@@ -216,6 +217,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
+            "pid": record.process,
             **getattr(record, "ids", {}),
         }
         if getattr(record, "trace_id", ""):
@@ -252,18 +254,10 @@ def configure_logging(level: str | None = None) -> None:
 
 
 # ------------------------------------------------------------------------------------------ worker counters
-_RETIRED_KEYS = ("rx_rtp", "tx_rtp", "rx_bytes", "tx_bytes", "rx_rtcp", "tx_rtcp", "nacks_received",
-                 "plis_received", "firs_received", "nacks_sent", "keyframe_requests_sent",
-                 "lost_in", "lost_out")
-
-
 class _WorkerTally:
-    """Per worker: entity counters summed per scrape; closed entities' last values are kept so the
-    exported counters stay monotonic."""
+    """Per worker: the CPU mark of the previous scrape (utilization since then)."""
 
     def __init__(self) -> None:
-        self.last: dict[str, dict[str, int]] = {}
-        self.retired = dict.fromkeys(_RETIRED_KEYS, 0)
         self.cpu_mark = (time.monotonic(), _cpu_seconds())
 
 
@@ -288,36 +282,11 @@ def worker_telemetry(worker: Any) -> dict:
     tally = _TALLIES.get(worker)
     if tally is None:
         tally = _TALLIES[worker] = _WorkerTally()
-    seen: dict[str, dict[str, int]] = {}
-    for tid, t in list(worker.transports.items()):
-        rtcp = getattr(t, "rtcp", None)
-        seen["t:" + tid] = {
-            "rx_rtp": t.rx_rtp, "tx_rtp": t.tx_rtp, "rx_bytes": t.rx_bytes, "tx_bytes": t.tx_bytes,
-            "rx_rtcp": t.rx_rtcp, "tx_rtcp": t.tx_rtcp,
-            "nacks_received": getattr(rtcp, "nacks_received", 0), "plis_received": getattr(rtcp, "plis_received", 0),
-            "firs_received": getattr(rtcp, "firs_received", 0),
-        }
     kinds: dict[str, int] = {}
-    for pid_, p in list(worker.producers.items()):
+    for p in list(worker.producers.values()):
         kinds[p.kind] = kinds.get(p.kind, 0) + 1
-        streams = [s for s in getattr(p, "streams", []) if s is not None]
-        seen["p:" + pid_] = {
-            "nacks_sent": sum(s.nacks_sent for s in streams),
-            "lost_in": sum(max(0, s.packets_lost) for s in streams),
-            "keyframe_requests_sent": getattr(p, "keyframe_requests_sent", 0),
-        }
-    for cid, c in list(worker.consumers.items()):
-        stream = getattr(c, "send_stream", None)
-        seen["c:" + cid] = {"lost_out": max(0, getattr(stream, "packets_lost", 0))}
-    for key, values in tally.last.items():  # closed since the last scrape
-        if key not in seen:
-            for name, value in values.items():
-                tally.retired[name] += value
-    tally.last = seen
-    totals = dict(tally.retired)
-    for values in seen.values():
-        for name, value in values.items():
-            totals[name] += value
+    # live entities + every closed one's final values (the Worker folds them in when they close)
+    totals = worker.traffic_totals()
     now, cpu = time.monotonic(), _cpu_seconds()
     wall0, cpu0 = tally.cpu_mark
     tally.cpu_mark = (now, cpu)

@@ -10,6 +10,7 @@ from ..errors import InvalidRequestError
 from . import messages as m
 from . import requests as r
 from .common import OutModel, WireModel
+from .describe import describe
 
 
 class EventSpec(NamedTuple):
@@ -60,10 +61,6 @@ RESPONSES: dict[str, type[OutModel] | None] = {
 NO_ROOM_EVENTS = frozenset({"join-room", "leave-room"})
 
 
-def _where(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "payload"
-
-
 def parse_request(event: str, payload: Any) -> WireModel:
     """Validate a client payload for ``event``; raise InvalidRequestError naming the field.
 
@@ -83,6 +80,6 @@ def parse_request(event: str, payload: Any) -> WireModel:
         return model.model_validate(payload)
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
-        raise InvalidRequestError(f"{event}: {_where(err.get('loc', ()))}: {err.get('msg')}") from None
+        raise InvalidRequestError(f"{event}: {describe(err)}") from None
     except (TypeError, ValueError, RecursionError) as exc:  # defensive: never leak another kind
         raise InvalidRequestError(f"{event}: payload: {exc}") from None

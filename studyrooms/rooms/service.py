@@ -5,7 +5,8 @@ A *session* is the identity of one client socket, built by the signaling server 
     {"sid": str,            # Socket.IO sid (unique per signaling server)
      "route": str,          # which signaling server holds the socket (NotifierPort route)
      "userId": str,         # from the token
-     "displayName": str,    # from the token (join-room's displayName is what others see)
+     "displayName": str,    # the token's ``name`` claim: when set, it is what others see (join-room's
+                            # displayName is used only for tokens without a name)
      "rooms": list[str]}    # rooms the token allows, or ["*"] for any room
 
 Requests are the Socket.IO events of protocol.md with their (camelCase) payloads; they are validated
@@ -136,9 +137,12 @@ class RoomService:
             self.rooms[req.room_id] = room
         self._joining.add(sid)
         room.pending_joins += 1
+        # the token's name is the display name others see; join-room's is a fallback for nameless tokens
+        display_name = str(session.get("displayName") or "").strip() or req.display_name
+        obs.bind_log_context(room_id=req.room_id)
         try:
             participant, ack = await room.join(
-                session["sid"], str(session.get("route", "")), str(session.get("userId", "")), req.display_name
+                session["sid"], str(session.get("route", "")), str(session.get("userId", "")), display_name
             )
         except BaseException:
             room.schedule_empty_close()
@@ -147,6 +151,7 @@ class RoomService:
             room.pending_joins -= 1
             self._joining.discard(sid)
         self._by_sid[sid] = (room, participant.id)
+        obs.bind_log_context(participant_id=participant.id)
         return ack
 
     async def _leave(self, sid: tuple[str, str]) -> None:
@@ -167,7 +172,8 @@ class RoomService:
         parent = obs.extract(session.get(obs.TRACE_KEY))
         with obs.tracer().start_as_current_span("room disconnect", context=parent,
                                                 attributes={obs.ROOM_ID: joined[0].id,
-                                                            obs.PARTICIPANT_ID: joined[1]}):
+                                                            obs.PARTICIPANT_ID: joined[1]}), \
+                obs.log_context(room_id=joined[0].id, participant_id=joined[1]):
             await self._leave(sid)
 
     # --- rooms lifecycle ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from ..errors import InvalidStateError, NotFoundError
 from ..events import EventEmitter
 from ..ids import new_id
 from ..net.dtls import make_certificate
+from .counters import WorkerCounters
 from .options import WorkerOptions
 from .router import Router
 
@@ -38,6 +39,7 @@ class Worker:
         self.producers: dict[str, Any] = {}
         self.consumers: dict[str, Any] = {}
         self.observer = EventEmitter()  # "event" (name, data), "close"
+        self.counters = WorkerCounters()  # closed entities' final counters (studyrooms/sfu/counters.py)
         self.started_at = time.monotonic()
         self._cpu_mark = (time.monotonic(), time.process_time())
 
@@ -88,6 +90,12 @@ class Worker:
         registry = getattr(self, kind + "s")
         if registry.get(entity.id) is entity:
             del registry[entity.id]
+            self.counters.retire(kind, entity)
+
+    def traffic_totals(self) -> dict[str, int]:
+        """Every packet and byte this worker ever handled (live entities + closed ones), per counter."""
+        return self.counters.totals(list(self.transports.values()), list(self.producers.values()),
+                                    list(self.consumers.values()))
 
     def _emit(self, name: str, data: dict) -> None:
         self.observer.emit("event", name, data)

@@ -1,7 +1,8 @@
 """HS256 JWT tokens: who the user is and which room(s) they may join, with an expiry.
 
 Claims: ``sub`` (user id), ``name`` (display name), ``rooms`` (list of room ids, ``["*"]`` for any),
-``iat``, ``exp``. Every failure (missing, malformed, bad signature, expired, wrong claims) is an
+``iat``, ``exp``. The ``name`` claim, when present, is the display name others see in the room (a
+join-room's ``displayName`` cannot change it). Every failure (missing, malformed, bad signature, expired, wrong claims) is an
 :class:`~studyrooms.errors.UnauthorizedError`. In development mode (no configured secret, loopback
 listening) the server uses :func:`dev_secret` and issues tokens itself; the check always runs.
 """
@@ -58,8 +59,16 @@ def verify_token(secret: str, token: object) -> Identity:
         raise UnauthorizedError("token expired") from None
     except jwt.InvalidSignatureError:
         raise UnauthorizedError("bad token signature") from None
-    except jwt.PyJWTError as exc:
-        raise UnauthorizedError(f"invalid token: {exc}") from None
+    except jwt.ImmatureSignatureError:
+        raise UnauthorizedError("token not valid yet (is the server's clock right?)") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise UnauthorizedError(f"invalid token: it has no {exc.claim!r} claim") from None
+    except jwt.InvalidAlgorithmError:
+        raise UnauthorizedError(f"invalid token: not signed with {ALGORITHM}") from None
+    except jwt.DecodeError:
+        raise UnauthorizedError("invalid token: not a well-formed signed token") from None
+    except jwt.PyJWTError:  # never the library's own wording on the wire
+        raise UnauthorizedError("invalid token") from None
     sub, name, rooms = claims.get("sub"), claims.get("name", ""), claims.get("rooms", [])
     if not isinstance(sub, str) or not sub or len(sub) > 128:
         raise UnauthorizedError("invalid token: bad sub")

@@ -30,6 +30,7 @@ from ..config import Settings, is_loopback
 from ..errors import InvalidRequestError, InvalidStateError, StudyRoomsError
 from ..ids import new_id
 from ..protocol import EVENTS, parse_request
+from ..protocol.describe import describe
 from ..protocol.messages import ErrorEvent
 from ..protocol.requests import TokenRequest
 from .auth import dev_secret, issue_token, verify_token
@@ -184,15 +185,19 @@ class SignalingServer:
             # python-socketio dispatches a client-EMITTED "connect" event to this handler too (its
             # reserved names only guard the "*" catch-all): an authenticated socket must not re-run
             # authentication (and swap its identity and lock) by emitting "connect".
+            self._requests.add(1, {"event": "unknown", "outcome": "invalid-request"})
             return _reserved_event_error("connect")
         if self._stopping:
+            self._requests.add(1, {"event": "connect", "outcome": "invalid-state"})
             raise _Refused("invalid-state", "server is shutting down")
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
             identity = verify_token(self._secret, token)
         except StudyRoomsError as exc:
             logger.info("socket %s refused: %s", sid, exc.message)
+            self._requests.add(1, {"event": "connect", "outcome": exc.code})
             raise _Refused(exc.code, exc.message) from None
+        self._requests.add(1, {"event": "connect", "outcome": "ok"})
         self._sessions[sid] = {
             "sid": sid,
             "route": self.route,
@@ -207,6 +212,7 @@ class SignalingServer:
             # A real disconnect runs after the manager's pre_disconnect (the socket no longer counts
             # as connected); a client-emitted "disconnect" event must not make it leave its room
             # while the socket stays open.
+            self._requests.add(1, {"event": "unknown", "outcome": "invalid-request"})
             return _reserved_event_error("disconnect")
         await self._cleanup(sid)
         return None
@@ -235,6 +241,7 @@ class SignalingServer:
     async def _on_event(self, event: str, sid: str, *args: Any) -> dict:
         lock = self._locks.get(sid)  # taken before any suspension: FIFO per socket
         if lock is None:
+            self._requests.add(1, {"event": _event_name(event), "outcome": "invalid-state"})
             return {"ok": False, "error": {"code": "invalid-state", "message": "not connected"}}
         async with lock:
             try:
@@ -248,7 +255,7 @@ class SignalingServer:
     async def _dispatch(self, event: str, sid: str, args: tuple) -> dict:
         """One span per request (``signaling <event>``, kind SERVER); its W3C context rides in the
         session (``traceContext``) so the room host continues the trace across the Ray hop."""
-        name = event if isinstance(event, str) and event in EVENTS else "unknown"
+        name = _event_name(event)
         session = self._sessions.get(sid)
         attributes = {obs.SID: sid, "rpc.method": name}
         if session is not None:
@@ -356,9 +363,7 @@ class SignalingServer:
         try:
             req = TokenRequest.model_validate(body)
         except ValidationError as exc:
-            err = exc.errors(include_url=False, include_input=False)[0]
-            where = ".".join(str(p) for p in err.get("loc", ())) or "body"
-            return _error(400, "invalid-request", f"{where}: {err.get('msg')}")
+            return _error(400, "invalid-request", describe(exc.errors(include_url=False, include_input=False)[0]))
         token = self.issue_token(new_id(), req.display_name, [req.room_id])
         return web.json_response({"token": token})
 
@@ -400,6 +405,11 @@ class SignalingServer:
         if not target.is_relative_to(root) or not target.is_file():
             raise web.HTTPNotFound()
         return web.FileResponse(target, headers={"Cache-Control": "no-cache"})
+
+
+def _event_name(event: Any) -> str:
+    """The metric/span label of an event: a protocol event's name, else ``unknown`` (bounded labels)."""
+    return event if isinstance(event, str) and event in EVENTS else "unknown"
 
 
 def _reserved_event_error(event: str) -> dict:

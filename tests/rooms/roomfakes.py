@@ -165,8 +165,10 @@ class RecordingNotifier:
         self.sent.clear()
 
 
-def session(sid: str, rooms=("*",), user: str | None = None, route: str = "sig-1") -> dict:
-    return {"sid": sid, "route": route, "userId": user or f"user-{sid}", "displayName": sid, "rooms": list(rooms)}
+def session(sid: str, rooms=("*",), user: str | None = None, route: str = "sig-1", token_name: str = "") -> dict:
+    """A socket's session as the signaling server builds it; ``token_name``: the token's name claim."""
+    return {"sid": sid, "route": route, "userId": user or f"user-{sid}", "displayName": token_name,
+            "rooms": list(rooms)}
 
 
 AUDIO_RTP = {"codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2}],

@@ -62,6 +62,18 @@ async def test_join_ack_is_exactly_the_protocol_shape(service, notifier):
     assert notifier.to("b", "participant-joined") == []
 
 
+async def test_the_token_name_is_the_display_name_others_see(service, notifier):
+    """A token issued for "Ada" cannot join as "Teacher (official)"; a token without a name can
+    choose one with join-room."""
+    a = await join(service, "a", name="Teacher (official)", token_name="Ada")
+    b = await join(service, "b", name="Bob")
+    assert b["participants"] == [{"participantId": a["participantId"], "displayName": "Ada"}]
+    assert notifier.to("a", "participant-joined") == [{"participantId": b["participantId"], "displayName": "Bob"}]
+    c = await join(service, "c", name="Anything", token_name="Cy")
+    assert {p["displayName"] for p in c["participants"]} == {"Ada", "Bob"}
+    assert notifier.to("a", "participant-joined")[-1]["displayName"] == "Cy"
+
+
 async def test_join_checks_token_rooms_and_duplicates(service):
     with pytest.raises(ForbiddenError):
         await join(service, "a", room="secret", rooms=["room1"])
