@@ -264,3 +264,24 @@ def test_mutated_good_payloads_only_ever_raise_invalid_request(data):
         assert exc.message.startswith(event + ":")
     else:
         parse_request(event, model.wire())  # what we forward validates again
+
+
+@pytest.mark.parametrize(
+    "event, payload, expected",
+    [
+        ("join-room", {"roomId": "maths.101", "displayName": "Ada"},
+         "join-room: roomId: use 1-64 letters, digits, '-' or '_' (no spaces or dots)"),
+        ("join-room", {"roomId": "x" * 65, "displayName": "Ada"}, "join-room: roomId: must be at most 64 characters"),
+        ("join-room", {"roomId": "", "displayName": "Ada"}, "join-room: roomId: must not be empty"),
+        ("join-room", {"displayName": "Ada"}, "join-room: roomId: is required"),
+        ("join-room", {"roomId": "r", "displayName": "Ada", "x": 1}, "join-room: x: is not a known field"),
+        ("join-room", {"roomId": 5, "displayName": "Ada"}, "join-room: roomId: must be text"),
+        ("join-room", {"roomId": "r", "displayName": "a\x07b"}, "join-room: displayName: control characters are not allowed"),
+        ("create-transport", {"direction": "up"}, "create-transport: direction: must be one of 'send' or 'recv'"),
+    ],
+)
+def test_validation_errors_read_as_words(event, payload, expected):
+    with pytest.raises(InvalidRequestError) as info:
+        parse_request(event, payload)
+    assert info.value.message == expected
+    assert "should" not in info.value.message and "Input" not in info.value.message

@@ -74,3 +74,21 @@ def test_other_algorithms_are_refused():
 
 def test_dev_secrets_are_random():
     assert dev_secret() != dev_secret() and len(dev_secret()) >= 32
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda: "abc", "invalid token: not a well-formed signed token"),
+        (lambda: "a.b.c", "invalid token: not a well-formed signed token"),
+        (lambda: jwt.encode({"sub": "u", "rooms": ["r"]}, SECRET, algorithm="HS256"), "invalid token: it has no 'exp' claim"),
+        (lambda: jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, SECRET, algorithm="HS512"),
+         "invalid token: not signed with HS256"),
+        (lambda: jwt.encode({"sub": "u", "exp": int(time.time()) + 60, "nbf": int(time.time()) + 600}, SECRET,
+                            algorithm="HS256"), "token not valid yet (is the server's clock right?)"),
+    ],
+)
+def test_refusals_are_in_words_not_the_jwt_library_text(make, expected):
+    with pytest.raises(UnauthorizedError) as info:
+        verify_token(SECRET, make())
+    assert info.value.message == expected
