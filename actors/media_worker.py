@@ -161,11 +161,9 @@ class MediaWorker:
                 stats = dict(self.worker.get_stats())
             except Exception:  # noqa: BLE001
                 logger.exception("get_stats failed")
-        cpu = stats.get("cpu")
-        if isinstance(cpu, dict):
-            cpu = cpu.get("percent")
+        cpu = stats.get("cpu")  # fraction of one core since the previous call (Worker.cpu_utilization)
         if not isinstance(cpu, (int, float)):
-            cpu = self._proc.cpu_percent(None) if self._proc is not None else 0.0
+            cpu = self._proc.cpu_percent(None) / 100.0 if self._proc is not None else 0.0
         return {
             "workerId": self.worker_id,
             "pid": os.getpid(),

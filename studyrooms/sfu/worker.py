@@ -125,13 +125,14 @@ class Worker:
             "webRtcServer": self.webrtc_server.dump() if self.webrtc_server is not None else None,
         }
 
-    def cpu_percent(self) -> float:
-        """Process CPU use since the previous call (percent of one core)."""
+    def cpu_utilization(self) -> float:
+        """Process CPU use since the previous call, as a fraction of one core (1.0 = one core busy):
+        the unit of ``/api/stats`` ``cpu`` and of ``studyrooms_worker_cpu_utilization``."""
         wall0, cpu0 = self._cpu_mark
         wall1, cpu1 = time.monotonic(), time.process_time()
         self._cpu_mark = (wall1, cpu1)
         elapsed = wall1 - wall0
-        return round(100.0 * (cpu1 - cpu0) / elapsed, 2) if elapsed > 0 else 0.0
+        return round((cpu1 - cpu0) / elapsed, 4) if elapsed > 0 else 0.0
 
     def get_stats(self) -> dict[str, Any]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -148,11 +149,8 @@ class Worker:
             "consumerCount": len(self.consumers),
             "rtpPacketsReceived": rx,
             "rtpPacketsSent": tx,
-            "cpu": {
-                "userSeconds": usage.ru_utime,
-                "systemSeconds": usage.ru_stime,
-                "percent": self.cpu_percent(),
-            },
+            "cpu": self.cpu_utilization(),  # fraction of one core since the previous get_stats
+            "cpuSeconds": round(usage.ru_utime + usage.ru_stime, 3),  # user + system, since start
             "maxRssKb": usage.ru_maxrss,
             "udp": self.webrtc_server.get_stats() if self.webrtc_server is not None else None,
         }

@@ -291,3 +291,14 @@ async def test_a_call_without_scrapes_is_counted_logged_and_named_by_tokens(serv
     assert joined[0]["level"] == "INFO" and joined[0]["pid"] != server.proc.pid  # from the room host actor
     assert all(line.startswith(("{", "studyrooms: ", "StudyRooms ")) or "Ray" in line
                for line in server.err_lines), [ln for ln in server.err_lines if not ln.startswith("{")]
+
+
+async def test_api_stats_cpu_is_a_fraction_of_one_core_like_prometheus(server):
+    status, stats = await _http(server, "GET", "api/stats")
+    assert status == 200 and stats["workers"], stats
+    status, text = await _http(server, "GET", "metrics")
+    prom = _samples(text)[("studyrooms_worker_cpu_utilization", (("worker", "worker-0"),))]
+    for worker in stats["workers"]:
+        assert isinstance(worker["cpu"], float), worker  # one number, not a dict nor a percentage
+        assert 0.0 <= worker["cpu"] <= (os.cpu_count() or 1)
+    assert 0.0 <= prom <= (os.cpu_count() or 1)

@@ -8,6 +8,9 @@ import { fetchRooms, fetchToken, tokenHints } from './api.js';
 import { showMessage, clearMessages, setStatus, renderRooms, renderRoom, clearRoom, showView } from './ui.js';
 
 const ROOM_POLL_MS = 3000;
+// The server's rule for room ids (studyrooms/protocol/common.py ID_PATTERN), in words for people.
+const ROOM_ID = /^[A-Za-z0-9_-]{1,64}$/;
+const ROOM_ID_RULE = "A room name uses 1-64 letters, digits, '-' or '_' (no spaces or dots), e.g. maths-101.";
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(window.location.search);
 const urlToken = params.get('token');
@@ -67,6 +70,8 @@ async function joinRoom(roomId, displayName) {
   setStatus(`Joining ${roomId}…`);
   try {
     const token = urlToken || await fetchToken(roomId, displayName);
+    // A token's name is the display name the others see (SECURITY.md): show the same one here.
+    if (urlToken && hints.name) displayName = hints.name;
     const joining = client.join({ roomId, displayName, token });
     // Show the room as soon as the server has accepted us; publishing continues in the background.
     let off = () => {};
@@ -95,9 +100,10 @@ async function leaveRoom() {
 // ---------------------------------------------------------------- lobby
 
 let pollTimer = null;
+// Polls while the lobby is shown (after a lost connection too: toLobby() restarts it).
 async function pollRooms() {
   clearTimeout(pollTimer);
-  if (client.joined || client.joining) return;
+  if (document.body.dataset.view !== 'lobby') return;
   try {
     renderRooms(await fetchRooms(), pickRoom);
     clearMessages(['rooms-unavailable']);
@@ -109,15 +115,31 @@ async function pollRooms() {
 
 function pickRoom(roomId) {
   $('room-id').value = roomId;
+  checkRoomId();
   const form = $('join-form');
   if (form.reportValidity()) form.requestSubmit();
 }
+
+/** The browser's own validation bubble, with the rule in words. */
+function checkRoomId() {
+  const input = $('room-id');
+  const value = input.value.trim();
+  input.setCustomValidity(value && !ROOM_ID.test(value) ? ROOM_ID_RULE : '');
+  return !value || ROOM_ID.test(value);
+}
+$('room-id').addEventListener('input', checkRoomId);
 
 $('join-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const displayName = $('display-name').value.trim();
   const roomId = $('room-id').value.trim();
   if (!displayName || !roomId) return;
+  if (!checkRoomId()) {
+    showMessage({ code: 'invalid-room', message: ROOM_ID_RULE });
+    $('join-form').reportValidity();
+    return;
+  }
+  clearMessages(['invalid-room']);
   try { localStorage.setItem('studyrooms.displayName', displayName); } catch { /* private mode */ }
   joinRoom(roomId, displayName);
 });

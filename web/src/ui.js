@@ -15,6 +15,8 @@ const TITLES = {
   'rate-limited': 'Slow down',
   timeout: 'The server did not answer',
   'screen-cancelled': 'Screen sharing',
+  'invalid-room': 'Check the room name',
+  'invalid-request': 'Check what you typed',
 };
 
 export function el(tag, attrs = {}, ...children) {
@@ -81,8 +83,12 @@ export function renderRooms(rooms, onPick) {
 
 // ---------------------------------------------------------------- room
 
-function initials(name) {
-  return (name || '?').trim().split(/\s+/).slice(0, 2).map((w) => w[0]).join('').toUpperCase() || '?';
+/** "Ada Lovelace" -> "AL", "Ada" -> "A", "élodie" -> "É": the first letter or digit of the first two words. */
+export function initials(name) {
+  const firsts = String(name || '').trim().split(/\s+/)
+    .map((word) => Array.from(word).find((ch) => /[\p{L}\p{N}]/u.test(ch)))
+    .filter(Boolean);
+  return firsts.slice(0, 2).join('').toUpperCase() || '?';
 }
 
 function setVideo(video, track) {
@@ -110,10 +116,10 @@ function makeTile({ key, participantId, kind, self }) {
   return tile;
 }
 
-function updateTile(tile, { name, label, videoTrack, badges, speaking, showVideo }) {
+function updateTile(tile, { name, label, videoTrack, badges, speaking, showVideo, person = name }) {
   tile.setAttribute('aria-label', label);
   tile.querySelector('.tile__name').textContent = name;
-  tile.querySelector('.tile__avatar').textContent = initials(name);
+  tile.querySelector('.tile__avatar').textContent = initials(person); // the person's name, not "(you)"
   tile.classList.toggle('tile--speaking', Boolean(speaking));
   tile.classList.toggle('tile--no-video', !showVideo);
   tile.dataset.hasVideo = showVideo ? 'true' : 'false';
@@ -157,14 +163,14 @@ export function renderRoom(client) {
     const badges = [];
     if (!snap.local.mic || snap.local.mic.paused) badges.push({ kind: 'muted', text: 'Muted' });
     if (!snap.local.camera || snap.local.camera.paused) badges.push({ kind: 'off', text: 'Camera off' });
-    updateTile(tile, { name: `${snap.displayName} (you)`, label: `You, ${snap.displayName}`, videoTrack: camTrack,
+    updateTile(tile, { name: `${snap.displayName} (you)`, person: snap.displayName, label: `You, ${snap.displayName}`, videoTrack: camTrack,
       badges, speaking: snap.participantId && client.activeSpeaker === snap.participantId,
       showVideo: Boolean(camTrack) && snap.local.camera && !snap.local.camera.paused });
     order.push(tile);
     if (client.localStreams.screen) {
       const skey = 'self-screen';
       const stile = existing.get(skey) || makeTile({ key: skey, participantId: snap.participantId, kind: 'screen', self: true });
-      updateTile(stile, { name: 'Your screen', label: 'Your shared screen', videoTrack: client.localStreams.screen.getVideoTracks()[0],
+      updateTile(stile, { name: 'Your screen', person: snap.displayName, label: 'Your shared screen', videoTrack: client.localStreams.screen.getVideoTracks()[0],
         badges: [{ kind: 'screen', text: 'Sharing' }], showVideo: true });
       order.push(stile); // your own screen: a normal-size preview, not the big stage
     }
@@ -176,7 +182,7 @@ export function renderRoom(client) {
     const videoEntry = t.videoConsumerId ? client.consumers.get(t.videoConsumerId) : null;
     const videoOn = Boolean(videoEntry) && snap.incomingVideo && !(t.kind === 'camera' && t.cameraOff);
     if (t.kind === 'screen') {
-      updateTile(tile, { name: `${t.displayName}'s screen`, label: `Screen shared by ${t.displayName}`,
+      updateTile(tile, { name: `${t.displayName}'s screen`, person: t.displayName, label: `Screen shared by ${t.displayName}`,
         videoTrack: videoEntry ? videoEntry.consumer.track : null, badges: [{ kind: 'screen', text: 'Screen' }],
         showVideo: videoOn });
       screens.push(tile);
@@ -204,6 +210,7 @@ export function renderRoom(client) {
   order.forEach((tile, i) => { if (grid.children[i] !== tile) grid.insertBefore(tile, grid.children[i] || null); });
   grid.dataset.count = String(order.length - screens.length);
   grid.dataset.screens = String(screens.length);
+  fitStage();
 
   // Controls.
   const mic = $('btn-mic');
@@ -222,6 +229,24 @@ export function renderRoom(client) {
   incoming.setAttribute('aria-pressed', String(snap.incomingVideo));
   $('banner-video-off').textContent = snap.incomingVideo ? 'Turn off incoming video' : 'Turn incoming video back on';
 }
+
+/** A shared screen takes the height left once the camera strip fits above the fixed control bar. */
+export function fitStage() {
+  const grid = $('grid');
+  const stage = grid.querySelector('.tile--screen:not(.tile--self)');
+  if (!stage || grid.dataset.screens === '0') { grid.style.removeProperty('--stage-height'); return; }
+  const barTop = window.innerHeight - $('controls').offsetHeight;
+  const top = stage.getBoundingClientRect().top + window.scrollY; // page coordinates: scrolling does not matter
+  const cameras = [...grid.querySelectorAll('.tile')].filter((t) => !t.matches('.tile--screen:not(.tile--self)'));
+  const strip = cameras.length ? Math.max(...cameras.map((t) => t.getBoundingClientRect().bottom + window.scrollY))
+    - Math.min(...cameras.map((t) => t.getBoundingClientRect().top + window.scrollY)) : 0;
+  const gap = parseFloat(getComputedStyle(grid).rowGap) || 0;
+  const wanted = Math.min(0.62 * window.innerHeight, 0.52 * window.innerWidth);
+  const height = Math.max(180, Math.min(wanted, barTop - top - (strip ? strip + gap : 0) - 8));
+  grid.style.setProperty('--stage-height', `${Math.floor(height)}px`);
+}
+
+window.addEventListener('resize', () => { if (document.body.dataset.view === 'room') fitStage(); });
 
 export function clearRoom() {
   const grid = $('grid');
