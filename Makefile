@@ -7,23 +7,31 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup serve test test-fast web chromium lint-imports bench clean
 
+# One progress line per phase on stderr; the installers' output goes to a log file, shown (its
+# tail) only when a step fails.
+INSTALL_LOG := $(VENV)/install.log
+WEB_LOG := web/build.log
+
 $(STAMP): requirements.lock pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade "pip>=24"
-	$(BIN)/pip install -q -r requirements.lock
-	$(BIN)/pip install -q --no-deps -e .
-	touch $(STAMP)
+	@echo "studyrooms: installing Python packages into $(VENV) (a minute or two the first time; log: $(INSTALL_LOG))..." >&2
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@{ $(BIN)/pip install -q --upgrade "pip>=24" && $(BIN)/pip install -q -r requirements.lock \
+	   && $(BIN)/pip install -q --no-deps -e . ; } > $(INSTALL_LOG) 2>&1 \
+	 || { tail -n 30 $(INSTALL_LOG) >&2; echo "studyrooms: installing Python packages failed (full log: $(INSTALL_LOG))" >&2; exit 1; }
+	@touch $(STAMP)
 
 setup: $(STAMP)
 
 web: setup
-	bash scripts/build-web.sh
+	@echo "studyrooms: building the web page (log: $(WEB_LOG))..." >&2
+	@bash scripts/build-web.sh > $(WEB_LOG) 2>&1 \
+	 || { tail -n 30 $(WEB_LOG) >&2; echo "studyrooms: building the web page failed (full log: $(WEB_LOG))" >&2; exit 1; }
 
 chromium:
 	bash scripts/install-chromium.sh
 
 serve: setup web
-	$(BIN)/studyrooms serve $(ARGS)
+	@$(BIN)/studyrooms serve $(ARGS)
 
 lint-imports: setup
 	$(BIN)/lint-imports

@@ -1,5 +1,5 @@
-"""What a newcomer and an operator hit first, through ``studyrooms serve`` as a user runs it: a
-subprocess with a clean environment (no RAY_* variables at all), JSON logs.
+"""What a newcomer and an operator hit first, through ``make serve`` / ``studyrooms serve`` as a user
+runs it: a subprocess with a clean environment (no RAY_* variables at all), JSON logs.
 
 * every listening socket of the server's whole process tree (driver, GCS, raylet, agents, actors)
   is on loopback;
@@ -39,6 +39,7 @@ peer_mod = pytest.importorskip("support.peer")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 BIN = pathlib.Path(sys.executable).with_name("studyrooms")
+REPO = pathlib.Path(__file__).resolve().parents[2]
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
 
@@ -79,7 +80,8 @@ class Server:
 
 
 def _clean_env(tmp: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "STUDYROOMS_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RAY_", "STUDYROOMS_")) and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     # Ray's session dir under this test's temp dir (TMPDIR, not a RAY_* variable)
     env.update(TMPDIR=tmp, PYTHONUNBUFFERED="1", STUDYROOMS_LOG_FORMAT="json")
     return env
@@ -93,9 +95,16 @@ def server():
         port = s.getsockname()[1]
     env = _clean_env(tmp)
     assert not any(k.startswith("RAY_") for k in env)
-    proc = subprocess.Popen([str(BIN), "serve", "--port", str(port), "--workers", "1"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    args = ["--port", str(port), "--workers", "1"]
+    if _make_serve_usable(env):  # the user's command, with its phase lines (installed: no reinstall)
+        cmd = ["make", "-s", "--no-print-directory", "serve", "ARGS=" + " ".join(args)]
+    else:
+        cmd = [str(BIN), "serve", *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     srv = Server(proc, f"http://127.0.0.1:{port}/", tmp)
+    srv.via_make = cmd[0] == "make"
+    print("server command:", " ".join(cmd))
     try:
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
@@ -112,13 +121,34 @@ def server():
         yield srv
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            target = _server_process(proc) if srv.via_make else proc
+            (target or proc).send_signal(signal.SIGTERM)  # make waits for the server and exits with it
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _make_serve_usable(env: dict) -> bool:
+    """``make serve`` runs this interpreter's venv and would not reinstall anything."""
+    if shutil.which("make") is None or pathlib.Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
+        return False
+    up_to_date = subprocess.run(["make", "-q", "setup"], cwd=REPO, env=env, capture_output=True, timeout=30)
+    return up_to_date.returncode == 0
+
+
+def _server_process(proc: subprocess.Popen) -> psutil.Process | None:
+    """The `studyrooms serve` process make started."""
+    for child in psutil.Process(proc.pid).children():
+        try:
+            cmd = child.cmdline()
+        except psutil.Error:
+            continue
+        if "serve" in cmd and any(part.endswith("/studyrooms") for part in cmd[:2]):
+            return child
+    return None
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -129,6 +159,9 @@ def _tree(pid: int) -> list[psutil.Process]:
 def test_start_up_prints_its_phases_then_the_url(server):
     assert server.stdout_first.startswith("StudyRooms serving on " + server.url), server.stdout_first
     ours = [line for line in server.err_lines if line.startswith("studyrooms: ")]
+    if server.via_make:  # make serve: the web page is built first (packages were installed already)
+        assert ours[0] == "studyrooms: building the web page (log: web/build.log)...", ours
+        ours = ours[1:]
     assert ours[:3] == ["studyrooms: starting a local Ray (loopback only)...",
                         "studyrooms: starting the actors (1 media workers, room hosts, signaling)...",
                         f"studyrooms: ready: open {server.url} in a browser (Ctrl-C stops the server)"], ours
