@@ -10,7 +10,8 @@ keyframe gating: this is the floor, not a product.
     python -m benchmarks.minimal_loop --mode srtp --consumers N --dst-ports p1,p2,... --key-in HEX
 
 Speaks the bench-harness adapter contract (prints ONE JSON line {"pid", "ingest", "ssrc", "pt",
-"codec"}, exits on stdin EOF), so it also runs under /work/shared/bench-harness/bench.py.
+"codec"}, exits on stdin EOF), so it also runs under the external comparison harness
+(see harness/studyrooms_adapter.py).
 """
 
 from __future__ import annotations

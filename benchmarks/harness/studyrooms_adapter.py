@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench-harness adapter for StudyRooms (contract: /work/shared/bench-harness/README.md).
+"""Adapter for an external plain-RTP comparison harness (not in this repository; contract below).
 
     python benchmarks/harness/studyrooms_adapter.py --consumers N --sink-host H --sink-port P
 
