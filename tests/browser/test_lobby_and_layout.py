@@ -3,7 +3,8 @@
 1. the lobby refuses a room id the server would refuse (``maths.101``), saying the rule in words;
 2. a one-word name gets a one-letter avatar ("A", not "A(" from "Ann (you)");
 3. a shared screen leaves the camera tiles above the fixed control bar (1280x800, no scrolling);
-4. after a lost connection the lobby's room list keeps refreshing (a room opened later shows up).
+4. after a lost connection the lobby's room list keeps refreshing (a room opened later shows up);
+5. the server's output (text format) has the room host's INFO lines with the room/participant ids.
 """
 
 from __future__ import annotations
@@ -84,6 +85,13 @@ async def test_lobby_rules_avatars_screen_layout_and_room_list(server, chromium_
                 card = ann.page.locator(f'.room-card[data-room-id="{later}"]')
                 await card.wait_for(state="visible", timeout=15000)
                 print(f"room opened after the lost connection listed after {time.monotonic() - t0:.1f} s")
+
+                # the server's own output (text format): the room host's INFO lines with the ids
+                log = server.log_path.read_text(errors="replace")
+                joined = [ln for ln in log.splitlines() if "(RoomHost pid=" in ln
+                          and f"INFO studyrooms.room: room {room}: {ann.participant_id} joined" in ln]
+                assert joined and joined[0].endswith(f"[room={room}]"), log[-3000:]
+                assert f"left (1) [room={room} participant={ann.participant_id}]" in log, log[-3000:]
 
             await run_with_diagnostics(people, server, scenario, artifacts_dir)
         finally:
