@@ -100,14 +100,19 @@ async function leaveRoom() {
 // ---------------------------------------------------------------- lobby
 
 let pollTimer = null;
+let pollRound = 0; // a newer call supersedes one still waiting for its answer: one loop at a time
 // Polls while the lobby is shown (after a lost connection too: toLobby() restarts it).
 async function pollRooms() {
   clearTimeout(pollTimer);
+  const round = ++pollRound;
   if (document.body.dataset.view !== 'lobby') return;
   try {
-    renderRooms(await fetchRooms(), pickRoom);
+    const rooms = await fetchRooms();
+    if (round !== pollRound) return;
+    renderRooms(rooms, pickRoom);
     clearMessages(['rooms-unavailable']);
   } catch (err) {
+    if (round !== pollRound) return;
     showMessage({ code: 'rooms-unavailable', message: `Could not load the room list: ${err.message}`, level: 'info' });
   }
   pollTimer = setTimeout(pollRooms, ROOM_POLL_MS);
