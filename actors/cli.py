@@ -209,7 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .logs import log_format
             from .rayenv import prepare
 
-            prepare(getattr(args, "address", None), log_format=log_format())
+            # the cluster address as load_settings will see it: --address, else the settings' variable
+            address = getattr(args, "address", None) or os.environ.get("STUDYROOMS_SERVER_RAY_ADDRESS")
+            prepare(address, log_format=log_format())
         if args.command == "serve":
             code = serve(args)
         elif args.command == "loadtest":
