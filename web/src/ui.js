@@ -246,7 +246,9 @@ export function fitStage() {
   grid.style.setProperty('--stage-height', `${Math.floor(height)}px`);
 }
 
-window.addEventListener('resize', () => { if (document.body.dataset.view === 'room') fitStage(); });
+if (typeof window !== 'undefined') { // (absent under Node's test runner)
+  window.addEventListener('resize', () => { if (document.body.dataset.view === 'room') fitStage(); });
+}
 
 export function clearRoom() {
   const grid = $('grid');
