@@ -12,7 +12,8 @@
   refreshed right before each scrape. The media plane only keeps plain int counters:
   :func:`worker_telemetry` sums them per media worker, in that worker's process, per scrape (the
   live entities plus the final values of every closed one: ``Worker.traffic_totals()``).
-* :func:`configure_logging` (the server's processes are set up by actors/logs.py first): ``STUDYROOMS_LOG_FORMAT=json`` prints one JSON object per record with
+* :func:`configure_logging` (the server's processes are set up by actors/logs.py first):
+  ``STUDYROOMS_LOG_FORMAT=json`` prints one JSON object per record with
   the room/participant/transport ids and trace ids bound by ``studyrooms.observability``;
   ``STUDYROOMS_DEBUG_TAGS=ice,dtls,rtp`` enables mediasoup-like debug tags.
 

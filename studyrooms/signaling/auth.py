@@ -2,8 +2,9 @@
 
 Claims: ``sub`` (user id), ``name`` (display name), ``rooms`` (list of room ids, ``["*"]`` for any),
 ``iat``, ``exp``. The ``name`` claim, when present, is the display name others see in the room (a
-join-room's ``displayName`` cannot change it). Every failure (missing, malformed, bad signature, expired, wrong claims) is an
-:class:`~studyrooms.errors.UnauthorizedError`. In development mode (no configured secret, loopback
+join-room's ``displayName`` cannot change it). Every failure (missing, malformed, bad signature,
+expired, wrong claims) is an :class:`~studyrooms.errors.UnauthorizedError` whose message says what
+is wrong in words (never the JWT library's text). In development mode (no configured secret, loopback
 listening) the server uses :func:`dev_secret` and issues tokens itself; the check always runs.
 """
 
