@@ -29,6 +29,7 @@ from .. import observability as obs
 from .limits import TokenBucket
 from .ports import DirectoryPort, NotifierPort
 from .room import Room
+from .turn import join_extras
 
 logger = logging.getLogger("studyrooms.room")
 
@@ -147,7 +148,8 @@ class RoomService:
             room.pending_joins -= 1
             self._joining.discard(sid)
         self._by_sid[sid] = (room, participant.id)
-        return ack
+        # TURN credentials for this participant (fresh on every join; never logged)
+        return {**ack, **join_extras(self.settings.turn, participant.id, self.clock.wall())}
 
     async def _leave(self, sid: tuple[str, str]) -> None:
         joined = self._by_sid.pop(sid, None)
