@@ -22,7 +22,7 @@ from aioice import turn
 from playwright.async_api import async_playwright
 
 from browser.test_study_room import JOIN_TIMEOUT_S, VIEWPORT, Person, run_with_diagnostics, wait_receiving
-from support.coturn import _free_tcp_udp_port, start_coturn
+from support.coturn import free_tcp_udp_port, start_coturn
 from support.peer import SocketIOSignal
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -54,7 +54,7 @@ class CoturnBox:
 
 @pytest.fixture(scope="module")
 def turn_port() -> int:
-    return _free_tcp_udp_port()
+    return free_tcp_udp_port()
 
 
 @pytest.fixture(scope="module")

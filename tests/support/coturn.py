@@ -35,7 +35,7 @@ def turnserver_path() -> str:
     return path
 
 
-def _free_tcp_udp_port() -> int:
+def free_tcp_udp_port() -> int:
     """A port free for both TCP and UDP on 127.0.0.1 (coturn listens on both)."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
@@ -50,7 +50,7 @@ def _free_tcp_udp_port() -> int:
     raise RuntimeError("no free TCP+UDP port on 127.0.0.1")
 
 
-def _free_udp_range(size: int) -> int:
+def free_udp_range(size: int = RELAY_PORTS) -> int:
     """The first port of ``size`` consecutive UDP ports free now (relay endpoints), below the
     media workers' default range (40000-49999) and the kernel's ephemeral range."""
     for _ in range(100):
@@ -109,9 +109,9 @@ class Coturn:
 
 
 def start_coturn(workdir: Path, secret: str, *, udp: bool = True, tcp: bool = True, port: int | None = None) -> Coturn:
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = port or _free_tcp_udp_port()
-    relay_min = _free_udp_range(RELAY_PORTS)
+    """coturn in the TURN REST mode on free loopback ports (the test-only config)."""
+    port = port or free_tcp_udp_port()
+    relay_min = free_udp_range(RELAY_PORTS)
     relay_max = relay_min + RELAY_PORTS - 1
     lines = [
         "listening-ip=127.0.0.1",
@@ -128,22 +128,27 @@ def start_coturn(workdir: Path, secret: str, *, udp: bool = True, tcp: bool = Tr
         "no-cli",
         "no-multicast-peers",
         "allow-loopback-peers",  # TEST ONLY: the media worker's candidate is 127.0.0.1 here
-        f"pidfile={workdir / 'turnserver.pid'}",
-        f"userdb={workdir / 'turndb'}",
-        "log-file=stdout",
-        "simple-log",
     ]
     if not udp:
         lines.append("no-udp")
     if not tcp:
         lines.append("no-tcp")
+    return run_turnserver(workdir, lines, secret=secret, port=port, relay=(relay_min, relay_max), udp=udp, tcp=tcp)
+
+
+def run_turnserver(workdir: Path, lines: list[str], *, secret: str, port: int, relay: tuple[int, int],
+                   udp: bool = True, tcp: bool = True) -> Coturn:
+    """``turnserver -c <lines + pid/db/log files in workdir>``; returns once it answers on ``port``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    lines = [*lines, f"pidfile={workdir / 'turnserver.pid'}", f"userdb={workdir / 'turndb'}",
+             "log-file=stdout", "simple-log"]
     conf = workdir / "turnserver.conf"
     conf.write_text("\n".join(lines) + "\n")
     log_path = workdir / "turnserver.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([turnserver_path(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
                                 cwd=workdir, start_new_session=True)
-    server = Coturn(port, secret, relay_min, relay_max, proc, log_path, udp, tcp)
+    server = Coturn(port, secret, relay[0], relay[1], proc, log_path, udp, tcp)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
         if proc.poll() is not None:
