@@ -37,11 +37,16 @@ class MediaSettings(_Model):
     keyframe_request_interval_s: float = Field(1.0, ge=0)
     max_incoming_bitrate_bps: int | None = Field(None, ge=10_000)
     certificate_validity_days: int = Field(365, ge=1)
+    # ICE candidates offered (mediasoup's enableUdp / enableTcp): TCP for networks that block UDP
+    enable_udp: bool = True
+    enable_tcp: bool = False
 
     @model_validator(mode="after")
     def _check_range(self) -> "MediaSettings":
         if self.rtc_min_port > self.rtc_max_port:
             raise ValueError("rtc_min_port must not exceed rtc_max_port")
+        if not (self.enable_udp or self.enable_tcp):
+            raise ValueError("enable_udp and enable_tcp are both off: no ICE candidate to offer")
         return self
 
 
