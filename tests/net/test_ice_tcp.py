@@ -123,3 +123,41 @@ async def test_closing_the_ice_connection_closes_its_tcp_connection(server):
         assert await asyncio.wait_for(reader.read(), 3) == b""
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("port_mode", ["shared", "per-transport"])
+async def test_worker_offers_tcp_candidates_and_frees_the_port(port_mode):
+    import socket
+
+    from studyrooms.sfu.options import WorkerOptions
+    from studyrooms.sfu.worker import Worker
+
+    options = WorkerOptions(port_mode=port_mode, enable_tcp=True, enable_udp=False, rtc_min_port=43000,
+                            rtc_max_port=43999, socket_buffer_bytes=65536)
+    worker = await Worker.create("w-tcp", options)
+    try:
+        router = worker.create_router()
+        transport = await router.create_webrtc_transport()
+        [candidate] = transport.parameters()["iceCandidates"]
+        assert candidate["protocol"] == "tcp" and candidate["tcpType"] == "passive"
+        assert 43000 <= candidate["port"] <= 43999
+        if port_mode == "shared":  # same number as the UDP port where it was free
+            assert candidate["port"] == worker.webrtc_server.port == worker.webrtc_server.dump()["tcpPort"]
+        with socket.create_connection(("127.0.0.1", candidate["port"]), timeout=2):
+            pass  # listening
+        transport.close()
+        await worker.close()
+        await asyncio.sleep(0.05)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", candidate["port"]), timeout=2).close()
+    finally:
+        await worker.close()
+
+
+def test_udp_and_tcp_both_off_is_a_one_line_setting_error():
+    from studyrooms.config import Settings
+    from studyrooms.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match="enable_udp and enable_tcp are both off"):
+        Settings.from_env({"STUDYROOMS_MEDIA_ENABLE_UDP": "false"})
+    assert Settings.from_env({"STUDYROOMS_MEDIA_ENABLE_TCP": "1"}).media.enable_tcp
