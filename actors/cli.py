@@ -124,6 +124,7 @@ async def _serve(settings, started_ray: bool) -> int:
 def serve(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("studyrooms.cli").info("TURN: %s", settings.turn.summary())
     from studyrooms.errors import StudyRoomsError
 
     from .runtime import init_ray

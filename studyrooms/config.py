@@ -138,6 +138,13 @@ class TurnSettings(_Model):
     def enabled(self) -> bool:
         return bool(self.urls)
 
+    def summary(self) -> str:
+        """One line for the start-up log (never the secret)."""
+        if not self.enabled:
+            return "off"
+        return (f"{', '.join(self.urls)}; credentials valid {self.ttl_s} s"
+                + ("; relay-only" if self.relay_only else ""))
+
 
 class Settings(_Model):
     server: ServerSettings = ServerSettings()

@@ -126,6 +126,8 @@ async def test_served_join_ack_carries_working_turn_credentials(server, coturn, 
     finally:
         await sio.disconnect()
     log = server.log_path.read_text(errors="replace")
+    assert f"TURN: turn:127.0.0.1:{turn_port}?transport=udp, turn:127.0.0.1:{turn_port}?transport=tcp; " \
+           f"credentials valid {TTL_S} s" in log
     assert "DEBUG" in log  # the most verbose level, and still:
     for secret in (SECRET, ice["credential"], again["credential"]):
         assert secret not in log

@@ -34,6 +34,7 @@ def test_env_names_build_the_turn_section():
     assert Settings.from_env(TURN_ENV).turn.ttl_s == 6 * 3600  # default: 6 h
     off = Settings.from_env({}).turn
     assert not off.enabled and off.secret is None and not off.relay_only
+    assert off.summary() == "off" and SECRET not in turn.summary() and turn.summary().endswith("600 s; relay-only")
 
 
 @pytest.mark.parametrize("env, needle", [
