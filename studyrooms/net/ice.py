@@ -221,7 +221,7 @@ class IceLiteConnection:
 
     def _check_consent(self) -> None:
         self._timer = None
-        if self.state in ("closed", "disconnected"):
+        if self.state == "closed":  # "disconnected" by a lost ICE-TCP path still times out below
             return
         now = self.clock.now()
         deadline = now - self.consent_timeout_s

@@ -64,11 +64,13 @@ async def test_passive_tcp_candidate_is_offered_after_udp(server):
 
 
 async def test_check_media_and_close_over_one_tcp_connection(server):
-    conn = server.create_connection()
+    conn = server.create_connection(consent_timeout_s=2.0)
     got: list[tuple[bytes, tuple]] = []
     selected: list = []
+    timeouts: list = []
     conn.on_datagram = lambda data, addr: got.append((data, addr))
     conn.on_selected = selected.append
+    conn.on_timeout = lambda: timeouts.append(conn.state)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.tcp.port)
     try:
         here = writer.get_extra_info("sockname")
@@ -95,7 +97,9 @@ async def test_check_media_and_close_over_one_tcp_connection(server):
         writer.close()
         await wait_until(lambda: conn.selected_tuple is None)
         assert conn.state == "disconnected" and selected[-1] is None and not conn.send(b"x")
-        assert server.tcp.connection_count == 0
+        assert server.tcp.connection_count == 0 and timeouts == []
+        await wait_until(lambda: timeouts, timeout=5.0)  # no path came back within the consent timeout
+        assert timeouts == ["disconnected"]
     finally:
         writer.close()
 
