@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Installs Debian's coturn (the TURN server the TURN tests start on loopback ports, tests/turn), only
-# when it is missing. Idempotent: a second run does nothing. Used by `make coturn` (part of
+# Installs Debian's coturn (the TURN server the TURN tests start on loopback ports) and the openssl
+# command (the TURN tests make a certificate and check HMACs with it), only when missing. Idempotent: a second run does nothing. Used by `make coturn` (part of
 # `make test`) and so by CI. The package's own service is not used: tests run `turnserver` with their
 # own config file; production deployments follow docs/deployment.md.
 set -euo pipefail
 
-if command -v turnserver >/dev/null 2>&1; then
+if command -v turnserver >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then
   echo "coturn: already installed ($(dpkg-query -W -f='${Version}' coturn 2>/dev/null || echo present))"
   exit 0
 fi
@@ -22,5 +22,5 @@ export DEBIAN_FRONTEND=noninteractive
 # The package does not start its service where policy-rc.d or the missing init forbids it; the
 # tests never rely on (or stop) a system-wide turnserver.
 $SUDO apt-get update
-$SUDO apt-get install -y --no-install-recommends coturn
-command -v turnserver
+$SUDO apt-get install -y --no-install-recommends coturn openssl
+command -v turnserver openssl
