@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs Debian's coturn (the TURN server the TURN tests start on loopback ports) and the openssl
-# command (the TURN tests make a certificate and check HMACs with it), only when missing. Idempotent: a second run does nothing. Used by `make coturn` (part of
-# `make test`) and so by CI. The package's own service is not used: tests run `turnserver` with their
-# own config file; production deployments follow docs/deployment.md.
+# command (the TURN tests make a certificate and check HMACs with it), only when missing.
+# Idempotent: a second run does nothing. Used by `make coturn` (part of `make test`) and so by CI.
+# The package's own service is not used: tests run `turnserver` with their own config file;
+# production deployments follow docs/deployment.md.
 set -euo pipefail
 
 if command -v turnserver >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then
@@ -13,7 +14,7 @@ fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
-    echo "install-coturn.sh: not root and no sudo; install it yourself: apt-get install -y coturn" >&2
+    echo "install-coturn.sh: not root and no sudo; install it yourself: apt-get install -y coturn openssl" >&2
     exit 1
   fi
 fi
