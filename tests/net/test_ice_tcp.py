@@ -168,3 +168,35 @@ def test_udp_and_tcp_both_off_is_a_one_line_setting_error():
     with pytest.raises(InvalidRequestError, match="enable_udp and enable_tcp are both off"):
         Settings.from_env({"STUDYROOMS_MEDIA_ENABLE_UDP": "false"})
     assert Settings.from_env({"STUDYROOMS_MEDIA_ENABLE_TCP": "1"}).media.enable_tcp
+
+
+async def test_garbage_on_the_tcp_port_is_counted_and_never_raises(server):
+    import os
+
+    conn = server.create_connection()
+    got: list = []
+    conn.on_datagram = lambda data, addr: got.append(data)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.tcp.port)
+    try:
+        # random frames (not STUN from a known tuple), a STUN check with a bad password, an empty frame
+        for _ in range(50):
+            payload = os.urandom(1 + os.urandom(1)[0])
+            writer.write(frame(payload))
+        bad = stun.parse_message(check(conn.parameters()))
+        bad.attributes.pop("MESSAGE-INTEGRITY", None)
+        bad.attributes.pop("FINGERPRINT", None)
+        bad.add_message_integrity(b"not-the-password")
+        writer.write(frame(bytes(bad)) + frame(b""))
+        await writer.drain()
+        error = stun.parse_message(await read_frame(reader))
+        assert error.message_class == stun.Class.ERROR and error.attributes["ERROR-CODE"][0] == 401
+        await wait_until(lambda: server.tcp.received >= 51)
+        assert got == [] and conn.state == "new" and server.tcp.handler_errors == 0
+        stats = server.stats()
+        assert stats["unknownTuple"] + stats["malformed"] + stats["stunUnknownUfrag"] + stats["stunIgnored"] \
+            + stats["stunBadRequest"] >= 50 and stats["stunUnauthorized"] == 1
+        # a frame length beyond what follows just waits; the unclaimed connection is closed anyway
+        writer.write(b"\xff\xff" + os.urandom(100))
+        assert await asyncio.wait_for(reader.read(), 3) == b""
+    finally:
+        writer.close()
