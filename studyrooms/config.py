@@ -125,7 +125,8 @@ class TurnSettings(_Model):
     def _check_pairing(self) -> "TurnSettings":
         secret = self.secret.get_secret_value() if self.secret is not None else ""
         if self.urls and not secret:
-            raise ValueError("STUDYROOMS_TURN_URLS needs STUDYROOMS_TURN_SECRET (coturn's static-auth-secret)")
+            raise ValueError(
+                "STUDYROOMS_TURN_URLS needs STUDYROOMS_TURN_SECRET (coturn's static-auth-secret)")
         if secret and not self.urls:
             raise ValueError("STUDYROOMS_TURN_SECRET is set but STUDYROOMS_TURN_URLS is empty")
         if secret and len(secret) < 16:

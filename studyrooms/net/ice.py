@@ -256,7 +256,8 @@ class IceLiteConnection:
             "usernameFragment": self.ufrag,
             "selectedTuple": None if sel is None else {"remoteIp": sel[0], "remotePort": sel[1],
                                                        "protocol": protocol_of(sel)},
-            "tuples": [{"remoteIp": t[0], "remotePort": t[1], "protocol": protocol_of(t)} for t in self._tuples],
+            "tuples": [{"remoteIp": t[0], "remotePort": t[1], "protocol": protocol_of(t)}
+                       for t in self._tuples],
             "validChecks": self.valid_checks,
             "renominations": self.renominations,
             "restarts": self.restarts,
@@ -271,7 +272,8 @@ class IceLiteServer:
     """Answers ICE checks on one UdpSocket (and a TcpListener, with ICE-TCP) and demuxes datagrams
     to many IceLiteConnections."""
 
-    def __init__(self, sock: UdpSocket, *, software: str | None = None, tcp: TcpListener | None = None) -> None:
+    def __init__(self, sock: UdpSocket, *, software: str | None = None,
+                 tcp: TcpListener | None = None) -> None:
         self.socket = sock
         self.tcp = tcp
         self.software = software

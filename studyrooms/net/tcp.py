@@ -246,7 +246,8 @@ async def bind_tcp(
     try:
         sock.listen(128)
         sock.setblocking(False)
-        listener._server = await asyncio.get_running_loop().create_server(lambda: _Connection(listener), sock=sock)
+        loop = asyncio.get_running_loop()
+        listener._server = await loop.create_server(lambda: _Connection(listener), sock=sock)
     except BaseException:
         sock.close()
         raise
