@@ -2,7 +2,8 @@
 package, on loopback ports, tests/support/coturn.py) and real Chromium with the page's ?relay=1.
 
 1. The served join-room ack carries working credentials: coturn allocates with them and relays
-   data; a rejoin gets new ones; they appear nowhere in the server's (debug) log.
+   data; a rejoin gets new ones; they appear nowhere in the server's (debug) log nor in the Ray
+   session's log files.
 2. Two pages with iceTransportPolicy "relay" decode each other's video over TURN/UDP; getStats
    shows a selected candidate pair whose local candidate is a relay one, relayed over UDP.
 3. coturn comes back without its UDP listener (as seen from a network that lets only TCP through):
@@ -15,7 +16,10 @@ import asyncio
 import json
 import time
 
+from pathlib import Path
+
 import aiohttp
+import psutil
 import pytest
 import socketio
 from aioice import turn
@@ -129,8 +133,18 @@ async def test_served_join_ack_carries_working_turn_credentials(server, coturn, 
     assert f"TURN: turn:127.0.0.1:{turn_port}?transport=udp, turn:127.0.0.1:{turn_port}?transport=tcp; " \
            f"credentials valid {TTL_S} s" in log
     assert "DEBUG" in log  # the most verbose level, and still:
+    actors = _ray_session_logs(server)  # the actors' stdout/stderr and Ray's own logs
     for secret in (SECRET, ice["credential"], again["credential"]):
-        assert secret not in log
+        assert secret not in log and secret not in actors
+    # (the actors' debug-level logging is checked in one process: tests/integration/test_turn_coturn.py)
+
+
+def _ray_session_logs(server) -> str:
+    """Every log file of the server's Ray session (its RAY_TMPDIR, private to this server)."""
+    ray_tmp = Path(psutil.Process(server.proc.pid).environ()["RAY_TMPDIR"])
+    files = [f for f in ray_tmp.glob("**/logs/*") if f.is_file() and f.suffix in (".out", ".err", ".log")]
+    assert any(f.name.startswith("worker-") for f in files), files  # the actors' output files
+    return "\n".join(f.read_text(errors="replace") for f in files)
 
 
 async def _open(browser, base_url: str, name: str) -> Person:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import aiohttp
@@ -103,7 +104,8 @@ async def _join(app, room: str, name: str):
     return sio, signal, await signal.call("join-room", {"roomId": room, "displayName": name})
 
 
-async def test_relay_only_pymediasoup_clients_decode_each_other_through_coturn(coturn):
+async def test_relay_only_pymediasoup_clients_decode_each_other_through_coturn(coturn, caplog):
+    caplog.set_level(logging.DEBUG)  # signaling, rooms and the media worker, all in this process
     settings = Settings(turn=TurnSettings(urls=tuple(coturn.urls()), secret=SECRET))
     app = await start_standalone(settings, num_workers=1, port=0)
     sios, peers = [], []
@@ -132,6 +134,10 @@ async def test_relay_only_pymediasoup_clients_decode_each_other_through_coturn(c
         assert len(tuples) == 4 and all(t is not None for t in tuples), tuples
         assert all(t["remoteIp"] == "127.0.0.1" and coturn.is_relay_port(t["remotePort"]) for t in tuples), (
             tuples, (coturn.relay_min, coturn.relay_max))
+        logged = "\n".join(f"{r.name} {r.getMessage()} {r.args!r}" for r in caplog.records)
+        assert "studyrooms.room" in logged  # the room's own log lines were captured, and none has:
+        for secret in (SECRET, joined_a["iceServers"][0]["credential"], joined_b["iceServers"][0]["credential"]):
+            assert secret not in logged
     finally:
         await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
         for sio in sios:
