@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test test-fast web chromium lint-imports bench clean
+.PHONY: setup serve test test-fast web chromium coturn lint-imports bench clean
 
 # One progress line per phase on stderr; the installers' output goes to a log file, shown (its
 # tail) only when a step fails.
@@ -30,17 +30,21 @@ web: setup
 chromium:
 	bash scripts/install-chromium.sh
 
+# Debian's coturn for the TURN tests (they start their own turnserver on loopback ports)
+coturn:
+	bash scripts/install-coturn.sh
+
 serve: setup web
 	@$(BIN)/studyrooms serve $(ARGS)
 
 lint-imports: setup
 	$(BIN)/lint-imports
 
-test: setup web chromium
+test: setup web chromium coturn
 	bash scripts/run-tests.sh $(ARGS)
 
 # Everything but the browser and multi-node tests: the quick loop while developing.
-test-fast: setup
+test-fast: setup coturn
 	$(BIN)/pytest -q -m "not browser and not multinode" $(ARGS)
 
 bench: setup

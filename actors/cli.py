@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -140,6 +141,7 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"studyrooms: --log-level: expected DEBUG, INFO, WARNING or ERROR, not {args.log_level!r}")
     os.environ[logs.LEVEL_ENV] = level
     logs.configure(level)
+    logging.getLogger("studyrooms.cli").info("TURN: %s", settings.turn.summary())
     from studyrooms.errors import StudyRoomsError
 
     from .rayenv import is_local

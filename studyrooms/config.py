@@ -7,9 +7,10 @@ media plane receives plain values computed from these models, never the models t
 from __future__ import annotations
 
 import os
+import re
 from typing import Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .errors import InvalidRequestError
 
@@ -36,11 +37,16 @@ class MediaSettings(_Model):
     keyframe_request_interval_s: float = Field(1.0, ge=0)
     max_incoming_bitrate_bps: int | None = Field(None, ge=10_000)
     certificate_validity_days: int = Field(365, ge=1)
+    # ICE candidates offered (mediasoup's enableUdp / enableTcp): TCP for networks that block UDP
+    enable_udp: bool = True
+    enable_tcp: bool = False
 
     @model_validator(mode="after")
     def _check_range(self) -> "MediaSettings":
         if self.rtc_min_port > self.rtc_max_port:
             raise ValueError("rtc_min_port must not exceed rtc_max_port")
+        if not (self.enable_udp or self.enable_tcp):
+            raise ValueError("enable_udp and enable_tcp are both off: no ICE candidate to offer")
         return self
 
 
@@ -75,11 +81,78 @@ class ServerSettings(_Model):
     web_root: str | None = None
 
 
+#: turn:/turns: URL of RFC 7065 as browsers accept it: host or [IPv6], optional port and transport
+_TURN_URL = re.compile(
+    r"^(?P<scheme>turns?):(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?"
+    r"(?:\?transport=(?P<transport>udp|tcp))?$"
+)
+
+
+class TurnSettings(_Model):
+    """TURN relay for clients behind strict networks (coturn with ``use-auth-secret``).
+
+    Off while ``urls`` is empty. When on, every join gets TURN REST credentials valid ``ttl_s``
+    (studyrooms/rooms/turn.py); ``relay_only`` asks clients to use relayed candidates only."""
+
+    urls: tuple[str, ...] = ()
+    secret: SecretStr | None = None  # coturn's static-auth-secret; never logged or sent to clients
+    ttl_s: int = Field(6 * 3600, ge=60, le=7 * 24 * 3600)
+    relay_only: bool = False
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _split(cls, value):
+        if isinstance(value, str):  # the environment's comma-separated list
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        if len(urls) > 8:
+            raise ValueError("at most 8 TURN URLs")
+        for url in urls:
+            match = _TURN_URL.match(url)
+            if match is None:
+                raise ValueError(f"{url!r} is not a turn:/turns: URL (turn:host:3478?transport=udp)")
+            if match["port"] is not None and not 0 < int(match["port"]) < 65536:
+                raise ValueError(f"{url!r}: port out of range")
+            if match["scheme"] == "turns" and match["transport"] == "udp":
+                raise ValueError(f"{url!r}: turns: runs over TLS, i.e. transport=tcp")
+        return urls
+
+    @model_validator(mode="after")
+    def _check_pairing(self) -> "TurnSettings":
+        secret = self.secret.get_secret_value() if self.secret is not None else ""
+        if self.urls and not secret:
+            raise ValueError(
+                "STUDYROOMS_TURN_URLS needs STUDYROOMS_TURN_SECRET (coturn's static-auth-secret)")
+        if secret and not self.urls:
+            raise ValueError("STUDYROOMS_TURN_SECRET is set but STUDYROOMS_TURN_URLS is empty")
+        if secret and len(secret) < 16:
+            raise ValueError("STUDYROOMS_TURN_SECRET must be at least 16 characters")
+        if self.relay_only and not self.urls:
+            raise ValueError("STUDYROOMS_TURN_RELAY_ONLY needs STUDYROOMS_TURN_URLS")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.urls)
+
+    def summary(self) -> str:
+        """One line for the start-up log (never the secret)."""
+        if not self.enabled:
+            return "off"
+        return (f"{', '.join(self.urls)}; credentials valid {self.ttl_s} s"
+                + ("; relay-only" if self.relay_only else ""))
+
+
 class Settings(_Model):
     server: ServerSettings = ServerSettings()
     media: MediaSettings = MediaSettings()
     rooms: RoomSettings = RoomSettings()
     limits: LimitSettings = LimitSettings()
+    turn: TurnSettings = TurnSettings()
 
     @property
     def dev_mode(self) -> bool:
@@ -92,7 +165,9 @@ class Settings(_Model):
 
         Short names: STUDYROOMS_ANNOUNCED_IP, STUDYROOMS_LISTEN_IP, STUDYROOMS_RTC_MIN_PORT,
         STUDYROOMS_RTC_MAX_PORT, STUDYROOMS_PORT_MODE, STUDYROOMS_AUTH_SECRET, STUDYROOMS_HOST,
-        STUDYROOMS_PORT, STUDYROOMS_WORKERS. Invalid values raise InvalidRequestError with one clear line.
+        STUDYROOMS_PORT, STUDYROOMS_WORKERS. The TURN section's names are already short:
+        STUDYROOMS_TURN_URLS, STUDYROOMS_TURN_SECRET, STUDYROOMS_TURN_TTL_S, STUDYROOMS_TURN_RELAY_ONLY.
+        Invalid values raise InvalidRequestError with one clear line.
         """
         env = os.environ if env is None else env
         sections: dict[str, dict] = {name: dict(overrides.get(name, {})) for name in _SECTIONS}
@@ -111,12 +186,16 @@ class Settings(_Model):
                     model = _SECTIONS[section]
                     if field in model.model_fields and field not in sections[section]:
                         sections[section][field] = value
-        try:
-            return cls(**{name: _SECTIONS[name](**values) for name, values in sections.items()})
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err.get("loc", ()))
-            raise InvalidRequestError(f"invalid setting {where}: {err.get('msg')}") from None
+        built = {}
+        for name, values in sections.items():
+            try:
+                built[name] = _SECTIONS[name](**values)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join([name, *(str(p) for p in err.get("loc", ()))])  # e.g. turn.urls
+                msg = str(err.get("msg")).removeprefix("Value error, ")
+                raise InvalidRequestError(f"invalid setting {where}: {msg}") from None
+        return cls(**built)
 
 
 _SECTIONS: dict[str, type[_Model]] = {
@@ -124,6 +203,7 @@ _SECTIONS: dict[str, type[_Model]] = {
     "media": MediaSettings,
     "rooms": RoomSettings,
     "limits": LimitSettings,
+    "turn": TurnSettings,
 }
 
 _SHORT_NAMES: dict[str, tuple[str, str]] = {

@@ -1,4 +1,5 @@
-"""ICE-lite server side (mediasoup's WebRtcServer + IceServer), over one shared UDP socket.
+"""ICE-lite server side (mediasoup's WebRtcServer + IceServer), over one shared UDP socket and,
+with ICE-TCP enabled, a TCP listener (studyrooms.net.tcp: its addresses are ``(ip, port, "tcp")``).
 
 mediasoup-client never signals its own ICE credentials, so the SFU is ICE-lite and always
 *controlled*: it answers the client's binding requests, learns the client's address from them
@@ -23,12 +24,15 @@ from aioice import stun
 
 from ..clock import Clock, SystemClock, TimerHandle
 from ..ids import random_ice_string
+from .tcp import TCP, TcpListener
 from .udp import Address, UdpSocket
 
 logger = logging.getLogger("studyrooms.net.ice")
 
 # mediasoup's priority for a UDP host candidate.
 HOST_UDP_PRIORITY = 1076302079
+# A passive TCP host candidate: same type preference, lower local preference (UDP preferred).
+HOST_TCP_PRIORITY = 1076046079  # (64 << 24) + (9000 << 8) + 255; UDP's local preference is 10000
 # mediasoup keeps at most this many tuples per connection.
 MAX_TUPLES = 8
 # Consent is checked at most this often (mediasoup: ConsentCheckIntervalMs = 5000).
@@ -86,10 +90,12 @@ class IceLiteConnection:
     def parameters(self) -> dict[str, Any]:
         return {"usernameFragment": self.ufrag, "password": self.password, "iceLite": True}
 
-    def candidates(self, ip: str, announced_ip: str | None, port: int) -> list[dict[str, Any]]:
+    def candidates(self, ip: str, announced_ip: str | None, port: int, *, udp: bool = True,
+                   tcp_port: int | None = None) -> list[dict[str, Any]]:
         address = announced_ip or ip
-        return [
-            {
+        out = []
+        if udp:
+            out.append({
                 "foundation": "udpcandidate",
                 "priority": HOST_UDP_PRIORITY,
                 "address": address,  # mediasoup >= 3.12 / mediasoup-client >= 3.7
@@ -97,8 +103,19 @@ class IceLiteConnection:
                 "protocol": "udp",
                 "port": port,
                 "type": "host",
-            }
-        ]
+            })
+        if tcp_port is not None:  # ICE-TCP: the client connects (active), we listen (passive)
+            out.append({
+                "foundation": "tcpcandidate",
+                "priority": HOST_TCP_PRIORITY,
+                "address": address,
+                "ip": address,
+                "protocol": "tcp",
+                "port": tcp_port,
+                "type": "host",
+                "tcpType": "passive",
+            })
+        return out
 
     def restart(self) -> dict[str, Any]:
         """New ufrag/password (mediasoup restartIce). Tuples and DTLS are kept."""
@@ -118,7 +135,7 @@ class IceLiteConnection:
         tuple_ = self.selected_tuple
         if tuple_ is None:
             return False
-        return self._server.socket.sendto(data, tuple_)
+        return self._server.sendto(data, tuple_)
 
     def has_tuple(self, addr: Address) -> bool:
         return addr in self._tuples
@@ -162,6 +179,20 @@ class IceLiteConnection:
         self._tuples.pop(addr, None)
         if self._server._by_tuple.get(addr) is self:
             del self._server._by_tuple[addr]
+            self._server._release(addr)
+
+    def _tuple_lost(self, addr: Address) -> None:
+        """The tuple's TCP connection closed: select the most recently checked other tuple, if any."""
+        self._remove_tuple(addr)
+        if addr != self.selected_tuple or self.state == "closed":
+            return
+        if self._tuples:
+            self._select(max(self._tuples, key=self._tuples.__getitem__))
+        else:
+            self.selected_tuple = None
+            if self.on_selected is not None:
+                self.on_selected(None)
+            self._set_state("disconnected")  # consent checks on another path bring it back
 
     def _drop_other_tuples(self, keep: Address) -> None:
         """On renomination the other paths are stale; a path checked again is re-added."""
@@ -190,7 +221,7 @@ class IceLiteConnection:
 
     def _check_consent(self) -> None:
         self._timer = None
-        if self.state in ("closed", "disconnected"):
+        if self.state == "closed":  # "disconnected" by a lost ICE-TCP path still times out below
             return
         now = self.clock.now()
         deadline = now - self.consent_timeout_s
@@ -223,19 +254,28 @@ class IceLiteConnection:
             "iceRole": self.role,
             "iceState": self.state,
             "usernameFragment": self.ufrag,
-            "selectedTuple": None if sel is None else {"remoteIp": sel[0], "remotePort": sel[1], "protocol": "udp"},
-            "tuples": [{"remoteIp": t[0], "remotePort": t[1]} for t in self._tuples],
+            "selectedTuple": None if sel is None else {"remoteIp": sel[0], "remotePort": sel[1],
+                                                       "protocol": protocol_of(sel)},
+            "tuples": [{"remoteIp": t[0], "remotePort": t[1], "protocol": protocol_of(t)}
+                       for t in self._tuples],
             "validChecks": self.valid_checks,
             "renominations": self.renominations,
             "restarts": self.restarts,
         }
 
 
-class IceLiteServer:
-    """Answers ICE checks on one UdpSocket and demuxes datagrams to many IceLiteConnections."""
+def protocol_of(addr: Address) -> str:
+    return TCP if len(addr) == 3 else "udp"
 
-    def __init__(self, sock: UdpSocket, *, software: str | None = None) -> None:
+
+class IceLiteServer:
+    """Answers ICE checks on one UdpSocket (and a TcpListener, with ICE-TCP) and demuxes datagrams
+    to many IceLiteConnections."""
+
+    def __init__(self, sock: UdpSocket, *, software: str | None = None,
+                 tcp: TcpListener | None = None) -> None:
         self.socket = sock
+        self.tcp = tcp
         self.software = software
         self._by_ufrag: dict[str, IceLiteConnection] = {}
         self._by_tuple: dict[Address, IceLiteConnection] = {}
@@ -251,6 +291,10 @@ class IceLiteServer:
         self.malformed = 0  # unparseable STUN, bad fingerprint, empty datagrams
         self.unknown_tuple = 0  # non-STUN datagrams from no known tuple
         sock.on_datagram = self.datagram_received
+        if tcp is not None:
+            tcp.on_datagram = self.datagram_received
+            tcp.on_closed = self._tcp_closed
+            tcp.is_claimed = self._by_tuple.__contains__
 
     def create_connection(self, *, consent_timeout_s: float = 30.0, clock: Clock | None = None) -> IceLiteConnection:
         return IceLiteConnection(self, consent_timeout_s=consent_timeout_s, clock=clock)
@@ -258,6 +302,26 @@ class IceLiteServer:
     @property
     def connection_count(self) -> int:
         return len(self._by_ufrag)
+
+    # ------------------------------------------------------------------ sending
+    def sendto(self, data: bytes, addr: Address) -> bool:
+        """Send to a UDP or an ICE-TCP address (sync, never raises)."""
+        return self.sender_for(addr)(data, addr)
+
+    def sender_for(self, addr: Address) -> Callable[[bytes, Address], bool]:
+        """The bound send of ``addr``'s socket (transports cache it for the hot path)."""
+        if len(addr) == 3 and self.tcp is not None:
+            return self.tcp.sendto
+        return self.socket.sendto
+
+    def _release(self, addr: Address) -> None:
+        if len(addr) == 3 and self.tcp is not None:
+            self.tcp.release(addr)  # a dropped ICE-TCP tuple: close its connection
+
+    def _tcp_closed(self, addr: Address) -> None:
+        conn = self._by_tuple.get(addr)
+        if conn is not None:
+            conn._tuple_lost(addr)
 
     # ------------------------------------------------------------------ registry
     def _register(self, conn: IceLiteConnection) -> None:
@@ -273,6 +337,7 @@ class IceLiteServer:
             del self._by_ufrag[conn.ufrag]
         for addr in [a for a, c in self._by_tuple.items() if c is conn]:
             del self._by_tuple[addr]
+            self._release(addr)
 
     # ------------------------------------------------------------------ hot path
     def datagram_received(self, data: bytes, addr: Address) -> None:
@@ -332,7 +397,7 @@ class IceLiteServer:
         if self.software:
             response.attributes["SOFTWARE"] = self.software
         response.add_message_integrity(key)  # adds FINGERPRINT too
-        self.socket.sendto(bytes(response), addr)
+        self.sendto(bytes(response), addr)
         self.stun_success += 1
         conn._valid_check(addr, "USE-CANDIDATE" in attrs)
 
@@ -343,11 +408,12 @@ class IceLiteServer:
             response.add_message_integrity(key)
         else:
             response.add_fingerprint()
-        self.socket.sendto(bytes(response), addr)
+        self.sendto(bytes(response), addr)
 
     # ------------------------------------------------------------------ lifecycle
     def stats(self) -> dict[str, int]:
         return {
+            "tcpConnections": self.tcp.connection_count if self.tcp is not None else 0,
             "connections": len(self._by_ufrag),
             "tuples": len(self._by_tuple),
             "stunRequests": self.stun_requests,

@@ -26,7 +26,18 @@ class ProducerInfo(OutModel):
     source: Literal["mic", "camera", "screen"]
 
 
+class IceServer(OutModel):
+    """An RTCIceServer with TURN REST credentials (studyrooms/rooms/turn.py)."""
+
+    urls: list[str]
+    username: str
+    credential: str
+
+
 class JoinRoomResponse(OutModel):
+    """With TURN configured the ack also has ``iceServers: [IceServer]`` (and ``iceTransportPolicy:
+    "relay"`` when the operator forces relaying); see studyrooms/rooms/turn.py."""
+
     participant_id: str
     room_id: str
     participants: list[ParticipantInfo]

@@ -30,6 +30,7 @@ from .. import observability as obs
 from .limits import TokenBucket
 from .ports import DirectoryPort, NotifierPort
 from .room import Room
+from .turn import join_extras
 
 logger = logging.getLogger("studyrooms.room")
 
@@ -152,7 +153,8 @@ class RoomService:
             self._joining.discard(sid)
         self._by_sid[sid] = (room, participant.id)
         obs.bind_log_context(participant_id=participant.id)
-        return ack
+        # TURN credentials for this participant (fresh on every join; never logged)
+        return {**ack, **join_extras(self.settings.turn, participant.id, self.clock.wall())}
 
     async def _leave(self, sid: tuple[str, str]) -> None:
         joined = self._by_sid.pop(sid, None)

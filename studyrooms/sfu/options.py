@@ -21,6 +21,8 @@ class WorkerOptions:
     keyframe_request_interval_s: float = 1.0
     max_incoming_bitrate_bps: int | None = None
     certificate_validity_days: int = 365
+    enable_udp: bool = True  # offer the UDP host candidate
+    enable_tcp: bool = False  # also offer a passive ICE-TCP candidate (RFC 6544)
 
     @classmethod
     def from_settings(cls, media: Any) -> "WorkerOptions":

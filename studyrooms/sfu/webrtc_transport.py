@@ -1,7 +1,8 @@
 """WebRtcTransport (mediasoup's): ICE-lite + DTLS + SRTP toward one browser/client.
 
 Port modes: with a ``WebRtcServer`` the transport shares the worker's UDP port (demux by ufrag, then
-5-tuple); without one it binds its own UDP socket in [rtc_min_port, rtc_max_port].
+5-tuple); without one it binds its own UDP socket in [rtc_min_port, rtc_max_port]. With ``enable_tcp``
+there is also a passive ICE-TCP candidate (the WebRtcServer's TCP port, or the transport's own).
 
 Hot path, synchronous in the UDP callback (IceLiteServer -> ``_on_datagram``):
   first byte 128..191 -> SRTP: unprotect -> ``receive_rtp`` / ``receive_rtcp`` (RFC 5761 demux)
@@ -22,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from ..clock import Clock, SystemClock
 from ..errors import InvalidRequestError, InvalidStateError
 from ..net.dtls import DtlsEndpoint
-from ..net.ice import IceLiteConnection, IceLiteServer
+from ..net.ice import IceLiteConnection, IceLiteServer, protocol_of
+from ..net.tcp import bind_tcp
 from ..net.udp import Address, UdpSocket, bind_udp
 from .options import WebRtcTransportOptions, WorkerOptions
 from .transport import Transport
@@ -124,14 +126,18 @@ class WebRtcTransport(Transport):
             port_range=(worker_options.rtc_min_port, worker_options.rtc_max_port),
             buffer_bytes=worker_options.socket_buffer_bytes,
         )
+        tcp = None
         try:
+            if worker_options.enable_tcp:
+                tcp = await bind_tcp(worker_options.listen_ip, sock.local_address[1],
+                                     port_range=(worker_options.rtc_min_port, worker_options.rtc_max_port))
             return cls(
                 router,
                 transport_id,
                 options=options,
                 worker_options=worker_options,
                 certificate=certificate,
-                ice_server=IceLiteServer(sock),
+                ice_server=IceLiteServer(sock, tcp=tcp),
                 listen_ip=worker_options.listen_ip,
                 announced_ip=worker_options.announced_ip,
                 port=sock.local_address[1],
@@ -140,6 +146,8 @@ class WebRtcTransport(Transport):
             )
         except BaseException:
             sock.close()
+            if tcp is not None:
+                tcp.close()
             raise
 
     # ------------------------------------------------------------------ signalling
@@ -149,7 +157,10 @@ class WebRtcTransport(Transport):
 
     @property
     def ice_candidates(self) -> list[dict[str, Any]]:
-        return self.ice.candidates(self._listen_ip, self._announced_ip, self._port)
+        tcp = self._ice_server.tcp
+        return self.ice.candidates(self._listen_ip, self._announced_ip, self._port,
+                                   udp=self._worker_options.enable_udp,
+                                   tcp_port=tcp.port if tcp is not None else None)
 
     @property
     def dtls_parameters(self) -> dict[str, Any]:
@@ -197,9 +208,11 @@ class WebRtcTransport(Transport):
         return self.ice.restart()
 
     # ------------------------------------------------------------------ state callbacks
-    def _on_ice_selected(self, addr: Address) -> None:
-        self._tuple = addr
-        self.dtls.set_writable()
+    def _on_ice_selected(self, addr: Address | None) -> None:
+        self._tuple = addr  # None: the selected ICE-TCP connection closed and no other path is left
+        if addr is not None:
+            self._send_to = self._ice_server.sender_for(addr)
+            self.dtls.set_writable()
 
     def _on_ice_state(self, state: str) -> None:
         self.observer.emit("icestatechange", state)
@@ -290,6 +303,8 @@ class WebRtcTransport(Transport):
         if self._own_socket is not None:
             self._ice_server.close()
             self._own_socket.close()
+            if self._ice_server.tcp is not None:
+                self._ice_server.tcp.close()
 
     async def wait_closed(self) -> None:
         """Let cancelled handshake tasks finish (tests)."""
@@ -324,10 +339,10 @@ class WebRtcTransport(Transport):
                 if sel is None
                 else {
                     "localIp": self._announced_ip or self._listen_ip,
-                    "localPort": self._port,
+                    "localPort": self._port if protocol_of(sel) == "udp" else self._ice_server.tcp.port,
                     "remoteIp": sel[0],
                     "remotePort": sel[1],
-                    "protocol": "udp",
+                    "protocol": protocol_of(sel),
                 },
                 "srtpDroppedEarly": self.srtp_dropped_early,
                 "garbageDropped": self.garbage,

@@ -58,6 +58,7 @@ class Worker:
                 announced_ip=opts.announced_ip,
                 port_range=(opts.rtc_min_port, opts.rtc_max_port),
                 buffer_bytes=opts.socket_buffer_bytes,
+                enable_tcp=opts.enable_tcp,
             )
         logger.info("worker %s started (pid %s, port mode %s)", worker.id, worker.pid, worker.options.port_mode)
         return worker

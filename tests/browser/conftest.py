@@ -151,7 +151,13 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(web_dist, tmp_path_factory) -> Server:
+def server_env() -> dict[str, str]:
+    """Extra environment of the module's server (a test module overrides it, e.g. TURN settings)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def server(web_dist, tmp_path_factory, server_env) -> Server:
     """`studyrooms serve --host 127.0.0.1 --port <free>`; waits for /healthz == 200; SIGTERM at the end."""
     exe = REPO / ".venv" / "bin" / "studyrooms"
     if not exe.exists():
@@ -175,6 +181,7 @@ def server(web_dist, tmp_path_factory) -> Server:
         STUDYROOMS_ROOMS_AUDIO_ONLY_THRESHOLD=str(AUDIO_ONLY_THRESHOLD),
         STUDYROOMS_SERVER_WEB_ROOT=str(web_dist),
     )
+    env.update(server_env)
     # RAY_ADDRESS (a cluster CI started) is passed through unchanged: the server attaches to it.
     cmd = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)]
     log = open(log_path, "wb")

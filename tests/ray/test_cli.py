@@ -40,6 +40,7 @@ def clean_env(**extra: str) -> dict:
         (["--host", "0.0.0.0"], {}, "STUDYROOMS_AUTH_SECRET"),
         ([], {"STUDYROOMS_RTC_MIN_PORT": "abc"}, "rtc_min_port"),
         (["--workers", "0"], {}, "num_workers"),
+        ([], {"STUDYROOMS_TURN_URLS": "turn:turn.example.org:3478"}, "STUDYROOMS_TURN_SECRET"),
     ],
 )
 def test_bad_setting_exits_2_with_one_line(args, env, needle):

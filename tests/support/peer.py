@@ -15,10 +15,11 @@ from typing import Any, Protocol
 
 import aioice.ice
 import numpy as np
-from aiortc import AudioStreamTrack, VideoStreamTrack
+from aiortc import AudioStreamTrack, RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 from pymediasoup import AiortcHandler, Device
+from pymediasoup.handlers import aiortc_handler
 from pymediasoup.rtp_parameters import RtpCapabilities
 
 # aioice leaves 127.0.0.1 out of host candidates; tests stay on loopback.
@@ -192,15 +193,36 @@ class FrameCounter:
                 pass
 
 
-class Peer:
-    """One participant: a pymediasoup Device with a send and a recv transport."""
+class PolicyAiortcHandler(AiortcHandler):
+    """pymediasoup's AiortcHandler builds its RTCConfiguration from iceServers only and drops
+    iceTransportPolicy; aiortc (aioice) supports relay-only, so pass it on."""
 
-    def __init__(self, signal: Signal, *, video: bool = False, audio: bool = False) -> None:
+    def run(self, **kwargs: Any) -> None:
+        if kwargs.get("iceTransportPolicy") != "relay":
+            return super().run(**kwargs)
+        original = aiortc_handler.RTCConfiguration
+        aiortc_handler.RTCConfiguration = lambda iceServers=None: RTCConfiguration(  # type: ignore[misc]
+            iceServers=iceServers, iceTransportPolicy=RTCIceTransportPolicy.RELAY)
+        try:
+            return super().run(**kwargs)
+        finally:
+            aiortc_handler.RTCConfiguration = original
+
+
+class Peer:
+    """One participant: a pymediasoup Device with a send and a recv transport.
+
+    ``ice_servers``: the join-room ack's ``iceServers`` (TURN); ``relay_only``: relayed candidates only."""
+
+    def __init__(self, signal: Signal, *, video: bool = False, audio: bool = False,
+                 ice_servers: list[dict] | None = None, relay_only: bool = False) -> None:
         self.signal = signal
         self.video_track = PatternTrack() if video else None
         self.audio_track = AudioStreamTrack() if audio else None
         tracks = [t for t in (self.video_track, self.audio_track) if t is not None]
-        self.device = Device(handlerFactory=AiortcHandler.createFactory(tracks=tracks))
+        self.device = Device(handlerFactory=PolicyAiortcHandler.createFactory(tracks=tracks))
+        self.ice_servers = [RTCIceServer(**server) for server in ice_servers or []]
+        self.ice_transport_policy = "relay" if relay_only else None
         self.send_transport = None
         self.recv_transport = None
         self.producers: dict[str, Any] = {}
@@ -215,7 +237,8 @@ class Peer:
         info = await self.signal.create_transport(direction)
         kwargs = dict(
             id=info["id"], iceParameters=info["iceParameters"], iceCandidates=info["iceCandidates"],
-            dtlsParameters=info["dtlsParameters"], sctpParameters=None, iceServers=[],
+            dtlsParameters=info["dtlsParameters"], sctpParameters=None, iceServers=list(self.ice_servers),
+            iceTransportPolicy=self.ice_transport_policy,
         )
         if direction == "send":
             transport = self.device.createSendTransport(**kwargs)

@@ -22,6 +22,7 @@ const client = new RoomClient({
     reconnection: false, // a new socket is a new participant: we rejoin explicitly instead
   })),
   createDevice: () => new Device(),
+  forceRelay: params.get('relay') === '1', // media only through TURN (docs/deployment.md)
 });
 
 let renderQueued = false;
@@ -190,6 +191,7 @@ window.studyrooms = {
   get state() { return client.snapshot(); },
   stats: () => client.stats(),
   sendStats: () => client.sendStats(),
+  icePaths: () => client.icePaths(),
   join: (roomId, displayName) => joinRoom(roomId, displayName),
   leave: () => leaveRoom(),
   toggleMic: () => client.toggleMic(),

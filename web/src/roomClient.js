@@ -2,6 +2,7 @@
 // No DOM here: the UI (ui.js) renders `client.snapshot()` on every 'change' event.
 
 import { RequestError } from './signaling.js';
+import { iceOptions, selectedPath } from './ice.js';
 
 /** Camera simulcast: three layers, lowest first. The server may forward only one; all still work. */
 export const CAMERA_ENCODINGS = [
@@ -40,9 +41,11 @@ export class RoomClient extends Emitter {
    * @param {(token: string) => import('./signaling.js').Signaling} deps.connect
    * @param {() => import('mediasoup-client').Device} deps.createDevice
    * @param {MediaDevices} [deps.mediaDevices]
+   * @param {boolean} [deps.forceRelay] media only through the TURN relay (the page's ?relay=1)
    */
-  constructor({ connect, createDevice, mediaDevices = globalThis.navigator?.mediaDevices }) {
+  constructor({ connect, createDevice, mediaDevices = globalThis.navigator?.mediaDevices, forceRelay = false }) {
     super();
+    this.forceRelay = forceRelay;
     this._connect = connect;
     this._createDevice = createDevice;
     this._mediaDevices = mediaDevices;
@@ -54,6 +57,7 @@ export class RoomClient extends Emitter {
     this.device = null;
     this.sendTransport = null;
     this.recvTransport = null;
+    this.ice = {}; // {iceServers?, iceTransportPolicy?} for every transport of this join (ice.js)
     this.joined = false;
     this.joining = false;
     this.roomId = null;
@@ -93,14 +97,15 @@ export class RoomClient extends Emitter {
       for (const p of joinData.producers || []) {
         if (p.participantId !== this.participantId) this._addRemoteProducer(p);
       }
+      this.ice = iceOptions(joinData, { forceRelay: this.forceRelay });
       this.device = this._createDevice();
       await this.device.load({ routerRtpCapabilities: joinData.rtpCapabilities });
       const [sendParams, recvParams] = await Promise.all([
         this.signaling.request('create-transport', { direction: 'send' }),
         this.signaling.request('create-transport', { direction: 'recv' }),
       ]);
-      this.sendTransport = this.device.createSendTransport(transportOptions(sendParams));
-      this.recvTransport = this.device.createRecvTransport(transportOptions(recvParams));
+      this.sendTransport = this.device.createSendTransport({ ...transportOptions(sendParams), ...this.ice });
+      this.recvTransport = this.device.createRecvTransport({ ...transportOptions(recvParams), ...this.ice });
       this._wireTransport(this.sendTransport, 'send');
       this._wireTransport(this.recvTransport, 'recv');
       this.sendTransport.on('produce', ({ kind, rtpParameters, appData }, callback, errback) => {
@@ -572,6 +577,8 @@ export class RoomClient extends Emitter {
       transports: {
         send: this.sendTransport ? this.sendTransport.connectionState : null,
         recv: this.recvTransport ? this.recvTransport.connectionState : null,
+        iceTransportPolicy: this.ice.iceTransportPolicy || 'all',
+        turn: Boolean(this.ice.iceServers),
       },
       incomingVideo: this.incomingVideo,
       recommendAudioOnly: this.recommendAudioOnly,
@@ -606,6 +613,11 @@ export class RoomClient extends Emitter {
   }
 
   /** Outbound stats of the send transport (per encoding), for diagnostics. */
+  /** The selected ICE candidate pair of each transport (relay or direct, UDP or TCP). */
+  async icePaths() {
+    return { send: await selectedPath(this.sendTransport), recv: await selectedPath(this.recvTransport) };
+  }
+
   async sendStats() {
     if (!this.sendTransport) return [];
     const out = [];
