@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..clock import Clock, SystemClock
 from ..errors import InvalidRequestError, InvalidStateError
+from ..media import fastpath
 from ..net.dtls import DtlsEndpoint
 from ..net.ice import IceLiteConnection, IceLiteServer
 from ..net.udp import Address, UdpSocket, bind_udp
@@ -84,6 +85,8 @@ class WebRtcTransport(Transport):
         self._tuple: Address | None = None  # ICE-selected tuple, cached for send
         self._connect_task: asyncio.Task | None = None
         self._connected_called = False
+        if fastpath.active():
+            self.fast_cell = fastpath.TransportCell(require_srtp=True)
         # counters beyond the base's
         self.srtp_dropped_early = 0  # SRTP before DTLS was connected
         self.garbage = 0  # neither DTLS nor SRTP
@@ -199,6 +202,8 @@ class WebRtcTransport(Transport):
     # ------------------------------------------------------------------ state callbacks
     def _on_ice_selected(self, addr: Address) -> None:
         self._tuple = addr
+        if self.fast_cell is not None:
+            self.fast_cell.set_destination(self._ice_server.socket._raw, addr)
         self.dtls.set_writable()
 
     def _on_ice_state(self, state: str) -> None:
@@ -212,10 +217,14 @@ class WebRtcTransport(Transport):
     def _on_dtls_state(self, state: str) -> None:
         if state == "connected":
             self._srtp = self.dtls.srtp
+            if self.fast_cell is not None and self._srtp is not None:
+                self.fast_cell.set_srtp(*self._srtp.tx_protect_addresses())
             self.observer.emit("dtlsstatechange", state)
             self._set_media_ready()
             return
         self._srtp = None
+        if self.fast_cell is not None:
+            self.fast_cell.clear_srtp()
         self.observer.emit("dtlsstatechange", state)
         if state == "failed":
             self.close("dtls-failed")
@@ -279,6 +288,8 @@ class WebRtcTransport(Transport):
 
     # ------------------------------------------------------------------ lifecycle
     def _close_network(self) -> None:
+        if self.fast_cell is not None:
+            self.fast_cell.close()  # before any socket closes: the core must not send on a closed fd
         self._srtp = None
         self._tuple = None
         task = self._connect_task
@@ -337,6 +348,9 @@ class WebRtcTransport(Transport):
         srtp = self.dtls.srtp
         if srtp is not None:
             out.update(srtp.stats())
+            if self.fast_cell is not None:
+                out["srtpProtected"] += self.fast_cell.c.srtp_protected
+                out["srtpOtherFailures"] += self.fast_cell.c.srtp_failures
         if self._own_socket is not None:
             out["udp"] = self._own_socket.stats()
         return out
