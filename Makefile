@@ -4,6 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+FANOUT := $(VENV)/.fanout-built
 
 .PHONY: setup serve test test-fast web chromium lint-imports bench clean
 
@@ -14,7 +15,13 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
-setup: $(STAMP)
+# The compiled fan-out core (STUDYROOMS_MEDIA_FAST_PATH): gcc + Python headers, built in place.
+$(FANOUT): $(STAMP) studyrooms/media/fanout.c studyrooms/media/fanout.h studyrooms/media/fanout_build.py
+	bash scripts/install-build-deps.sh $(BIN)/python
+	$(BIN)/python -m studyrooms.media.fanout_build
+	touch $(FANOUT)
+
+setup: $(STAMP) $(FANOUT)
 
 web: setup
 	bash scripts/build-web.sh
@@ -39,4 +46,4 @@ bench: setup
 	$(BIN)/python -m benchmarks.forwarding $(ARGS)
 
 clean:
-	rm -rf $(VENV) web/dist web/node_modules .pytest_cache
+	rm -rf $(VENV) web/dist web/node_modules .pytest_cache studyrooms/media/_fanout*.so

@@ -126,9 +126,17 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from studyrooms.errors import StudyRoomsError
 
+    from studyrooms.media import fastpath
+
     from .runtime import init_ray
 
     import ray
+
+    try:  # STUDYROOMS_MEDIA_FAST_PATH=on without the compiled core: refuse to start (auto warns once)
+        fastpath.configure()
+    except StudyRoomsError as exc:
+        print(f"studyrooms: could not start: {exc.message}", file=sys.stderr, flush=True)
+        return 1
 
     try:
         started = init_ray(settings.server.ray_address, media_slots=settings.server.num_workers)

@@ -23,6 +23,7 @@ import socket
 import struct
 from typing import Any, Sequence
 
+from studyrooms.errors import InvalidRequestError, UnsupportedError
 from studyrooms.media.rtp import PT_SEQ_TS_SSRC
 from studyrooms.media.send_stream import SendStream
 
@@ -41,7 +42,7 @@ _active = False
 _warned = False
 
 
-class FastPathUnavailableError(RuntimeError):
+class FastPathUnavailableError(UnsupportedError):
     """STUDYROOMS_MEDIA_FAST_PATH=on but the compiled core cannot be loaded."""
 
 
@@ -65,7 +66,7 @@ def configure(mode: str | None = None) -> bool:
     if mode is None:
         mode = (os.environ.get(ENV) or "auto").strip().lower()
     if mode not in MODES:
-        raise ValueError(f"{ENV} must be one of {', '.join(MODES)}, not {mode!r}")
+        raise InvalidRequestError(f"{ENV} must be one of {', '.join(MODES)}, not {mode!r}")
     _mode = mode
     if mode == "off":
         _active = False
