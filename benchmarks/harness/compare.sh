@@ -6,7 +6,7 @@
 #   benchmarks/harness/compare.sh OUT_DIR [REPS] [DURATION_S]
 # Repetition r runs every SFU over the whole (pps x N) matrix, the SFU order rotating per repetition.
 # Results: OUT_DIR/results.jsonl (bench.py's schema) and OUT_DIR/summary.md (summarize.py medians).
-# Wrap it in `flock /work/wt/.heavy.lock` on a shared machine.
+# LOCK=file: each repetition holds `flock LOCK` (a shared machine: heavy runs take turns).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=$(realpath -m "$1"); REPS=${2:-3}; DUR=${3:-10}
@@ -31,11 +31,11 @@ run() {  # label, adapter command...
 labels=(studyrooms-compiled studyrooms-python pyfwd-blocking)
 [ -z "${NO_JANUS:-}" ] && labels+=(janus)
 [ -n "${BEFORE:-}" ] && labels+=(studyrooms-before)
-for ((r = 0; r < REPS; r++)); do
-  n=${#labels[@]}
+one_rep() {
+  local r=$1 n=${#labels[@]}
   for ((k = 0; k < n; k++)); do
     label=${labels[$(( (k + r) % n ))]}
-    echo "rep $r: $label" >&2
+    echo "rep $r: $label $(date -u +%T)" >&2
     case $label in
       studyrooms-compiled) STUDYROOMS_MEDIA_FAST_PATH=on run "$label" "$PY" "$PWD/benchmarks/harness/studyrooms_adapter.py" ;;
       studyrooms-python) STUDYROOMS_MEDIA_FAST_PATH=off run "$label" "$PY" "$PWD/benchmarks/harness/studyrooms_adapter.py" ;;
@@ -44,6 +44,13 @@ for ((r = 0; r < REPS; r++)); do
       janus) run "$label" python3 "$HARNESS/adapters/janus_adapter.py" --janus-pid "$JPID" ;;
     esac
   done
+}
+for ((r = 0; r < REPS; r++)); do
+  if [ -n "${LOCK:-}" ]; then
+    exec 9>"$LOCK"; flock 9; one_rep "$r"; flock -u 9; exec 9>&-
+  else
+    one_rep "$r"
+  fi
 done
 python3 "$HARNESS/summarize.py" "$OUT/results.jsonl" > "$OUT/summary.md"
 cat "$OUT/summary.md"

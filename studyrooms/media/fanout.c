@@ -124,8 +124,9 @@ static void sr_send(sr_transport *t, unsigned char *buf, int len, sr_packet *m) 
         t->tx_dropped++;
         return;
     }
-    ssize_t r = sendto(t->fd, buf, (size_t)len, MSG_DONTWAIT, (const struct sockaddr *)t->addr,
-                       (socklen_t)t->addrlen);
+    ssize_t r = t->addrlen ? sendto(t->fd, buf, (size_t)len, MSG_DONTWAIT, (const struct sockaddr *)t->addr,
+                                    (socklen_t)t->addrlen)
+                           : send(t->fd, buf, (size_t)len, MSG_DONTWAIT);
     if (r < 0) {
         t->tx_dropped++;
         return;
@@ -226,5 +227,28 @@ int sr_fanout(const unsigned char *pkt, int len, sr_packet *m, sr_consumer **cs,
         if (flags) events[nev++] = (i << 2) | flags;
         sr_send(c->transport, b, len, m);
     }
+    return nev;
+}
+
+int sr_fanout_args(const unsigned char *pkt, int len, int layer, unsigned int seq, unsigned int ts, int keyframe,
+                   long long source_ssrc, int payload_offset, int payload_end, int mid_value_offset, double now,
+                   sr_history *hist, unsigned long long ext_seq, int twcc_value_offset,
+                   sr_consumer **cs, int n, int *events, int *gated) {
+    sr_packet m;
+    m.layer = layer;
+    m.seq = seq;
+    m.ts = ts;
+    m.keyframe = keyframe;
+    m.source_ssrc = source_ssrc;
+    m.payload_len = payload_end - payload_offset;
+    m.mid_value_offset = mid_value_offset;
+    m.payload_offset = payload_offset;
+    m.payload_end = payload_end;
+    m.now = now;
+    m.ext_seq = ext_seq;
+    m.hist = hist;
+    m.twcc_value_offset = twcc_value_offset;
+    int nev = sr_fanout(pkt, len, &m, cs, n, events);
+    *gated = m.gated;
     return nev;
 }

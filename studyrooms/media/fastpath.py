@@ -36,6 +36,7 @@ RECORD_RING = 1024  # transport-wide send records kept per transport
 
 ffi: Any = None
 lib: Any = None
+_fanout_args: Any = None
 _import_error: str | None = None
 _mode: str | None = None
 _active = False
@@ -55,7 +56,9 @@ def _load() -> bool:
     except Exception as exc:  # noqa: BLE001 - ImportError, or a broken build
         _import_error = f"{type(exc).__name__}: {exc}"
         return False
+    global _fanout_args
     ffi, lib = _fanout.ffi, _fanout.lib
+    _fanout_args = lib.sr_fanout_args
     return True
 
 
@@ -127,13 +130,15 @@ class TransportCell:
         self.c.require_srtp = 1 if require_srtp else 0
         self._records: Any = None
 
-    def set_destination(self, sock: socket.socket | None, addr: tuple | None) -> None:
+    def set_destination(self, sock: socket.socket | None, addr: tuple | None, connected: bool = False) -> None:
+        """Send on ``sock`` to ``addr`` (``connected``: the socket is connected to it: send(2))."""
         if sock is None or addr is None:
             self.c.fd = -1
             return
-        raw = _sockaddr(addr)
+        raw = b"" if connected else _sockaddr(addr)
         self.c.addrlen = len(raw)
-        ffi.memmove(self.c.addr, raw, len(raw))
+        if raw:
+            ffi.memmove(self.c.addr, raw, len(raw))
         self.c.fd = sock.fileno()
 
     def set_srtp(self, ctx_address: int, protect_address: int) -> None:
@@ -353,13 +358,13 @@ class Fanout:
     """One producer's compiled fan-out: the consumers' ``sr_consumer`` array and a reused
     ``sr_packet``. ``run`` returns the events the caller must handle (layer switches, bitrate samples)."""
 
-    __slots__ = ("consumers", "_arr", "_events", "_m", "_n", "_hists", "history_packets")
+    __slots__ = ("consumers", "_arr", "_events", "_gated", "_n", "_hists", "history_packets")
 
     def __init__(self) -> None:
         self.consumers: tuple = ()
         self._arr: Any = ffi.NULL
         self._events: Any = ffi.NULL
-        self._m = ffi.new("sr_packet *")
+        self._gated = ffi.new("int *")
         self._n = 0
         self._hists: dict[int, History] = {}
         self.history_packets = 0
@@ -385,29 +390,21 @@ class Fanout:
             self._hists[index] = h
         return h
 
-    def run(self, pkt: bytearray, index: int, stream: Any, store: bool, twcc_value_offset: int = -1) -> tuple[int, Any]:
-        m = self._m
-        m.layer = index
-        m.seq = stream.last_seq
-        m.ts = stream.last_ts
-        m.keyframe = 1 if stream.last_keyframe else 0
-        m.source_ssrc = stream.ssrc
-        off = stream.last_payload_offset
-        end = stream.last_payload_end
-        m.payload_len = end - off
-        m.payload_offset = off
-        m.payload_end = end
-        m.mid_value_offset = stream.mid_value_offset
-        m.now = stream.last_receive_time
-        m.twcc_value_offset = twcc_value_offset
+    def run(self, pkt: bytearray, index: int, stream: Any, store: bool, twcc_value_offset: int = -1) -> tuple[int, int]:
+        """Forward one normalised ingress packet (``stream``'s last_* fields describe it). Returns
+        (events, consumers that dropped it waiting for a keyframe)."""
+        hist = ffi.NULL
         if store:
             h = self.history(index)
-            m.hist = h.c if h is not None else ffi.NULL
-            m.ext_seq = stream.last_ext_seq
-        else:
-            m.hist = ffi.NULL
-        nev = lib.sr_fanout(ffi.from_buffer(pkt), len(pkt), m, self._arr, self._n, self._events)
-        return nev, m.gated
+            if h is not None:
+                hist = h.c
+        nev = _fanout_args(
+            ffi.from_buffer(pkt), len(pkt), index, stream.last_seq, stream.last_ts, 1 if stream.last_keyframe else 0,
+            stream.ssrc, stream.last_payload_offset, stream.last_payload_end, stream.mid_value_offset,
+            stream.last_receive_time, hist, stream.last_ext_seq, twcc_value_offset, self._arr, self._n, self._events,
+            self._gated,
+        )
+        return nev, self._gated[0]
 
     def event(self, i: int) -> int:
         return self._events[i]
