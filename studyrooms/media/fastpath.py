@@ -360,13 +360,15 @@ class Fanout:
 
     __slots__ = ("consumers", "_arr", "_events", "_gated", "_n", "_hists", "history_packets")
 
-    def __init__(self) -> None:
+    def __init__(self, histories: dict[int, History] | None = None) -> None:
         self.consumers: tuple = ()
         self._arr: Any = ffi.NULL
         self._events: Any = ffi.NULL
         self._gated = ffi.new("int *")
         self._n = 0
-        self._hists: dict[int, History] = {}
+        # encoding index -> History. Consumers' ring entries point into these: the owner (the
+        # producer) keeps them for its whole life, and one is never replaced once created.
+        self._hists: dict[int, History] = {} if histories is None else histories
         self.history_packets = 0
 
     def set_consumers(self, consumers: Sequence[Any]) -> None:
@@ -385,7 +387,7 @@ class Fanout:
         if self.history_packets <= 1:
             return None
         h = self._hists.get(index)
-        if h is None or h.c.slots < self.history_packets:
+        if h is None:  # sized for the consumers of now; a later bigger ring just finds fewer packets
             h = History(self.history_packets)
             self._hists[index] = h
         return h

@@ -91,6 +91,7 @@ class Producer:
         self._deferred_keyframe: list[Any] = [None] * len(self.stream_params)
         self._consumers: tuple["Consumer", ...] = ()
         self._fan: Fanout | None = None  # the compiled core's view of the FastConsumers
+        self._histories: dict = {}  # encoding -> fastpath.History (kept while the producer lives)
         self._slow: tuple["Consumer", ...] = ()  # consumers forwarded in Python
         self._out: list = []  # (send, packet) of one ingress packet, sent after the rewrites
         self._consumer_set: dict[str, "Consumer"] = {}
@@ -271,7 +272,7 @@ class Producer:
         self._slow = tuple(c for c in self._consumers if not c.fast)
         if fast:
             if self._fan is None:
-                self._fan = Fanout()
+                self._fan = Fanout(self._histories)
             self._fan.set_consumers(fast)
         else:
             self._fan = None
