@@ -133,7 +133,7 @@ def serve(args: argparse.Namespace) -> int:
     import ray
 
     try:  # STUDYROOMS_MEDIA_FAST_PATH=on without the compiled core: refuse to start (auto warns once)
-        fastpath.configure()
+        fastpath.configure(settings.media.fast_path)
     except StudyRoomsError as exc:
         print(f"studyrooms: could not start: {exc.message}", file=sys.stderr, flush=True)
         return 1

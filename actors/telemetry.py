@@ -38,8 +38,7 @@ from studyrooms import observability as obs
 logger = logging.getLogger("studyrooms.telemetry")
 
 #: environment variables forwarded to actors (runtime_env) so every process exports the same way
-FORWARDED_ENV_PREFIXES = ("OTEL_", "STUDYROOMS_SPANS_DIR", "STUDYROOMS_LOG_FORMAT", "STUDYROOMS_DEBUG_TAGS",
-                          "STUDYROOMS_MEDIA_FAST_PATH")
+FORWARDED_ENV_PREFIXES = ("OTEL_", "STUDYROOMS_SPANS_DIR", "STUDYROOMS_LOG_FORMAT", "STUDYROOMS_DEBUG_TAGS")
 
 _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {"tracer_provider": None, "meter_provider": None, "prometheus": False, "component": None}

@@ -36,6 +36,10 @@ class MediaSettings(_Model):
     keyframe_request_interval_s: float = Field(1.0, ge=0)
     max_incoming_bitrate_bps: int | None = Field(None, ge=10_000)
     certificate_validity_days: int = Field(365, ge=1)
+    # per-copy forwarding work in the compiled fan-out core (studyrooms/media/fanout.c, built by
+    # `make setup`): auto = use it if it loads, else pure Python with one warning; on = refuse to
+    # start without it; off = pure Python (STUDYROOMS_MEDIA_FAST_PATH)
+    fast_path: Literal["auto", "on", "off"] = "auto"
 
     @model_validator(mode="after")
     def _check_range(self) -> "MediaSettings":

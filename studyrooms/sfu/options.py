@@ -21,6 +21,9 @@ class WorkerOptions:
     keyframe_request_interval_s: float = 1.0
     max_incoming_bitrate_bps: int | None = None
     certificate_validity_days: int = 365
+    # "auto" | "on" | "off": (re)configure studyrooms.media.fastpath for this process when the worker
+    # starts; None keeps what the process has (STUDYROOMS_MEDIA_FAST_PATH, or a test's choice)
+    fast_path: str | None = None
 
     @classmethod
     def from_settings(cls, media: Any) -> "WorkerOptions":

@@ -48,7 +48,10 @@ class Worker:
         clock: Clock | None = None,
     ) -> "Worker":
         # STUDYROOMS_MEDIA_FAST_PATH: 'on' without the compiled core refuses to start (raises here)
-        fastpath.active()
+        if options is not None and options.fast_path is not None:
+            fastpath.configure(options.fast_path)
+        else:
+            fastpath.active()
         worker = cls(worker_id or new_id(), options or WorkerOptions(), index=index, clock=clock)
         if worker.options.port_mode == "shared":
             from .webrtc_server import WebRtcServer
