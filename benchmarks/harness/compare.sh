@@ -19,7 +19,7 @@ M="$M --out $OUT/results.jsonl"
 JANUS_DIR=$OUT/janus
 if [ -z "${NO_JANUS:-}" ]; then
   DIR=$JANUS_DIR bash "$HARNESS/janus/start_janus.sh" > "$OUT/janus-start.log"
-  trap 'kill "$(cat "$JANUS_DIR/janus.pid")" 2>/dev/null || true' EXIT
+  trap 'kill "$(cat "$JANUS_DIR/janus.pid")" 2>/dev/null || true' EXIT INT TERM
   JPID=$(cat "$JANUS_DIR/janus.pid")
 fi
 
