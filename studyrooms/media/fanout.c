@@ -138,7 +138,8 @@ static void sr_send(sr_transport *t, unsigned char *buf, int len, sr_packet *m) 
 int sr_fanout(const unsigned char *pkt, int len, sr_packet *m, sr_consumer **cs, int n, int *events) {
     int nev = 0;
     m->gated = 0;
-    if (len < 12 || len > SR_BUF - SR_TRAILER) return 0;
+    if (len < 12) return 0;
+    if (len > SR_BUF - SR_TRAILER) return -1;  /* bigger than the scratch buffer: Python forwards it */
     sr_history *h = m->hist;
     unsigned int slot = 0;
     unsigned long long gen = 0;

@@ -95,7 +95,7 @@ typedef struct sr_packet {        /* one normalised ingress packet, computed onc
 
 /* Forward one ingress packet to n consumers. events[] gets (consumer index << 2 | flags) for
  * consumers Python must look at afterwards: 1 = switched layer, 2 = bitrate sample due.
- * Returns the number of events. */
+ * Returns the number of events; -1 (nothing done) for a packet too big for the scratch buffer. */
 int sr_fanout(const unsigned char *pkt, int len, sr_packet *m, sr_consumer **cs, int n, int *events);
 
 /* The same with the ingress fields as arguments (one cffi call instead of a dozen struct stores);

@@ -276,6 +276,16 @@ class FastSendStream(SendStream):
     def _mid_value(self, value: bytes) -> None:
         ffi.memmove(self._c.mid_value, bytes(value)[:8].ljust(8, b"\x00"), 8)
 
+    # derived from the C fields (the core updates the element id): never stale for the Python twin
+    @property
+    def _mid_elem(self) -> bytes:
+        c = self._c
+        return bytes((((c.mid_elem_id & 0x0F) << 4) | (c.mid_len_nibble & 0x0F),)) + bytes(ffi.buffer(c.mid_value, 8))
+
+    @_mid_elem.setter
+    def _mid_elem(self, value: bytes) -> None:
+        self._c.mid_elem_id = value[0] >> 4
+
     @property
     def cell(self) -> Any:
         return self._c

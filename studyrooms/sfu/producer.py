@@ -168,6 +168,8 @@ class Producer:
         if fan is not None:
             # the compiled core: every FastConsumer's rewrite, protect, history entry and send
             nev, gated = fan.run(pkt, key, stream, fan.history_packets > 1)
+            if nev < 0:  # too big for the core's buffer (> 1900 bytes): the Python twin forwards it
+                slow = self._consumers
             for _ in range(gated):  # as many requests as the Python path makes (throttled)
                 self.request_key_frame(key)
             for i in range(nev):

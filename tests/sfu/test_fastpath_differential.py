@@ -230,3 +230,17 @@ async def test_srtp_same_plaintext_and_compiled_core_protects_with_libsrtp(world
     assert py_sink.rtp == fast_sink.rtp  # decrypted with each transport's own key
     stats = fast.transport.get_stats()
     assert stats["srtpProtected"] >= 20 and fast.transport.fast_cell.c.srtp_protected == 20
+
+
+async def test_a_packet_too_big_for_the_core_is_forwarded_by_the_python_twin(world):
+    producer_id, sender, target = await world.producer(1)
+    py, py_sink = await world.consumer(producer_id, "python")
+    fast, fast_sink = await world.consumer(producer_id, "compiled")
+    world.align(py, fast)
+    for i, size in enumerate((200, 1950, 300)):  # plain RTP on loopback may exceed the core's 1900 bytes
+        sender.sendto(build_rtp(payload_type=96, seq=10 + i, ts=3000 * i, ssrc=SSRCS[0], marker=True,
+                                payload=vp8(i, i, i == 0)[:9] + bytes(size), extensions=[(9, b"0")]), target)
+        await asyncio.sleep(0.01)
+    await until(lambda: len(py_sink.rtp) >= 3 and len(fast_sink.rtp) >= 3)
+    assert py_sink.rtp == fast_sink.rtp and len(fast_sink.rtp[1]) > 1950
+    assert fast.send_stream.packets == 3
