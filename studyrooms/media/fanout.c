@@ -138,6 +138,7 @@ static void sr_send(sr_transport *t, unsigned char *buf, int len, sr_packet *m) 
 int sr_fanout(const unsigned char *pkt, int len, sr_packet *m, sr_consumer **cs, int n, int *events) {
     int nev = 0;
     m->gated = 0;
+    m->sent = 0;
     if (len < 12) return 0;
     if (len > SR_BUF - SR_TRAILER) return -1;  /* bigger than the scratch buffer: Python forwards it */
     sr_history *h = m->hist;
@@ -226,6 +227,7 @@ int sr_fanout(const unsigned char *pkt, int len, sr_packet *m, sr_consumer **cs,
             c->max_sent_at = m->now;
         }
         if (flags) events[nev++] = (i << 2) | flags;
+        m->sent++;
         sr_send(c->transport, b, len, m);
     }
     return nev;
@@ -234,7 +236,7 @@ int sr_fanout(const unsigned char *pkt, int len, sr_packet *m, sr_consumer **cs,
 int sr_fanout_args(const unsigned char *pkt, int len, int layer, unsigned int seq, unsigned int ts, int keyframe,
                    long long source_ssrc, int payload_offset, int payload_end, int mid_value_offset, double now,
                    sr_history *hist, unsigned long long ext_seq, int twcc_value_offset,
-                   sr_consumer **cs, int n, int *events, int *gated) {
+                   sr_consumer **cs, int n, int *events, int *counts) {
     sr_packet m;
     m.layer = layer;
     m.seq = seq;
@@ -250,6 +252,7 @@ int sr_fanout_args(const unsigned char *pkt, int len, int layer, unsigned int se
     m.hist = hist;
     m.twcc_value_offset = twcc_value_offset;
     int nev = sr_fanout(pkt, len, &m, cs, n, events);
-    *gated = m.gated;
+    counts[0] = m.gated;
+    counts[1] = m.sent;
     return nev;
 }

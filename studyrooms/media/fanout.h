@@ -91,6 +91,7 @@ typedef struct sr_packet {        /* one normalised ingress packet, computed onc
     sr_history *hist;             /* store the packet here first (NULL: no NACK history) */
     int twcc_value_offset;        /* > 0: reserved 2-byte transport-wide seq slot value */
     int gated;                    /* out: consumers that dropped it waiting for a keyframe */
+    int sent;                     /* out: copies handed to a transport */
 } sr_packet;
 
 /* Forward one ingress packet to n consumers. events[] gets (consumer index << 2 | flags) for
@@ -99,8 +100,8 @@ typedef struct sr_packet {        /* one normalised ingress packet, computed onc
 int sr_fanout(const unsigned char *pkt, int len, sr_packet *m, sr_consumer **cs, int n, int *events);
 
 /* The same with the ingress fields as arguments (one cffi call instead of a dozen struct stores);
- * *gated gets the count of consumers that dropped the packet waiting for a keyframe. */
+ * counts[0] = consumers that dropped the packet waiting for a keyframe, counts[1] = copies sent. */
 int sr_fanout_args(const unsigned char *pkt, int len, int layer, unsigned int seq, unsigned int ts, int keyframe,
                    long long source_ssrc, int payload_offset, int payload_end, int mid_value_offset, double now,
                    sr_history *hist, unsigned long long ext_seq, int twcc_value_offset,
-                   sr_consumer **cs, int n, int *events, int *gated);
+                   sr_consumer **cs, int n, int *events, int *counts);

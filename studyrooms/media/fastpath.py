@@ -368,13 +368,13 @@ class Fanout:
     """One producer's compiled fan-out: the consumers' ``sr_consumer`` array and a reused
     ``sr_packet``. ``run`` returns the events the caller must handle (layer switches, bitrate samples)."""
 
-    __slots__ = ("consumers", "_arr", "_events", "_gated", "_n", "_hists", "history_packets")
+    __slots__ = ("consumers", "_arr", "_events", "_counts", "_n", "_hists", "history_packets")
 
     def __init__(self, histories: dict[int, History] | None = None) -> None:
         self.consumers: tuple = ()
         self._arr: Any = ffi.NULL
         self._events: Any = ffi.NULL
-        self._gated = ffi.new("int *")
+        self._counts = ffi.new("int[2]")
         self._n = 0
         # encoding index -> History. Consumers' ring entries point into these: the owner (the
         # producer) keeps them for its whole life, and one is never replaced once created.
@@ -393,7 +393,8 @@ class Fanout:
         self.history_packets = max([c.send_stream.history_packets for c in self.consumers] + [0])
 
     def history(self, index: int) -> History | None:
-        """This encoding's packet history (created on first use; only if a consumer keeps a ring)."""
+        """This encoding's packet history (created when the encoding is first forwarded by a consumer
+        that keeps a ring, so encodings nobody receives cost no memory)."""
         if self.history_packets <= 1:
             return None
         h = self._hists.get(index)
@@ -407,16 +408,19 @@ class Fanout:
         (events, consumers that dropped it waiting for a keyframe)."""
         hist = ffi.NULL
         if store:
-            h = self.history(index)
+            h = self._hists.get(index)
             if h is not None:
                 hist = h.c
         nev = _fanout_args(
             ffi.from_buffer(pkt), len(pkt), index, stream.last_seq, stream.last_ts, 1 if stream.last_keyframe else 0,
             stream.ssrc, stream.last_payload_offset, stream.last_payload_end, stream.mid_value_offset,
             stream.last_receive_time, hist, stream.last_ext_seq, twcc_value_offset, self._arr, self._n, self._events,
-            self._gated,
+            self._counts,
         )
-        return nev, self._gated[0]
+        counts = self._counts
+        if store and hist == ffi.NULL and counts[1]:
+            self.history(index)  # first packet of this encoding sent: keep the next ones
+        return nev, counts[0]
 
     def event(self, i: int) -> int:
         return self._events[i]
