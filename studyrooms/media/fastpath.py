@@ -130,7 +130,9 @@ class TransportCell:
         self.c.require_srtp = 1 if require_srtp else 0
         self._records: Any = None
 
-    def set_destination(self, sock: socket.socket | None, addr: tuple | None, connected: bool = False) -> None:
+    def set_destination(
+        self, sock: socket.socket | None, addr: tuple | None, connected: bool = False
+    ) -> None:
         """Send on ``sock`` to ``addr`` (``connected``: the socket is connected to it: send(2))."""
         if sock is None or addr is None:
             self.c.fd = -1
@@ -280,7 +282,8 @@ class FastSendStream(SendStream):
     @property
     def _mid_elem(self) -> bytes:
         c = self._c
-        return bytes((((c.mid_elem_id & 0x0F) << 4) | (c.mid_len_nibble & 0x0F),)) + bytes(ffi.buffer(c.mid_value, 8))
+        head = ((c.mid_elem_id & 0x0F) << 4) | (c.mid_len_nibble & 0x0F)
+        return bytes((head,)) + bytes(ffi.buffer(c.mid_value, 8))
 
     @_mid_elem.setter
     def _mid_elem(self, value: bytes) -> None:
@@ -403,7 +406,9 @@ class Fanout:
             self._hists[index] = h
         return h
 
-    def run(self, pkt: bytearray, index: int, stream: Any, store: bool, twcc_value_offset: int = -1) -> tuple[int, int]:
+    def run(
+        self, pkt: bytearray, index: int, stream: Any, store: bool, twcc_value_offset: int = -1
+    ) -> tuple[int, int]:
         """Forward one normalised ingress packet (``stream``'s last_* fields describe it). Returns
         (events, consumers that dropped it waiting for a keyframe)."""
         hist = ffi.NULL
@@ -412,10 +417,11 @@ class Fanout:
             if h is not None:
                 hist = h.c
         nev = _fanout_args(
-            ffi.from_buffer(pkt), len(pkt), index, stream.last_seq, stream.last_ts, 1 if stream.last_keyframe else 0,
+            ffi.from_buffer(pkt), len(pkt), index, stream.last_seq, stream.last_ts,
+            1 if stream.last_keyframe else 0,
             stream.ssrc, stream.last_payload_offset, stream.last_payload_end, stream.mid_value_offset,
-            stream.last_receive_time, hist, stream.last_ext_seq, twcc_value_offset, self._arr, self._n, self._events,
-            self._counts,
+            stream.last_receive_time, hist, stream.last_ext_seq, twcc_value_offset,
+            self._arr, self._n, self._events, self._counts,
         )
         counts = self._counts
         if store and hist == ffi.NULL and counts[1]:
