@@ -16,10 +16,14 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 # The compiled fan-out core (STUDYROOMS_MEDIA_FAST_PATH): gcc + Python headers, built in place.
+# A failed build does not stop `make serve` (auto then forwards in pure Python, with one warning);
+# the test suite's compiled-path tests fail loudly instead.
 $(FANOUT): $(STAMP) studyrooms/media/fanout.c studyrooms/media/fanout.h studyrooms/media/fanout_build.py
-	bash scripts/install-build-deps.sh $(BIN)/python
-	$(BIN)/python -m studyrooms.media.fanout_build
-	touch $(FANOUT)
+	@if bash scripts/install-build-deps.sh $(BIN)/python && $(BIN)/python -m studyrooms.media.fanout_build; then \
+		touch $(FANOUT); \
+	else \
+		echo "WARNING: the compiled fan-out core did not build: forwarding falls back to pure Python" >&2; \
+	fi
 
 setup: $(STAMP) $(FANOUT)
 
