@@ -4,6 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+FANOUT := $(VENV)/.fanout-built
 
 .PHONY: setup serve test test-fast web chromium coturn lint-imports bench clean
 
@@ -20,7 +21,17 @@ $(STAMP): requirements.lock pyproject.toml
 	 || { tail -n 30 $(INSTALL_LOG) >&2; echo "studyrooms: installing Python packages failed (full log: $(INSTALL_LOG))" >&2; exit 1; }
 	@touch $(STAMP)
 
-setup: $(STAMP)
+# The compiled fan-out core (STUDYROOMS_MEDIA_FAST_PATH): gcc + Python headers, built in place.
+# A failed build does not stop `make serve` (auto then forwards in pure Python, with one warning);
+# the test suite's compiled-path tests fail loudly instead.
+$(FANOUT): $(STAMP) studyrooms/media/fanout.c studyrooms/media/fanout.h studyrooms/media/fanout_build.py
+	@if bash scripts/install-build-deps.sh $(BIN)/python && $(BIN)/python -m studyrooms.media.fanout_build; then \
+		touch $(FANOUT); \
+	else \
+		echo "WARNING: the compiled fan-out core did not build: forwarding falls back to pure Python" >&2; \
+	fi
+
+setup: $(STAMP) $(FANOUT)
 
 web: setup
 	@echo "studyrooms: building the web page (log: $(WEB_LOG))..." >&2
@@ -51,4 +62,4 @@ bench: setup
 	$(BIN)/python -m benchmarks.forwarding $(ARGS)
 
 clean:
-	rm -rf $(VENV) web/dist web/node_modules .pytest_cache
+	rm -rf $(VENV) web/dist web/node_modules .pytest_cache studyrooms/media/_fanout*.so

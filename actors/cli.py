@@ -144,6 +144,8 @@ def serve(args: argparse.Namespace) -> int:
     logging.getLogger("studyrooms.cli").info("TURN: %s", settings.turn.summary())
     from studyrooms.errors import StudyRoomsError
 
+    from studyrooms.media import fastpath
+
     from .rayenv import is_local
 
     local = is_local(settings.server.ray_address)
@@ -152,6 +154,12 @@ def serve(args: argparse.Namespace) -> int:
     from .runtime import init_ray
 
     import ray
+
+    try:  # STUDYROOMS_MEDIA_FAST_PATH=on without the compiled core: refuse to start (auto warns once)
+        fastpath.configure(settings.media.fast_path)
+    except StudyRoomsError as exc:
+        print(f"studyrooms: could not start: {exc.message}", file=sys.stderr, flush=True)
+        return 1
 
     try:
         started = init_ray(settings.server.ray_address, media_slots=settings.server.num_workers,

@@ -42,7 +42,16 @@ from .common import (PY, Child, SinkHandle, cpu_ns, machine_info, median, udp_dr
 
 SSRC = 22222222
 PT = 96
-IMPLS = ("minimal", "studyrooms")
+IMPLS = ("minimal", "studyrooms", "studyrooms-python")
+# StudyRooms implementations: the forwarding path each one's worker process is forced to
+SFU_PATHS = {"studyrooms": "on", "studyrooms-python": "off"}
+DEFAULT_IMPLS = ("minimal", "studyrooms")
+
+
+def sfu_child(impl: str, max_life: float) -> Child:
+    """benchmarks.sfu_process forced to one forwarding path (STUDYROOMS_MEDIA_FAST_PATH)."""
+    env = dict(os.environ, STUDYROOMS_MEDIA_FAST_PATH=SFU_PATHS[impl])
+    return Child([PY, "-m", "benchmarks.sfu_process", "--max-life", str(max_life)], env=env)
 
 CSV_FIELDS = [
     "mode", "impl", "fanout", "rep", "pps", "window_s", "sent_in", "expected_fwd", "sink_rtp", "sink_drops", "delivery",
@@ -245,8 +254,8 @@ def run_cell(loop, mode: str, impl: str, fanout: int, rep: int, a) -> dict[str, 
     try:
         if mode == "plain":
             sink = SinkHandle(bind=1, max_life_s=a.max_life)
-            if impl == "studyrooms":
-                sfu = Child([PY, "-m", "benchmarks.sfu_process", "--max-life", str(a.max_life)])
+            if impl in SFU_PATHS:
+                sfu = sfu_child(impl, a.max_life)
                 r = sfu.call("setup_plain", {"consumers": fanout, "sinkHost": "127.0.0.1",
                                              "sinkPort": sink.ports[0], "ssrc": SSRC, "pt": PT})
                 ingest = tuple(r["ingest"])
@@ -263,11 +272,11 @@ def run_cell(loop, mode: str, impl: str, fanout: int, rep: int, a) -> dict[str, 
             send = gen_sock.send
         else:
             plain = vp8_packets(total, SSRC, PT, int(a.pps), payload_size=a.payload_size, mid="0")
-            if impl == "studyrooms":
+            if impl in SFU_PATHS:
                 from aiortc import RTCCertificate
 
                 cert = RTCCertificate.generateCertificate()
-                sfu = Child([PY, "-m", "benchmarks.sfu_process", "--max-life", str(a.max_life)])
+                sfu = sfu_child(impl, a.max_life)
                 producer, peers = loop.run_until_complete(
                     asyncio.wait_for(setup_srtp_studyrooms(loop, sfu, fanout, cert), 120))
                 peers.append(producer)
@@ -320,12 +329,16 @@ def run_cell(loop, mode: str, impl: str, fanout: int, rep: int, a) -> dict[str, 
         drops = s1["drops"] - s0["drops"]
         net_cpu = cpu - idle_ns_per_s / 1e9 * wall
         sfu_rx = sfu_tx = None
-        if impl == "studyrooms":
+        if impl in SFU_PATHS:
+            st: dict[str, Any] = {}
             try:
                 st = sfu.call("get_stats", {}, timeout_s=10)
                 sfu_rx, sfu_tx = st.get("rtpPacketsReceived"), st.get("rtpPacketsSent")
             except Exception as exc:  # noqa: BLE001
                 print(f"get_stats failed: {exc}", file=sys.stderr)
+            want = "compiled" if SFU_PATHS[impl] == "on" else "python"
+            if st and st.get("forwardingPath", "python") != want:
+                raise RuntimeError(f"{impl}: the worker forwarded on the {st.get('forwardingPath')} path")
         return {
             "mode": mode, "impl": impl, "fanout": fanout, "rep": rep, "pps": a.pps, "window_s": round(wall, 4),
             "sent_in": meas_n, "expected_fwd": exp_fwd, "sink_rtp": got, "sink_drops": drops,
@@ -362,6 +375,8 @@ def summarize(rows: list[dict]) -> list[dict]:
         cell: dict[str, Any] = {"mode": mode, "fanout": fanout}
         for impl in IMPLS:
             rs = [r for r in rows if r["mode"] == mode and r["fanout"] == fanout and r["impl"] == impl]
+            if not rs:
+                continue
             cell[impl] = {
                 "runs": len(rs),
                 "us_per_fwd_pkt": median([r["us_per_fwd_pkt"] for r in rs]),
@@ -375,32 +390,40 @@ def summarize(rows: list[dict]) -> list[dict]:
                 "delivery_min": min((r["delivery"] for r in rs), default=None),
                 "delivery_received_min": min((r["delivery_received"] for r in rs), default=None),
             }
-        s, m = cell["studyrooms"]["us_per_fwd_pkt"], cell["minimal"]["us_per_fwd_pkt"]
-        cell["ratio_us_per_fwd_pkt"] = round(s / m, 3) if s and m else None
-        paired = []
-        for rep in sorted({r["rep"] for r in rows}):
-            pr = {r["impl"]: r for r in rows if r["mode"] == mode and r["fanout"] == fanout and r["rep"] == rep}
-            if len(pr) == 2 and pr["minimal"]["us_per_fwd_pkt"]:
-                paired.append(pr["studyrooms"]["us_per_fwd_pkt"] / pr["minimal"]["us_per_fwd_pkt"])
-        cell["ratio_paired_median"] = round(median(paired), 3) if paired else None
+        for impl in SFU_PATHS:
+            suffix = "" if impl == "studyrooms" else "_" + impl.split("-", 1)[1]
+            s = cell.get(impl, {}).get("us_per_fwd_pkt")
+            m = cell.get("minimal", {}).get("us_per_fwd_pkt")
+            if impl not in cell:
+                continue
+            cell["ratio_us_per_fwd_pkt" + suffix] = round(s / m, 3) if s and m else None
+            paired = []
+            for rep in sorted({r["rep"] for r in rows}):
+                pr = {r["impl"]: r for r in rows if r["mode"] == mode and r["fanout"] == fanout and r["rep"] == rep}
+                if impl in pr and "minimal" in pr and pr["minimal"]["us_per_fwd_pkt"]:
+                    paired.append(pr[impl]["us_per_fwd_pkt"] / pr["minimal"]["us_per_fwd_pkt"])
+            cell["ratio_paired_median" + suffix] = round(median(paired), 3) if paired else None
         out.append(cell)
     return out
 
 
 def print_table(summary: list[dict]) -> None:
     print("\n| mode | N | StudyRooms µs/fwd pkt | minimal µs/fwd pkt | ratio | StudyRooms µs/in pkt | minimal µs/in pkt"
-          " | StudyRooms fwd pkt/core-s | minimal fwd pkt/core-s | delivery S / M |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          " | StudyRooms fwd pkt/core-s | minimal fwd pkt/core-s | delivery S / M | Python path µs/fwd pkt (ratio) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    empty: dict[str, Any] = {k: None for k in ("us_per_fwd_pkt", "us_per_in_pkt", "fwd_pkts_per_core_s", "delivery_min")}
     for c in summary:
-        s, m = c["studyrooms"], c["minimal"]
+        s, m = c.get("studyrooms", empty), c.get("minimal", empty)
+        py = c.get("studyrooms-python", empty)
 
         def f(v, d=2):
             return "-" if v is None else f"{v:.{d}f}"
 
         print(f"| {c['mode']} | {c['fanout']} | {f(s['us_per_fwd_pkt'])} | {f(m['us_per_fwd_pkt'])} | "
-              f"{f(c['ratio_us_per_fwd_pkt'])} | {f(s['us_per_in_pkt'], 1)} | {f(m['us_per_in_pkt'], 1)} | "
+              f"{f(c.get('ratio_us_per_fwd_pkt'))} | {f(s['us_per_in_pkt'], 1)} | {f(m['us_per_in_pkt'], 1)} | "
               f"{f(s['fwd_pkts_per_core_s'], 0)} | {f(m['fwd_pkts_per_core_s'], 0)} | "
-              f"{f(s['delivery_min'], 3)} / {f(m['delivery_min'], 3)} |")
+              f"{f(s['delivery_min'], 3)} / {f(m['delivery_min'], 3)} | "
+              f"{f(py['us_per_fwd_pkt'])} ({f(c.get('ratio_us_per_fwd_pkt_python'))}) |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle", type=float, default=1.0, help="idle-CPU metering before media (s)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--payload-size", type=int, default=1000)
-    ap.add_argument("--impls", default=",".join(IMPLS), help="subset of minimal,studyrooms")
+    ap.add_argument("--impls", default=",".join(DEFAULT_IMPLS),
+                    help="subset of minimal,studyrooms,studyrooms-python (studyrooms = the compiled fan-out "
+                         "core, studyrooms-python = STUDYROOMS_MEDIA_FAST_PATH=off)")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--max-life", type=float, default=600.0, help="child processes exit after this (s)")
     ap.add_argument("--smoke", action="store_true", help="fan-out 1,10; 2 s windows; 1 repeat")
@@ -457,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
                         rows.append(row)
                         w.writerow(row)
                         fcsv.flush()
-                        print(f"{mode:5s} {impl:10s} N={fanout:<3d} rep={rep} us/fwd={row['us_per_fwd_pkt']:.2f} "
+                        print(f"{mode:5s} {impl:17s} N={fanout:<3d} rep={rep} us/fwd={row['us_per_fwd_pkt']:.2f} "
                               f"us/in={row['us_per_in_pkt']:.1f} delivery={row['delivery']} "
                               f"cpu={row['cpu_util_pct']}%", flush=True)
     loop.close()

@@ -40,6 +40,10 @@ class MediaSettings(_Model):
     # ICE candidates offered (mediasoup's enableUdp / enableTcp): TCP for networks that block UDP
     enable_udp: bool = True
     enable_tcp: bool = False
+    # per-copy forwarding work in the compiled fan-out core (studyrooms/media/fanout.c, built by
+    # `make setup`): auto = use it if it loads, else pure Python with one warning; on = refuse to
+    # start without it; off = pure Python (STUDYROOMS_MEDIA_FAST_PATH)
+    fast_path: Literal["auto", "on", "off"] = "auto"
 
     @model_validator(mode="after")
     def _check_range(self) -> "MediaSettings":

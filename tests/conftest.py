@@ -115,3 +115,16 @@ def loopback_ice(monkeypatch: pytest.MonkeyPatch | None = None) -> None:
 def aioice_loopback(monkeypatch):
     """Fixture form of :func:`loopback_ice` (undone after the test)."""
     loopback_ice(monkeypatch)
+
+
+@pytest.fixture
+def forwarding_path(request):
+    """Run a forwarding test on one path: ``python`` (pure Python) or ``compiled`` (the fan-out core,
+    studyrooms.media.fastpath). Parametrize the test or an enclosing fixture with those names.
+    The compiled path must be built (`make setup`): a missing build fails, it does not skip."""
+    from studyrooms.media import fastpath
+
+    path = request.param
+    fastpath.configure("on" if path == "compiled" else "off")
+    yield path
+    fastpath.configure()

@@ -40,8 +40,11 @@ async def run(a) -> None:
     try:
         r = await setup_plain(channel.request, a.consumers, a.sink_host, a.sink_port, SSRC, PT)
         ip, port = r["ingest"]
+        from studyrooms.media import fastpath
+
         print(json.dumps({"pid": os.getpid(), "ingest": f"{ip}:{port}", "ssrc": SSRC, "pt": PT, "codec": "vp8",
-                          "consumers": a.consumers, "impl": "studyrooms"}), flush=True)
+                          "consumers": a.consumers, "impl": "studyrooms",
+                          "forwarding": "compiled" if fastpath.active() else "python"}), flush=True)
         done = loop.create_future()
 
         def on_stdin() -> None:

@@ -170,6 +170,14 @@ class SrtpPair:
             self.protected += 1
         return out
 
+    def tx_protect_addresses(self) -> tuple[int, int]:
+        """(outbound ``srtp_t``, ``srtp_protect``) as integers, for compiled code that protects with
+        the same libsrtp build on the same session (studyrooms.media.fastpath). Valid while this
+        pair lives: the owner clears its copy before dropping the pair."""
+        ctx = int(ffi.cast("uintptr_t", self._tx.ctx))
+        fn = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
+        return ctx, fn
+
     def remove_tx_stream(self, ssrc: int) -> None:
         """Free the libsrtp stream of an SSRC we no longer send (consumer closed)."""
         try:

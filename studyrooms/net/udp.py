@@ -110,6 +110,17 @@ class UdpSocket(asyncio.DatagramProtocol):
         self.sent_bytes += len(data)
         return True
 
+    def connect_remote(self, addr: Address) -> bool:
+        """Connect the socket to its only peer (sends may still name it). False if that failed."""
+        raw = self._raw
+        if raw is None:
+            return False
+        try:
+            raw.connect(addr)
+        except OSError:
+            return False
+        return True
+
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         if self.closed:

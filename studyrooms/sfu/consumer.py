@@ -32,6 +32,9 @@ LAYER_DWELL_S = 3.0
 
 
 class Consumer:
+    send_stream_class: type = SendStream
+    fast = False  # FastConsumer: forwarded by the compiled core (Producer drives it)
+
     def __init__(
         self,
         router: "Router",
@@ -50,7 +53,7 @@ class Consumer:
         self.rtx_ssrc = params.rtx_ssrc
         self.mid = rtp_parameters.get("mid")
         self.type = "simulcast" if len(producer.stream_params) > 1 else "simple"
-        self.send_stream = SendStream(
+        self.send_stream = self.send_stream_class(
             ssrc=params.ssrc,
             payload_type=params.payload_type,
             clock_rate=params.clock_rate,

@@ -23,6 +23,9 @@ class WorkerOptions:
     certificate_validity_days: int = 365
     enable_udp: bool = True  # offer the UDP host candidate
     enable_tcp: bool = False  # also offer a passive ICE-TCP candidate (RFC 6544)
+    # "auto" | "on" | "off": (re)configure studyrooms.media.fastpath for this process when the worker
+    # starts; None keeps what the process has (STUDYROOMS_MEDIA_FAST_PATH, or a test's choice)
+    fast_path: str | None = None
 
     @classmethod
     def from_settings(cls, media: Any) -> "WorkerOptions":

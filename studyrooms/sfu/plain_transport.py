@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..clock import Clock, SystemClock
 from ..errors import InvalidRequestError, InvalidStateError, UnsupportedError
+from ..media import fastpath
 from ..net.srtp import CRYPTO_SUITES, SrtpPair, generate_key_base64
 from ..net.udp import Address, UdpSocket, bind_udp
 from .options import PlainTransportOptions, WorkerOptions
@@ -54,6 +55,8 @@ class PlainTransport(Transport):
                 raise InvalidRequestError(f"unsupported SRTP crypto suite {options.srtp_crypto_suite!r}")
             self._local_key = generate_key_base64(options.srtp_crypto_suite)
         self.srtp: SrtpPair | None = None
+        if fastpath.active():
+            self.fast_cell = fastpath.TransportCell(require_srtp=self.enable_srtp)
         # counters
         self.garbage = 0
         self.wrong_source = 0
@@ -134,8 +137,17 @@ class PlainTransport(Transport):
             raise InvalidRequestError("ip/port must not be given in comedia mode")
         self._connected_called = True
         self.srtp = srtp
+        cell = self.fast_cell
+        if cell is not None and srtp is not None:
+            cell.set_srtp(*srtp.tx_protect_addresses())
         if remote is not None:
             self.remote = remote
+            # A fixed remote: connect the socket (the kernel then caches the route: ~1 us less per
+            # send, measured; datagrams from other addresses are dropped by the kernel instead of
+            # being counted in wrongSourceDropped). Comedia transports stay unconnected.
+            connected = self.socket.connect_remote(remote)
+            if cell is not None:
+                cell.set_destination(self.socket._raw, remote, connected=connected)
             self._set_media_ready()
 
     # ------------------------------------------------------------------ hot path
@@ -165,6 +177,8 @@ class PlainTransport(Transport):
                 self.wrong_source += 1
                 return
             self.remote = (addr[0], addr[1])
+            if self.fast_cell is not None:
+                self.fast_cell.set_destination(self.socket._raw, self.remote)
             self._set_media_ready()
         if is_rtcp:
             self.receive_rtcp(data)
@@ -207,6 +221,8 @@ class PlainTransport(Transport):
 
     # ------------------------------------------------------------------ lifecycle
     def _close_network(self) -> None:
+        if self.fast_cell is not None:
+            self.fast_cell.close()  # before the socket: the core must not send on a closed fd
         self.srtp = None
         self.socket.close()
 
@@ -229,4 +245,7 @@ class PlainTransport(Transport):
         out["udp"] = self.socket.stats()
         if self.srtp is not None:
             out.update(self.srtp.stats())
+            if self.fast_cell is not None:
+                out["srtpProtected"] += self.fast_cell.c.srtp_protected
+                out["srtpOtherFailures"] += self.fast_cell.c.srtp_failures
         return out

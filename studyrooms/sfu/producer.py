@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidStateError
 from ..events import EventEmitter
+from ..media.fastpath import Fanout
 from ..media.keyframe import KeyFrameRequestThrottle
 from ..media.recv_stream import RecvStream
 from ..media.rtcp import build_fir, build_pli
@@ -89,6 +90,9 @@ class Producer:
         self._throttles = [KeyFrameRequestThrottle(keyframe_request_interval_s) for _ in self.stream_params]
         self._deferred_keyframe: list[Any] = [None] * len(self.stream_params)
         self._consumers: tuple["Consumer", ...] = ()
+        self._fan: Fanout | None = None  # the compiled core's view of the FastConsumers
+        self._histories: dict = {}  # encoding -> fastpath.History (kept while the producer lives)
+        self._slow: tuple["Consumer", ...] = ()  # consumers forwarded in Python
         self._out: list = []  # (send, packet) of one ingress packet, sent after the rewrites
         self._consumer_set: dict[str, "Consumer"] = {}
         # active speaker sampling: sum/count of audio levels since the last observer tick
@@ -159,13 +163,31 @@ class Producer:
         if level >= 0:
             self.level_sum += level
             self.level_count += 1
-        elif self._nack_enabled:
+        fan = self._fan
+        slow = self._slow
+        if fan is not None:
+            # the compiled core: every FastConsumer's rewrite, protect, history entry and send
+            nev, gated = fan.run(pkt, key, stream, fan.history_packets > 1)
+            if nev < 0:  # too big for the core's buffer (> 1900 bytes): the Python twin forwards it
+                slow = self._consumers
+            for _ in range(gated):  # as many requests as the Python path makes (throttled)
+                self.request_key_frame(key)
+            for i in range(nev):
+                ev = fan.event(i)
+                consumer = fan.consumers[ev >> 2]
+                if ev & 1:
+                    consumer.fast_switched()
+                if ev & 2:
+                    consumer.fast_rate_sample(len(pkt), stream.last_receive_time)
+            if not slow:
+                return
+        if level < 0 and self._nack_enabled:
             # one immutable copy per ingress packet: the consumers' retransmission history shares it
             stream.snapshot = bytes(pkt)
         # Rewrite for every consumer first, then send the copies back to back: the sends of one
         # ingress packet leave together (receivers woken once per burst, not once per copy).
         out = self._out
-        for consumer in self._consumers:
+        for consumer in slow:
             consumer.forward(pkt, key, stream, out)
         for send, data in out:
             send(data)
@@ -240,11 +262,22 @@ class Producer:
     # ------------------------------------------------------------------ consumers
     def add_consumer(self, consumer: "Consumer") -> None:
         self._consumer_set[consumer.id] = consumer
-        self._consumers = tuple(self._consumer_set.values())
+        self._consumers_changed()
 
     def remove_consumer(self, consumer: "Consumer") -> None:
         if self._consumer_set.pop(consumer.id, None) is not None:
-            self._consumers = tuple(self._consumer_set.values())
+            self._consumers_changed()
+
+    def _consumers_changed(self) -> None:
+        self._consumers = tuple(self._consumer_set.values())
+        fast = [c for c in self._consumers if c.fast]
+        self._slow = tuple(c for c in self._consumers if not c.fast)
+        if fast:
+            if self._fan is None:
+                self._fan = Fanout(self._histories)
+            self._fan.set_consumers(fast)
+        else:
+            self._fan = None
 
     @property
     def consumers(self) -> tuple["Consumer", ...]:
@@ -291,7 +324,8 @@ class Producer:
                 handle.cancel()
         for consumer in tuple(self._consumers):
             consumer.close(reason="producer-closed")
-        self._consumers = ()
+        self._consumers = self._slow = ()
+        self._fan = None
         self._consumer_set.clear()
         self.transport.remove_producer(self)
         self.router._producer_closed(self, reason)

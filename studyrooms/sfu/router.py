@@ -15,6 +15,7 @@ from ..ids import new_id
 from ..media.audio_level import ActiveSpeakerDetector
 from . import ortc
 from .consumer import Consumer
+from .fast_consumer import FastConsumer
 from .options import PlainTransportOptions, WebRtcTransportOptions
 from .producer import Producer
 
@@ -246,7 +247,8 @@ class Router:
         consumer_id = consumer_id or new_id()
         if consumer_id in self.worker.consumers:
             raise InvalidStateError(f"consumer id {consumer_id} already exists")
-        consumer = Consumer(
+        consumer_class = FastConsumer if transport.fast_cell is not None else Consumer
+        consumer = consumer_class(
             self,
             transport,
             consumer_id,

@@ -63,10 +63,45 @@ class Transport:
         self.rx_rtcp = 0
         self.rx_bytes = 0
         self.rx_dropped = 0  # unparseable or for no known producer
-        self.tx_rtp = 0
+        # where the compiled fan-out core sends for this transport (studyrooms.media.fastpath);
+        # None: this transport's consumers forward in Python
+        self.fast_cell: Any = None
+        self._tx_rtp = 0
         self.tx_rtcp = 0
-        self.tx_bytes = 0
-        self.tx_dropped = 0
+        self._tx_bytes = 0
+        self._tx_dropped = 0
+
+    # ------------------------------------------------------------------ egress counters
+    # Python sends count here; the compiled core counts in fast_cell; readers see the sum.
+    @property
+    def tx_rtp(self) -> int:
+        cell = self.fast_cell
+        return self._tx_rtp if cell is None else self._tx_rtp + cell.c.tx_rtp
+
+    @tx_rtp.setter
+    def tx_rtp(self, value: int) -> None:
+        cell = self.fast_cell
+        self._tx_rtp = value if cell is None else value - cell.c.tx_rtp
+
+    @property
+    def tx_bytes(self) -> int:
+        cell = self.fast_cell
+        return self._tx_bytes if cell is None else self._tx_bytes + cell.c.tx_bytes
+
+    @tx_bytes.setter
+    def tx_bytes(self, value: int) -> None:
+        cell = self.fast_cell
+        self._tx_bytes = value if cell is None else value - cell.c.tx_bytes
+
+    @property
+    def tx_dropped(self) -> int:
+        cell = self.fast_cell
+        return self._tx_dropped if cell is None else self._tx_dropped + cell.c.tx_dropped
+
+    @tx_dropped.setter
+    def tx_dropped(self, value: int) -> None:
+        cell = self.fast_cell
+        self._tx_dropped = value if cell is None else value - cell.c.tx_dropped
 
     # ------------------------------------------------------------------ egress (subclasses)
     def send_rtp(self, data: bytes) -> None:  # pragma: no cover - abstract

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..clock import Clock, SystemClock
 from ..errors import InvalidRequestError, InvalidStateError
+from ..media import fastpath
 from ..net.dtls import DtlsEndpoint
 from ..net.ice import IceLiteConnection, IceLiteServer, protocol_of
 from ..net.tcp import bind_tcp
@@ -86,6 +87,9 @@ class WebRtcTransport(Transport):
         self._tuple: Address | None = None  # ICE-selected tuple, cached for send
         self._connect_task: asyncio.Task | None = None
         self._connected_called = False
+        # the compiled core sends UDP datagrams only: a worker that offers ICE-TCP forwards in Python
+        if fastpath.active() and not worker_options.enable_tcp:
+            self.fast_cell = fastpath.TransportCell(require_srtp=True)
         # counters beyond the base's
         self.srtp_dropped_early = 0  # SRTP before DTLS was connected
         self.garbage = 0  # neither DTLS nor SRTP
@@ -210,6 +214,8 @@ class WebRtcTransport(Transport):
     # ------------------------------------------------------------------ state callbacks
     def _on_ice_selected(self, addr: Address | None) -> None:
         self._tuple = addr  # None: the selected ICE-TCP connection closed and no other path is left
+        if self.fast_cell is not None:
+            self.fast_cell.set_destination(self._ice_server.socket._raw if addr is not None else None, addr)
         if addr is not None:
             self._send_to = self._ice_server.sender_for(addr)
             self.dtls.set_writable()
@@ -225,10 +231,14 @@ class WebRtcTransport(Transport):
     def _on_dtls_state(self, state: str) -> None:
         if state == "connected":
             self._srtp = self.dtls.srtp
+            if self.fast_cell is not None and self._srtp is not None:
+                self.fast_cell.set_srtp(*self._srtp.tx_protect_addresses())
             self.observer.emit("dtlsstatechange", state)
             self._set_media_ready()
             return
         self._srtp = None
+        if self.fast_cell is not None:
+            self.fast_cell.clear_srtp()
         self.observer.emit("dtlsstatechange", state)
         if state == "failed":
             self.close("dtls-failed")
@@ -292,6 +302,8 @@ class WebRtcTransport(Transport):
 
     # ------------------------------------------------------------------ lifecycle
     def _close_network(self) -> None:
+        if self.fast_cell is not None:
+            self.fast_cell.close()  # before any socket closes: the core must not send on a closed fd
         self._srtp = None
         self._tuple = None
         task = self._connect_task
@@ -352,6 +364,9 @@ class WebRtcTransport(Transport):
         srtp = self.dtls.srtp
         if srtp is not None:
             out.update(srtp.stats())
+            if self.fast_cell is not None:
+                out["srtpProtected"] += self.fast_cell.c.srtp_protected
+                out["srtpOtherFailures"] += self.fast_cell.c.srtp_failures
         if self._own_socket is not None:
             out["udp"] = self._own_socket.stats()
         return out

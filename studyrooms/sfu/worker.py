@@ -16,6 +16,7 @@ from ..clock import Clock, SystemClock
 from ..errors import InvalidStateError, NotFoundError
 from ..events import EventEmitter
 from ..ids import new_id
+from ..media import fastpath
 from ..net.dtls import make_certificate
 from .counters import WorkerCounters
 from .options import WorkerOptions
@@ -48,6 +49,11 @@ class Worker:
         cls, worker_id: str | None = None, options: WorkerOptions | None = None, *, index: int = 0,
         clock: Clock | None = None,
     ) -> "Worker":
+        # STUDYROOMS_MEDIA_FAST_PATH: 'on' without the compiled core refuses to start (raises here)
+        if options is not None and options.fast_path is not None:
+            fastpath.configure(options.fast_path)
+        else:
+            fastpath.active()
         worker = cls(worker_id or new_id(), options or WorkerOptions(), index=index, clock=clock)
         if worker.options.port_mode == "shared":
             from .webrtc_server import WebRtcServer
@@ -60,7 +66,8 @@ class Worker:
                 buffer_bytes=opts.socket_buffer_bytes,
                 enable_tcp=opts.enable_tcp,
             )
-        logger.info("worker %s started (pid %s, port mode %s)", worker.id, worker.pid, worker.options.port_mode)
+        logger.info("worker %s started (pid %s, port mode %s, forwarding %s)", worker.id, worker.pid,
+                    worker.options.port_mode, "compiled" if fastpath.active() else "python")
         return worker
 
     # ------------------------------------------------------------------ routers
@@ -148,6 +155,7 @@ class Worker:
             "transportCount": len(self.transports),
             "producerCount": len(self.producers),
             "consumerCount": len(self.consumers),
+            "forwardingPath": "compiled" if fastpath.active() else "python",
             "rtpPacketsReceived": rx,
             "rtpPacketsSent": tx,
             "cpu": self.cpu_utilization(),  # fraction of one core since the previous get_stats

@@ -15,9 +15,15 @@ from support.peer import ChannelSignal, Peer
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
-@pytest.fixture(params=["shared", "per-transport"])
+@pytest.fixture(params=[("shared", "compiled"), ("per-transport", "compiled"), ("shared", "python")],
+                ids=["shared", "per-transport", "shared-python-path"])
 async def worker(request):
-    options = WorkerOptions(port_mode=request.param, rtc_min_port=42000, rtc_max_port=42999)
+    from studyrooms.media import fastpath
+
+    port_mode, path = request.param
+    fastpath.configure("on" if path == "compiled" else "off")
+    request.addfinalizer(fastpath.configure)
+    options = WorkerOptions(port_mode=port_mode, rtc_min_port=42000, rtc_max_port=42999)
     worker = await Worker.create("w-test", options)
     events: list[tuple[str, dict]] = []
     worker.observer.on("event", lambda name, data: events.append((name, data)))
@@ -137,9 +143,12 @@ async def test_closing_the_producer_closes_every_consumer(shared_worker):
         await _close_all(sender, *receivers)
 
 
-async def test_nack_retransmission_keeps_consumer_decoding_under_loss(shared_worker):
+@pytest.mark.parametrize("forwarding_path", ["python"], indirect=True)
+async def test_nack_retransmission_keeps_consumer_decoding_under_loss(forwarding_path, shared_worker):
     """Every 15th packet toward the consumer is lost on the way out; the consumer's NACKs are
-    answered from the retransmission buffer and decoding goes on at the source rate."""
+    answered from the retransmission buffer and decoding goes on at the source rate.
+    Python path only: the loss is injected by wrapping transport.send_rtp, which the compiled core
+    does not call (its NACK answers: tests/sfu/test_fastpath_differential.py, same bytes as here)."""
     channel, signal = await _room(shared_worker)
     sender, receiver = Peer(signal, video=True), Peer(signal)
     try:

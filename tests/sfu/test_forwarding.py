@@ -16,7 +16,8 @@ from studyrooms.sfu.channel import WorkerChannel
 from studyrooms.sfu.options import WorkerOptions
 from studyrooms.sfu.worker import Worker
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60),
+              pytest.mark.parametrize("forwarding_path", ["python", "compiled"], indirect=True)]
 
 VP8_KEY = bytes([0x10, 0x00, 0x9D, 0x01, 0x2A]) + bytes(300)   # S=1, P bit clear: keyframe
 VP8_DELTA = bytes([0x10, 0x01]) + bytes(300)                    # P bit set: delta frame
@@ -73,7 +74,7 @@ async def until(predicate, timeout=5.0):
 
 
 @pytest.fixture
-async def env():
+async def env(forwarding_path):
     worker = await Worker.create("w-fwd", WorkerOptions(rtc_min_port=46000, rtc_max_port=46999,
                                                         keyframe_request_interval_s=1.0))
     events: list[tuple[str, dict]] = []
@@ -112,6 +113,7 @@ async def env():
         return transport, consumer, sink
 
     yield type("Env", (), dict(worker=worker, channel=channel, router_id=router_id, events=events,
+                               path=forwarding_path,
                                producer_side=staticmethod(producer_side),
                                consumer_side=staticmethod(consumer_side)))
     for sock in sockets:
