@@ -98,6 +98,10 @@ class Directory:
     async def worker_handles(self) -> dict[str, Any]:
         return {wid: e.handle for wid, e in self.workers.items()}
 
+    async def worker_nodes(self) -> dict[str, str]:
+        """workerId -> Ray node id (room hosts use it: pipes between nodes carry SRTP)."""
+        return {wid: e.node for wid, e in self.workers.items()}
+
     async def host_handles(self) -> dict[str, Any]:
         return {hid: e.handle for hid, e in self.hosts.items()}
 

@@ -37,11 +37,13 @@ def create_room_service(settings: Any, directory: Any, notifier: Any, host_id: s
 class RayWorkerPort:
     """studyrooms.rooms.ports.WorkerPort over a MediaWorkerActor handle."""
 
-    def __init__(self, worker_id: str, handle: Any, owner: Any = None, timeout_s: float = 30.0) -> None:
+    def __init__(self, worker_id: str, handle: Any, owner: Any = None, timeout_s: float = 30.0,
+                 node: str | None = None) -> None:
         self.worker_id = worker_id
         self.handle = handle
         self.owner = owner
         self.timeout_s = timeout_s
+        self.node = node  # Ray node id: pipes to a worker on another node carry SRTP
 
     async def request(self, method: str, data: dict) -> dict:
         owner = self.owner if method == "create_router" else None
@@ -59,13 +61,17 @@ class RayDirectoryPort:
         self.ports: dict[str, RayWorkerPort] = {}
 
     async def refresh(self) -> None:
-        handles = await call(self.directory.worker_handles.remote(), what="directory")
+        handles, nodes = await asyncio.gather(call(self.directory.worker_handles.remote(), what="directory"),
+                                              call(self.directory.worker_nodes.remote(), what="directory"))
         for worker_id, handle in handles.items():
-            self.ports.setdefault(worker_id, RayWorkerPort(worker_id, handle, self.owner))
+            port = self.ports.setdefault(worker_id, RayWorkerPort(worker_id, handle, self.owner))
+            port.node = nodes.get(worker_id) or port.node
 
     async def place_router(self, room_id: str, exclude: Any = ()) -> str:
         worker_id = await call(self.directory.place_router.remote(room_id, tuple(exclude), self.host_id),
                                what="directory")
+        if worker_id not in self.ports or self.ports[worker_id].node is None:
+            await self.refresh()
         if worker_id not in self.ports:
             handle = await call(self.directory.worker_handle.remote(worker_id), what="directory")
             self.ports[worker_id] = RayWorkerPort(worker_id, handle, self.owner)

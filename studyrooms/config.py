@@ -36,6 +36,9 @@ class MediaSettings(_Model):
     keyframe_request_interval_s: float = Field(1.0, ge=0)
     max_incoming_bitrate_bps: int | None = Field(None, ge=10_000)
     certificate_validity_days: int = Field(365, ge=1)
+    # pipes between a room's routers on different workers: SRTP (AEAD_AES_256_GCM, mediasoup's
+    # enableSrtp) between workers on different nodes, plain RTP inside one node; "always": SRTP on every pipe
+    pipe_srtp: Literal["inter-node", "always"] = "inter-node"
 
     @model_validator(mode="after")
     def _check_range(self) -> "MediaSettings":
