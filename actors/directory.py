@@ -52,8 +52,20 @@ class HostEntry:
     rooms: set = field(default_factory=set)
 
 
+@dataclass
+class FrontEntry:
+    route: str
+    handle: Any
+    info: dict = field(default_factory=dict)
+    failures: int = 0
+
+
 class Directory:
-    def __init__(self, *, health_interval_s: float = 2.0, max_failures: int = 2, call_timeout_s: float = 5.0):
+    def __init__(self, *, health_interval_s: float = 2.0, max_failures: int = 2, call_timeout_s: float = 5.0,
+                 max_rooms: int | None = None):
+        self.max_rooms = max_rooms  # cluster-wide (``rooms.max_rooms``); None: each host counts its own
+        self.reserved: dict[str, str] = {}  # roomId -> hostId: the rooms that exist, cluster-wide
+        self.fronts: dict[str, FrontEntry] = {}  # route -> signaling front
         self.health_interval_s = health_interval_s
         self.max_failures = max_failures
         self.call_timeout_s = call_timeout_s
@@ -88,6 +100,49 @@ class Directory:
         if entry:
             for room_id in entry.rooms:
                 self.room_host.pop(room_id, None)
+        for room_id in [r for r, h in self.reserved.items() if h == host_id]:
+            del self.reserved[room_id]
+
+    # ------------------------------------------------------------------ signaling fronts
+    async def register_front(self, route: str, handle: Any, info: dict | None = None) -> None:
+        """A signaling front (its route is its actor name); health-checked like workers."""
+        self.fronts[route] = FrontEntry(route, handle, dict(info or {}))
+        self._start_health()
+
+    async def unregister_front(self, route: str) -> None:
+        self.fronts.pop(route, None)
+
+    async def front_infos(self) -> list[dict]:
+        return [dict(e.info, route=r) for r, e in self.fronts.items()]
+
+    async def _front_gone(self, route: str) -> None:
+        """A front died: its sockets are gone, so every room host drops the participants it held."""
+        self.fronts.pop(route, None)
+
+        async def tell(host: HostEntry) -> None:
+            try:
+                await call(host.handle.drop_route.remote(route), what=f"room host {host.host_id}",
+                           timeout_s=self.call_timeout_s)
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("room host %s: drop_route(%s) failed: %s", host.host_id, route, exc)
+
+        await asyncio.gather(*(tell(h) for h in list(self.hosts.values())))
+
+    # ------------------------------------------------------------------ cluster-wide room limit
+    async def reserve_room(self, room_id: str, host_id: str) -> None:
+        """A host creates ``room_id``: refused with ResourceExhaustedError when ``max_rooms`` rooms
+        already exist anywhere in the cluster (idempotent for a room that exists)."""
+        if room_id in self.reserved:
+            return
+        if self.max_rooms is not None and len(self.reserved) >= self.max_rooms:
+            raise ResourceExhaustedError(f"room limit reached ({self.max_rooms} rooms); try again later")
+        self.reserved[room_id] = host_id
+
+    async def release_room(self, room_id: str, host_id: str) -> None:
+        """The host forgot ``room_id`` (empty, closed): it no longer counts."""
+        if self.reserved.get(room_id) == host_id:
+            del self.reserved[room_id]
+        await self.room_closed(room_id, host_id)
 
     async def worker_handle(self, worker_id: str) -> Any:
         entry = self.workers.get(worker_id)
@@ -211,6 +266,16 @@ class Directory:
                 entry.placed_since_poll = placed
 
         await asyncio.gather(*(poll(e) for e in list(self.workers.values())))
+        for front in list(self.fronts.values()):
+            try:
+                await call(front.handle.ping.remote(), what=f"signaling {front.route}", timeout_s=self.call_timeout_s)
+                front.failures = 0
+            except Exception as exc:  # noqa: BLE001
+                front.failures += 1
+                if isinstance(exc.__cause__, ActorDiedError) or front.failures >= self.max_failures:
+                    logger.warning("dropping signaling front %s: %s", front.route, exc)
+                    await self._front_gone(front.route)
+                    dropped.append(front.route)
         for host in list(self.hosts.values()):
             try:
                 await call(host.handle.ping.remote(), what=f"room host {host.host_id}", timeout_s=self.call_timeout_s)
@@ -261,6 +326,8 @@ class Directory:
             "rooms": dict(self.room_host),
             "roomRouters": {r: dict(w) for r, w in self.room_routers.items()},
             "dropped": list(self.dropped),
+            "reserved": dict(self.reserved),
+            "fronts": sorted(self.fronts),
         }
 
     async def ping(self) -> float:

@@ -86,6 +86,13 @@ class RayDirectoryPort:
     async def release_router(self, room_id: str, worker_id: str) -> None:
         await call(self.directory.release_router.remote(room_id, worker_id), what="directory")
 
+    async def reserve_room(self, room_id: str) -> None:
+        """Cluster-wide ``max_rooms``: the Directory counts every host's rooms."""
+        await call(self.directory.reserve_room.remote(room_id, self.host_id), what="directory")
+
+    async def release_room(self, room_id: str) -> None:
+        await call(self.directory.release_room.remote(room_id, self.host_id), what="directory")
+
 
 class RayNotifierPort:
     """studyrooms.rooms.ports.NotifierPort: ``route`` is the name of a SignalingActor."""
@@ -158,6 +165,13 @@ class RoomHost:
     async def disconnect(self, session: dict) -> dict:
         await self.service.disconnect(session)
         return session
+
+    async def drop_route(self, route: str) -> int:
+        """The signaling front ``route`` died: its participants leave (their sockets are gone)."""
+        return await self.service.drop_route(route) if self.service is not None else 0
+
+    async def dump(self) -> dict:
+        return self.service.dump() if self.service is not None else {}
 
     async def on_worker_event(self, name: str, data: dict) -> None:
         if self.service is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any, Callable
 
 import ray
@@ -24,10 +25,10 @@ JOIN_METHODS = frozenset({"join-room", "join_room", "join"})
 LEAVE_METHODS = frozenset({"leave-room", "leave_room", "leave"})
 
 
-def create_signaling_server(settings: Any, rooms: Any, route: str) -> Any:
+def create_signaling_server(settings: Any, rooms: Any, route: str, dev_secret: str | None = None) -> Any:
     from studyrooms.signaling.server import SignalingServer
 
-    return SignalingServer(settings, rooms, route)
+    return SignalingServer(settings, rooms, route, dev_secret=dev_secret)
 
 
 def _sid(session: dict) -> str | None:
@@ -124,8 +125,9 @@ def _merge(session: dict, new_session: Any) -> None:
 
 class Signaling:
     def __init__(self, settings: Any, route: str, directory_name: str, *,
-                 factory: str | Callable = DEFAULT_SERVER_FACTORY) -> None:
+                 factory: str | Callable = DEFAULT_SERVER_FACTORY, dev_secret: str | None = None) -> None:
         self.settings = settings
+        self.dev_secret = dev_secret  # development mode with several fronts: one secret for all
         self.route = route
         self.directory_name = directory_name
         self.factory = factory
@@ -139,7 +141,8 @@ class Signaling:
         if self.server is None:
             directory = await asyncio.to_thread(ray.get_actor, self.directory_name)
             self.rooms = RayRoomsPort(directory)
-            self.server = resolve(self.factory)(self.settings, self.rooms, self.route)
+            extra = {"dev_secret": self.dev_secret} if self.dev_secret else {}
+            self.server = resolve(self.factory)(self.settings, self.rooms, self.route, **extra)
             from .telemetry import MetricsHub, ray_source, setup_actor_telemetry
 
             if setup_actor_telemetry("signaling", prometheus=True):  # GET /metrics on this server's port
@@ -156,7 +159,7 @@ class Signaling:
         return self.route
 
     async def info(self) -> dict:
-        return {"route": self.route, "node": self.node, "port": self.port}
+        return {"route": self.route, "node": self.node, "port": self.port, "pid": os.getpid()}
 
     async def stop(self) -> None:
         if self.server is not None:

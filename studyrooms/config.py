@@ -74,6 +74,9 @@ class ServerSettings(_Model):
     token_ttl_s: int = Field(6 * 3600, ge=60)
     num_workers: int | None = Field(None, ge=1)  # default: one per CPU core
     room_hosts: int = Field(1, ge=1)
+    # signaling fronts (HTTP + Socket.IO, each on `port` of its node): default one per node advertising
+    # the `signaling` Ray resource (the head when none does); more than nodes: the k-th on a node binds port + k
+    signaling_fronts: int | None = Field(None, ge=1, le=64)
     ray_address: str | None = None
     web_root: str | None = None
 
