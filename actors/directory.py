@@ -66,6 +66,7 @@ class Directory:
         self.max_rooms = max_rooms  # cluster-wide (``rooms.max_rooms``); None: each host counts its own
         self.reserved: dict[str, str] = {}  # roomId -> hostId: the rooms that exist, cluster-wide
         self.fronts: dict[str, FrontEntry] = {}  # route -> signaling front
+        self.joining: dict[str, int] = {}  # roomId -> joins routed by host_for_room and not finished
         self.health_interval_s = health_interval_s
         self.max_failures = max_failures
         self.call_timeout_s = call_timeout_s
@@ -164,19 +165,40 @@ class Directory:
         return bool(self.workers) and bool(self.hosts)
 
     # ------------------------------------------------------------------ rooms -> hosts
-    async def host_for_room(self, room_id: str, create: bool = True) -> tuple[str, Any] | None:
-        """The (hostId, handle) serving ``room_id``; assign the least busy host on first use."""
+    async def host_for_room(self, room_id: str, create: bool = True, join: bool = False) -> tuple[str, Any] | None:
+        """The (hostId, handle) serving ``room_id``; assign the least busy host on first use.
+
+        ``join``: a join is routed there; the caller calls :meth:`join_finished` when it is over."""
         host_id = self.room_host.get(room_id)
         if host_id is not None and host_id in self.hosts:
+            if create and join:
+                self.joining[room_id] = self.joining.get(room_id, 0) + 1
             return host_id, self.hosts[host_id].handle
         if not create:
             return None
         if not self.hosts:
             raise ResourceExhaustedError("no room host available")
+        if self.max_rooms is not None and room_id not in self.reserved and len(self.reserved) >= self.max_rooms:
+            # refused here, before a host is assigned: a refused room id leaves nothing behind
+            raise ResourceExhaustedError(f"room limit reached ({self.max_rooms} rooms); try again later")
         entry = self._pick(list(self.hosts.values()), lambda h: len(h.rooms), "_last_host_order")
         entry.rooms.add(room_id)
         self.room_host[room_id] = entry.host_id
+        if join:
+            self.joining[room_id] = self.joining.get(room_id, 0) + 1
         return entry.host_id, entry.handle
+
+    async def join_finished(self, room_id: str) -> None:
+        """A join that :meth:`host_for_room` routed is over (either way). When no join is on its way
+        and the room does not exist on its host (never reserved, no router: e.g. the token did not
+        allow it), the assignment is dropped, so refused room ids do not pile up."""
+        pending = self.joining.get(room_id, 0) - 1
+        if pending > 0:
+            self.joining[room_id] = pending
+            return
+        self.joining.pop(room_id, None)
+        if room_id not in self.reserved and room_id not in self.room_routers:
+            await self.room_closed(room_id)
 
     async def any_host(self) -> tuple[str, Any]:
         if not self.hosts:
@@ -185,6 +207,8 @@ class Directory:
         return entry.host_id, entry.handle
 
     async def room_closed(self, room_id: str, host_id: str | None = None) -> None:
+        if self.joining.get(room_id):  # a join is on its way to that host: it keeps the room there
+            return
         current = self.room_host.get(room_id)
         if current is None or (host_id is not None and current != host_id):
             return

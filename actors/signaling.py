@@ -48,14 +48,22 @@ class RayRoomsPort:
         self.by_sid: dict[str, tuple[str, Any]] = {}  # sid -> (hostId, handle) of the joined room
 
     async def _host_for_join(self, room_id: str) -> tuple[str, Any]:
-        return await call(self.directory.host_for_room.remote(room_id, True), what="directory")
+        return await call(self.directory.host_for_room.remote(room_id, True, True), what="directory")
+
+    async def _join_finished(self, room_id: str) -> None:
+        try:
+            await call(self.directory.join_finished.remote(room_id), what="directory", timeout_s=5.0)
+        except Exception:  # noqa: BLE001 - bookkeeping only; the join's own outcome stands
+            logger.warning("directory join_finished(%s) failed", room_id, exc_info=True)
 
     async def request(self, session: dict, method: str, data: dict) -> Any:
         sid = _sid(session)
         data = data if data is not None else {}
         host = self.by_sid.get(sid) if sid else None
+        routed: str | None = None  # a join routed by the Directory: tell it when the join is over
         if host is None and method in JOIN_METHODS and isinstance(data, dict) and data.get("roomId"):
-            host = await self._host_for_join(str(data["roomId"]))
+            routed = str(data["roomId"])
+            host = await self._host_for_join(routed)
         elif host is None:
             # not in a room: any host answers (invalid-state, or a harmless leave-room)
             host = await call(self.directory.any_host.remote(), what="directory")
@@ -70,6 +78,9 @@ class RayRoomsPort:
             if joining and self.by_sid.get(sid) is host:
                 del self.by_sid[sid]
             raise
+        finally:
+            if routed is not None:
+                await self._join_finished(routed)
         _merge(session, new_session)
         if sid and method in LEAVE_METHODS:
             self.by_sid.pop(sid, None)

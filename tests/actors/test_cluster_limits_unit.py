@@ -128,3 +128,40 @@ def test_plan_fronts_one_per_signaling_node_or_a_count():
     assert plan_fronts(nodes, 3, 0) == [("head", 0), ("b", 0), ("head", 0)]
     nothing = [node("x"), node("head", head=True)]  # no node advertises `signaling`: the head
     assert plan_fronts(nothing, None, 80) == [("head", 80)]
+
+
+async def test_refused_room_ids_leave_no_assignment():
+    directory = Directory(health_interval_s=0, max_rooms=1)
+    await directory.register_host("h0", object())
+    await directory.register_host("h1", object())
+    host, _ = await directory.host_for_room("r1", join=True)
+    await directory.reserve_room("r1", host)  # the host created r1
+    await directory.join_finished("r1")
+    with pytest.raises(ResourceExhaustedError):  # the limit, before any host is assigned
+        await directory.host_for_room("r2")
+    assert "r2" not in directory.room_host
+    await directory.release_room("r1", host)
+    # a join the host refuses (e.g. forbidden room): the assignment goes once the join is over...
+    first, _ = await directory.host_for_room("x", join=True)
+    again, _ = await directory.host_for_room("x", join=True)  # ...but not while another join of it is on its way
+    assert again == first
+    await directory.join_finished("x")
+    assert directory.room_host["x"] == first
+    await directory.join_finished("x")
+    assert "x" not in directory.room_host and not directory.joining
+    assert all(not h.rooms for h in directory.hosts.values())
+
+
+async def test_a_room_closing_while_a_join_is_on_its_way_keeps_its_host():
+    directory = Directory(health_interval_s=0, max_rooms=5)
+    for i in range(2):
+        await directory.register_host(f"h{i}", object())
+    host, _ = await directory.host_for_room("r", join=True)
+    await directory.reserve_room("r", host)
+    await directory.join_finished("r")
+    await directory.host_for_room("r", join=True)  # a second join is routed to the room's host...
+    await directory.release_room("r", host)  # ...while the room empties and closes there
+    assert directory.room_host["r"] == host  # the join recreates it on the same host, not on another
+    await directory.reserve_room("r", host)
+    await directory.join_finished("r")
+    assert directory.room_host["r"] == host and directory.reserved == {"r": host}
