@@ -137,8 +137,8 @@ async def run(args: argparse.Namespace) -> Path:
 
         async def start() -> list[dict]:
             return list(await asyncio.gather(*(
-                call(a.run.remote(app.url, g, args.duration, None, 0.0, concurrency), what="load shard",
-                     timeout_s=args.duration * 3 + 120 + len(g) * 10) for a, g in zip(shards_actors, groups))))
+                call(a.run.remote(app.url, g, args.duration, None, 0.0, concurrency, args.join_timeout),
+                     what="load shard", timeout_s=args.duration * 3 + 120 + args.join_timeout + len(g) * 10) for a, g in zip(shards_actors, groups))))
 
         async def poll() -> dict:
             parts = await asyncio.gather(*(call(a.progress.remote(), what="load shard") for a in shards_actors))
@@ -191,6 +191,7 @@ async def run(args: argparse.Namespace) -> Path:
             if j and e and measured["window_s"] else None,
         })
     params = {"rooms": args.rooms, "participants": args.participants, "duration": args.duration,
+              "join_timeout": args.join_timeout,
               "video": args.video, "audio": True, "max_consumed": args.max_consumed,
               "room_concurrency": args.room_concurrency or args.participants, "shards": len(groups),
               "media_slots_per_node": args.media_slots, "nodes": "head (signaling) + a (signaling, media) + b (media)",
@@ -238,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--room-concurrency", type=int, default=0, help="participants of a room joining at once (0: all)")
     parser.add_argument("--shards", type=int, default=4, help="load-generator actors")
     parser.add_argument("--media-slots", type=int, default=1, help="media workers per media node")
-    parser.add_argument("--leave-timeout", type=float, default=30.0)
+    parser.add_argument("--join-timeout", type=float, default=180.0,
+                        help="per participant: connect -> producing, else counted as an error")
+    parser.add_argument("--leave-timeout", type=float, default=60.0)
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--smoke", action="store_true", help="2 rooms x 5 participants, 5 s")
     args = parser.parse_args(argv)

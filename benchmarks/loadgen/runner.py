@@ -136,11 +136,12 @@ class LoadShard:
         return dict(self.events)
 
     async def run(self, url: str, entries: list[dict], duration_s: float, start_at: float | None = None,
-                  join_gap_s: float = 0.3, room_concurrency: int = 1) -> dict:
+                  join_gap_s: float = 0.3, room_concurrency: int = 1, join_timeout_s: float = 60.0) -> dict:
         if self._stop is None:
             self._stop = asyncio.Event()
         out = await run_shard(url, entries, duration_s=duration_s, start_at=start_at, join_gap_s=join_gap_s,
-                              progress=self._progress, stop=self._stop, room_concurrency=room_concurrency)
+                              progress=self._progress, stop=self._stop, room_concurrency=room_concurrency,
+                              join_timeout_s=join_timeout_s)
         out["loadgen"]["shard"] = self.shard_id
         return out
 
