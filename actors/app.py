@@ -7,8 +7,12 @@
    node (NodeAffinity, hard), interleaved over nodes: ``<prefix>:media-<i>``;
 3. ``settings.server.room_hosts`` RoomHostActor(s) per media node (hard node affinity):
    ``<prefix>:room-host-<j>``;
-4. one SignalingActor (``<prefix>:signaling-0``, the notification ``route``) on the signaling node,
-   bound to ``settings.server.host:port``.
+4. the signaling fronts: one SignalingActor per node advertising ``signaling`` (or
+   ``settings.server.signaling_fronts`` of them, round robin over those nodes; the head when none
+   advertises it), ``<prefix>:signaling-<i>`` (also each front's notification ``route``), each bound
+   to ``settings.server.host:port`` on its node (the k-th front on one node: ``port + k``). Every
+   room host can notify every front; the Directory health-checks them, and when one dies the room
+   hosts drop the participants whose sockets it held (their clients reconnect to another front).
 
 :meth:`AppHandle.stop` closes them in reverse (signaling stops accepting, rooms close, workers
 close) and kills every actor. Requires an initialised Ray (see :func:`actors.runtime.init_ray`).
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -31,7 +36,7 @@ from .directory import DirectoryActor
 from .hop import call
 from .media_worker import DEFAULT_WORKER_FACTORY, MediaWorkerActor
 from .room_host import RoomHostActor
-from .runtime import MEDIA_SLOTS, alive_nodes, plan_media_slots, signaling_node
+from .runtime import MEDIA_SLOTS, alive_nodes, plan_fronts, plan_media_slots, signaling_node
 from .signaling import DEFAULT_SERVER_FACTORY, SignalingActor
 from .telemetry import TRACED_SERVICE_FACTORY, actor_options
 
@@ -50,11 +55,20 @@ class AppHandle:
     worker_nodes: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     stopped: bool = False
+    #: every signaling front by route (``signaling`` is the first): {route: handle}, and their
+    #: {route: {"node", "port", "url"}}
+    fronts: dict[str, Any] = field(default_factory=dict)
+    front_info: dict[str, dict] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
+
+    @property
+    def urls(self) -> list[str]:
+        """One URL per signaling front (``url`` is the first)."""
+        return [info["url"] for info in self.front_info.values()] or [self.url]
 
     @property
     def route(self) -> str:
@@ -65,11 +79,12 @@ class AppHandle:
         if self.stopped:
             return
         self.stopped = True
-        await _close_all([self.signaling], "stop", timeout_s)
+        fronts = list(self.fronts.values()) or [self.signaling]
+        await _close_all(fronts, "stop", timeout_s)
         await _close_all(list(self.hosts.values()), "close", timeout_s)
         await _close_all(list(self.workers.values()), "close", timeout_s)
         await _close_all([self.directory], "close", timeout_s)
-        for handle in [self.signaling, *self.hosts.values(), *self.workers.values(), self.directory]:
+        for handle in [*fronts, *self.hosts.values(), *self.workers.values(), self.directory]:
             _kill(handle)
 
 
@@ -118,13 +133,22 @@ async def start_app(
         directory = DirectoryActor.options(
             name=f"{prefix}:directory", get_if_exists=True,
             scheduling_strategy=NodeAffinitySchedulingStrategy(head.node_id, soft=True),
-        ).remote(health_interval_s=health_interval_s)
+        ).remote(health_interval_s=health_interval_s, max_rooms=settings.rooms.max_rooms)
         created.append(directory)
+        plan = plan_fronts(nodes, settings.server.signaling_fronts, settings.server.port)
+        # development mode (no auth secret) with several fronts: one random secret, so a token
+        # issued by one front is accepted by every other
+        shared_secret = secrets.token_urlsafe(32) if len(plan) > 1 and not settings.server.auth_secret else None
+        fronts: dict[str, Any] = {}
+        for i, (node_id, _port) in enumerate(plan):
+            fronts[f"{prefix}:signaling-{i}"] = SignalingActor.options(
+                name=f"{prefix}:signaling-{i}",
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False), **telemetry,
+            ).remote(settings, f"{prefix}:signaling-{i}", f"{prefix}:directory", factory=server_factory,
+                     dev_secret=shared_secret)
+            created.append(fronts[f"{prefix}:signaling-{i}"])
         route = f"{prefix}:signaling-0"
-        signaling = SignalingActor.options(
-            name=route, scheduling_strategy=NodeAffinitySchedulingStrategy(head.node_id, soft=False), **telemetry,
-        ).remote(settings, route, f"{prefix}:directory", factory=server_factory)
-        created.append(signaling)
+        signaling = fronts[route]
         workers: dict[str, Any] = {}
         worker_nodes: dict[str, str] = {}
         for slot in slots:
@@ -147,10 +171,10 @@ async def start_app(
                 name=f"{prefix}:{host_id}",
                 scheduling_strategy=NodeAffinitySchedulingStrategy(media_nodes[j % len(media_nodes)], soft=False),
                 **telemetry,
-            ).remote(settings, host_id, f"{prefix}:directory", routes={route: signaling}, factory=service_factory)
+            ).remote(settings, host_id, f"{prefix}:directory", routes=dict(fronts), factory=service_factory)
             created.append(hosts[host_id])
         handle = AppHandle(prefix, settings.server.host, settings.server.port, directory, signaling,
-                           workers, hosts, worker_nodes)
+                           workers, hosts, worker_nodes, fronts=fronts)
 
         async def bounded(ref: Any, what: str) -> Any:
             return await call(ref, what=what, timeout_s=timeout_s)
@@ -166,10 +190,17 @@ async def start_app(
         await asyncio.gather(*(bounded(directory.register_host.remote(info["hostId"], hosts[info["hostId"]], info),
                                        "directory") for info in host_infos))
         handle.timings["hosts_s"] = time.monotonic() - t0
-        handle.port = await bounded(signaling.start.remote(settings.server.host, settings.server.port), "signaling")
+        ports = await asyncio.gather(*(bounded(front.start.remote(settings.server.host, port), f"signaling {r}")
+                                       for (r, front), (_, port) in zip(fronts.items(), plan)))
+        host = f"[{settings.server.host}]" if ":" in settings.server.host else settings.server.host
+        for (r, front), (node_id, _), bound in zip(fronts.items(), plan, ports):
+            handle.front_info[r] = {"node": node_id, "port": bound, "url": f"http://{host}:{bound}/"}
+            await bounded(directory.register_front.remote(r, front, handle.front_info[r]), "directory")
+        handle.port = ports[0]
         handle.timings["total_s"] = time.monotonic() - t0
-        logger.info("studyrooms up in %.2f s: %d media workers on %d node(s), %d room host(s), %s",
-                    handle.timings["total_s"], len(workers), len(media_nodes), len(hosts), handle.url)
+        logger.info("studyrooms up in %.2f s: %d media workers on %d node(s), %d room host(s), %d signaling "
+                    "front(s): %s", handle.timings["total_s"], len(workers), len(media_nodes), len(hosts),
+                    len(fronts), " ".join(handle.urls))
         return handle
     except BaseException:
         for actor in created:

@@ -52,8 +52,21 @@ class HostEntry:
     rooms: set = field(default_factory=set)
 
 
+@dataclass
+class FrontEntry:
+    route: str
+    handle: Any
+    info: dict = field(default_factory=dict)
+    failures: int = 0
+
+
 class Directory:
-    def __init__(self, *, health_interval_s: float = 2.0, max_failures: int = 2, call_timeout_s: float = 5.0):
+    def __init__(self, *, health_interval_s: float = 2.0, max_failures: int = 2, call_timeout_s: float = 5.0,
+                 max_rooms: int | None = None):
+        self.max_rooms = max_rooms  # cluster-wide (``rooms.max_rooms``); None: each host counts its own
+        self.reserved: dict[str, str] = {}  # roomId -> hostId: the rooms that exist, cluster-wide
+        self.fronts: dict[str, FrontEntry] = {}  # route -> signaling front
+        self.joining: dict[str, int] = {}  # roomId -> joins routed by host_for_room and not finished
         self.health_interval_s = health_interval_s
         self.max_failures = max_failures
         self.call_timeout_s = call_timeout_s
@@ -88,6 +101,49 @@ class Directory:
         if entry:
             for room_id in entry.rooms:
                 self.room_host.pop(room_id, None)
+        for room_id in [r for r, h in self.reserved.items() if h == host_id]:
+            del self.reserved[room_id]
+
+    # ------------------------------------------------------------------ signaling fronts
+    async def register_front(self, route: str, handle: Any, info: dict | None = None) -> None:
+        """A signaling front (its route is its actor name); health-checked like workers."""
+        self.fronts[route] = FrontEntry(route, handle, dict(info or {}))
+        self._start_health()
+
+    async def unregister_front(self, route: str) -> None:
+        self.fronts.pop(route, None)
+
+    async def front_infos(self) -> list[dict]:
+        return [dict(e.info, route=r) for r, e in self.fronts.items()]
+
+    async def _front_gone(self, route: str) -> None:
+        """A front died: its sockets are gone, so every room host drops the participants it held."""
+        self.fronts.pop(route, None)
+
+        async def tell(host: HostEntry) -> None:
+            try:
+                await call(host.handle.drop_route.remote(route), what=f"room host {host.host_id}",
+                           timeout_s=self.call_timeout_s)
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("room host %s: drop_route(%s) failed: %s", host.host_id, route, exc)
+
+        await asyncio.gather(*(tell(h) for h in list(self.hosts.values())))
+
+    # ------------------------------------------------------------------ cluster-wide room limit
+    async def reserve_room(self, room_id: str, host_id: str) -> None:
+        """A host creates ``room_id``: refused with ResourceExhaustedError when ``max_rooms`` rooms
+        already exist anywhere in the cluster (idempotent for a room that exists)."""
+        if room_id in self.reserved:
+            return
+        if self.max_rooms is not None and len(self.reserved) >= self.max_rooms:
+            raise ResourceExhaustedError(f"room limit reached ({self.max_rooms} rooms); try again later")
+        self.reserved[room_id] = host_id
+
+    async def release_room(self, room_id: str, host_id: str) -> None:
+        """The host forgot ``room_id`` (empty, closed): it no longer counts."""
+        if self.reserved.get(room_id) == host_id:
+            del self.reserved[room_id]
+        await self.room_closed(room_id, host_id)
 
     async def worker_handle(self, worker_id: str) -> Any:
         entry = self.workers.get(worker_id)
@@ -98,6 +154,10 @@ class Directory:
     async def worker_handles(self) -> dict[str, Any]:
         return {wid: e.handle for wid, e in self.workers.items()}
 
+    async def worker_nodes(self) -> dict[str, str]:
+        """workerId -> Ray node id (room hosts use it: pipes between nodes carry SRTP)."""
+        return {wid: e.node for wid, e in self.workers.items()}
+
     async def host_handles(self) -> dict[str, Any]:
         return {hid: e.handle for hid, e in self.hosts.items()}
 
@@ -105,19 +165,40 @@ class Directory:
         return bool(self.workers) and bool(self.hosts)
 
     # ------------------------------------------------------------------ rooms -> hosts
-    async def host_for_room(self, room_id: str, create: bool = True) -> tuple[str, Any] | None:
-        """The (hostId, handle) serving ``room_id``; assign the least busy host on first use."""
+    async def host_for_room(self, room_id: str, create: bool = True, join: bool = False) -> tuple[str, Any] | None:
+        """The (hostId, handle) serving ``room_id``; assign the least busy host on first use.
+
+        ``join``: a join is routed there; the caller calls :meth:`join_finished` when it is over."""
         host_id = self.room_host.get(room_id)
         if host_id is not None and host_id in self.hosts:
+            if create and join:
+                self.joining[room_id] = self.joining.get(room_id, 0) + 1
             return host_id, self.hosts[host_id].handle
         if not create:
             return None
         if not self.hosts:
             raise ResourceExhaustedError("no room host available")
+        if self.max_rooms is not None and room_id not in self.reserved and len(self.reserved) >= self.max_rooms:
+            # refused here, before a host is assigned: a refused room id leaves nothing behind
+            raise ResourceExhaustedError(f"room limit reached ({self.max_rooms} rooms); try again later")
         entry = self._pick(list(self.hosts.values()), lambda h: len(h.rooms), "_last_host_order")
         entry.rooms.add(room_id)
         self.room_host[room_id] = entry.host_id
+        if join:
+            self.joining[room_id] = self.joining.get(room_id, 0) + 1
         return entry.host_id, entry.handle
+
+    async def join_finished(self, room_id: str) -> None:
+        """A join that :meth:`host_for_room` routed is over (either way). When no join is on its way
+        and the room does not exist on its host (never reserved, no router: e.g. the token did not
+        allow it), the assignment is dropped, so refused room ids do not pile up."""
+        pending = self.joining.get(room_id, 0) - 1
+        if pending > 0:
+            self.joining[room_id] = pending
+            return
+        self.joining.pop(room_id, None)
+        if room_id not in self.reserved and room_id not in self.room_routers:
+            await self.room_closed(room_id)
 
     async def any_host(self) -> tuple[str, Any]:
         if not self.hosts:
@@ -126,6 +207,8 @@ class Directory:
         return entry.host_id, entry.handle
 
     async def room_closed(self, room_id: str, host_id: str | None = None) -> None:
+        if self.joining.get(room_id):  # a join is on its way to that host: it keeps the room there
+            return
         current = self.room_host.get(room_id)
         if current is None or (host_id is not None and current != host_id):
             return
@@ -207,6 +290,16 @@ class Directory:
                 entry.placed_since_poll = placed
 
         await asyncio.gather(*(poll(e) for e in list(self.workers.values())))
+        for front in list(self.fronts.values()):
+            try:
+                await call(front.handle.ping.remote(), what=f"signaling {front.route}", timeout_s=self.call_timeout_s)
+                front.failures = 0
+            except Exception as exc:  # noqa: BLE001
+                front.failures += 1
+                if isinstance(exc.__cause__, ActorDiedError) or front.failures >= self.max_failures:
+                    logger.warning("dropping signaling front %s: %s", front.route, exc)
+                    await self._front_gone(front.route)
+                    dropped.append(front.route)
         for host in list(self.hosts.values()):
             try:
                 await call(host.handle.ping.remote(), what=f"room host {host.host_id}", timeout_s=self.call_timeout_s)
@@ -257,6 +350,8 @@ class Directory:
             "rooms": dict(self.room_host),
             "roomRouters": {r: dict(w) for r, w in self.room_routers.items()},
             "dropped": list(self.dropped),
+            "reserved": dict(self.reserved),
+            "fronts": sorted(self.fronts),
         }
 
     async def ping(self) -> float:

@@ -37,11 +37,13 @@ def create_room_service(settings: Any, directory: Any, notifier: Any, host_id: s
 class RayWorkerPort:
     """studyrooms.rooms.ports.WorkerPort over a MediaWorkerActor handle."""
 
-    def __init__(self, worker_id: str, handle: Any, owner: Any = None, timeout_s: float = 30.0) -> None:
+    def __init__(self, worker_id: str, handle: Any, owner: Any = None, timeout_s: float = 30.0,
+                 node: str | None = None) -> None:
         self.worker_id = worker_id
         self.handle = handle
         self.owner = owner
         self.timeout_s = timeout_s
+        self.node = node  # Ray node id: pipes to a worker on another node carry SRTP
 
     async def request(self, method: str, data: dict) -> dict:
         owner = self.owner if method == "create_router" else None
@@ -59,13 +61,17 @@ class RayDirectoryPort:
         self.ports: dict[str, RayWorkerPort] = {}
 
     async def refresh(self) -> None:
-        handles = await call(self.directory.worker_handles.remote(), what="directory")
+        handles, nodes = await asyncio.gather(call(self.directory.worker_handles.remote(), what="directory"),
+                                              call(self.directory.worker_nodes.remote(), what="directory"))
         for worker_id, handle in handles.items():
-            self.ports.setdefault(worker_id, RayWorkerPort(worker_id, handle, self.owner))
+            port = self.ports.setdefault(worker_id, RayWorkerPort(worker_id, handle, self.owner))
+            port.node = nodes.get(worker_id) or port.node
 
     async def place_router(self, room_id: str, exclude: Any = ()) -> str:
         worker_id = await call(self.directory.place_router.remote(room_id, tuple(exclude), self.host_id),
                                what="directory")
+        if worker_id not in self.ports or self.ports[worker_id].node is None:
+            await self.refresh()
         if worker_id not in self.ports:
             handle = await call(self.directory.worker_handle.remote(worker_id), what="directory")
             self.ports[worker_id] = RayWorkerPort(worker_id, handle, self.owner)
@@ -79,6 +85,13 @@ class RayDirectoryPort:
 
     async def release_router(self, room_id: str, worker_id: str) -> None:
         await call(self.directory.release_router.remote(room_id, worker_id), what="directory")
+
+    async def reserve_room(self, room_id: str) -> None:
+        """Cluster-wide ``max_rooms``: the Directory counts every host's rooms."""
+        await call(self.directory.reserve_room.remote(room_id, self.host_id), what="directory")
+
+    async def release_room(self, room_id: str) -> None:
+        await call(self.directory.release_room.remote(room_id, self.host_id), what="directory")
 
 
 class RayNotifierPort:
@@ -152,6 +165,13 @@ class RoomHost:
     async def disconnect(self, session: dict) -> dict:
         await self.service.disconnect(session)
         return session
+
+    async def drop_route(self, route: str) -> int:
+        """The signaling front ``route`` died: its participants leave (their sockets are gone)."""
+        return await self.service.drop_route(route) if self.service is not None else 0
+
+    async def dump(self) -> dict:
+        return self.service.dump() if self.service is not None else {}
 
     async def on_worker_event(self, name: str, data: dict) -> None:
         if self.service is not None:

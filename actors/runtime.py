@@ -130,3 +130,17 @@ def signaling_node(nodes: list[NodeInfo]) -> NodeInfo:
         if node.is_head:
             return node
     return nodes[0]
+
+
+def plan_fronts(nodes: list[NodeInfo], count: int | None, port: int) -> list[tuple[str, int]]:
+    """``(node_id, port)`` of each signaling front: one per node advertising ``signaling`` (else
+    the one :func:`signaling_node` picks), or ``count`` round robin over them; the k-th front on one
+    node binds ``port + k`` (port 0 stays 0: any free port)."""
+    candidates = [n for n in nodes if n.signaling] or [signaling_node(nodes)]
+    candidates.sort(key=lambda n: (not n.is_head, n.node_id))
+    total = count or len(candidates)
+    plan = []
+    for i in range(total):
+        k = i // len(candidates)
+        plan.append((candidates[i % len(candidates)].node_id, port + k if port else 0))
+    return plan

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any, Callable
 
 import ray
@@ -24,10 +25,10 @@ JOIN_METHODS = frozenset({"join-room", "join_room", "join"})
 LEAVE_METHODS = frozenset({"leave-room", "leave_room", "leave"})
 
 
-def create_signaling_server(settings: Any, rooms: Any, route: str) -> Any:
+def create_signaling_server(settings: Any, rooms: Any, route: str, dev_secret: str | None = None) -> Any:
     from studyrooms.signaling.server import SignalingServer
 
-    return SignalingServer(settings, rooms, route)
+    return SignalingServer(settings, rooms, route, dev_secret=dev_secret)
 
 
 def _sid(session: dict) -> str | None:
@@ -47,14 +48,22 @@ class RayRoomsPort:
         self.by_sid: dict[str, tuple[str, Any]] = {}  # sid -> (hostId, handle) of the joined room
 
     async def _host_for_join(self, room_id: str) -> tuple[str, Any]:
-        return await call(self.directory.host_for_room.remote(room_id, True), what="directory")
+        return await call(self.directory.host_for_room.remote(room_id, True, True), what="directory")
+
+    async def _join_finished(self, room_id: str) -> None:
+        try:
+            await call(self.directory.join_finished.remote(room_id), what="directory", timeout_s=5.0)
+        except Exception:  # noqa: BLE001 - bookkeeping only; the join's own outcome stands
+            logger.warning("directory join_finished(%s) failed", room_id, exc_info=True)
 
     async def request(self, session: dict, method: str, data: dict) -> Any:
         sid = _sid(session)
         data = data if data is not None else {}
         host = self.by_sid.get(sid) if sid else None
+        routed: str | None = None  # a join routed by the Directory: tell it when the join is over
         if host is None and method in JOIN_METHODS and isinstance(data, dict) and data.get("roomId"):
-            host = await self._host_for_join(str(data["roomId"]))
+            routed = str(data["roomId"])
+            host = await self._host_for_join(routed)
         elif host is None:
             # not in a room: any host answers (invalid-state, or a harmless leave-room)
             host = await call(self.directory.any_host.remote(), what="directory")
@@ -69,6 +78,9 @@ class RayRoomsPort:
             if joining and self.by_sid.get(sid) is host:
                 del self.by_sid[sid]
             raise
+        finally:
+            if routed is not None:
+                await self._join_finished(routed)
         _merge(session, new_session)
         if sid and method in LEAVE_METHODS:
             self.by_sid.pop(sid, None)
@@ -124,8 +136,9 @@ def _merge(session: dict, new_session: Any) -> None:
 
 class Signaling:
     def __init__(self, settings: Any, route: str, directory_name: str, *,
-                 factory: str | Callable = DEFAULT_SERVER_FACTORY) -> None:
+                 factory: str | Callable = DEFAULT_SERVER_FACTORY, dev_secret: str | None = None) -> None:
         self.settings = settings
+        self.dev_secret = dev_secret  # development mode with several fronts: one secret for all
         self.route = route
         self.directory_name = directory_name
         self.factory = factory
@@ -139,7 +152,8 @@ class Signaling:
         if self.server is None:
             directory = await asyncio.to_thread(ray.get_actor, self.directory_name)
             self.rooms = RayRoomsPort(directory)
-            self.server = resolve(self.factory)(self.settings, self.rooms, self.route)
+            extra = {"dev_secret": self.dev_secret} if self.dev_secret else {}
+            self.server = resolve(self.factory)(self.settings, self.rooms, self.route, **extra)
             from .telemetry import MetricsHub, ray_source, setup_actor_telemetry
 
             if setup_actor_telemetry("signaling", prometheus=True):  # GET /metrics on this server's port
@@ -156,7 +170,7 @@ class Signaling:
         return self.route
 
     async def info(self) -> dict:
-        return {"route": self.route, "node": self.node, "port": self.port}
+        return {"route": self.route, "node": self.node, "port": self.port, "pid": os.getpid()}
 
     async def stop(self) -> None:
         if self.server is not None:

@@ -44,6 +44,9 @@ class MediaSettings(_Model):
     # `make setup`): auto = use it if it loads, else pure Python with one warning; on = refuse to
     # start without it; off = pure Python (STUDYROOMS_MEDIA_FAST_PATH)
     fast_path: Literal["auto", "on", "off"] = "auto"
+    # pipes between a room's routers on different workers: SRTP (AEAD_AES_256_GCM, mediasoup's
+    # enableSrtp) between workers on different nodes, plain RTP inside one node; "always": SRTP on every pipe
+    pipe_srtp: Literal["inter-node", "always"] = "inter-node"
 
     @model_validator(mode="after")
     def _check_range(self) -> "MediaSettings":
@@ -81,6 +84,9 @@ class ServerSettings(_Model):
     token_ttl_s: int = Field(6 * 3600, ge=60)
     num_workers: int | None = Field(None, ge=1)  # default: one per CPU core
     room_hosts: int = Field(1, ge=1)
+    # signaling fronts (HTTP + Socket.IO, each on `port` of its node): default one per node advertising
+    # the `signaling` Ray resource (the head when none does); more than nodes: the k-th on a node binds port + k
+    signaling_fronts: int | None = Field(None, ge=1, le=64)
     ray_address: str | None = None
     web_root: str | None = None
 

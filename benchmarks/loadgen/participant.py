@@ -37,6 +37,7 @@ class Profile:
     simulcast: bool = False
     screen: bool = False
     consume: bool = True
+    max_consumed: int | None = None  # consume at most this many remote producers (None: all of them)
 
 
 @dataclass
@@ -230,6 +231,8 @@ class Participant:
                 return
             pid = info.get("producerId")
             if not pid or pid in self.consumed or info.get("participantId") == self.result.participant_id:
+                continue
+            if self.profile.max_consumed is not None and len(self.consumed) >= self.profile.max_consumed:
                 continue
             self.consumed.add(pid)
             try:

@@ -47,29 +47,36 @@ def shard(entries: list[dict], count: int) -> list[list[dict]]:
 
 async def run_shard(url: str, entries: list[dict], *, duration_s: float, start_at: float | None = None,
                     join_gap_s: float = 0.3, join_timeout_s: float = 60.0,
-                    progress: Callable[[str, int], None] | None = None, stop: asyncio.Event | None = None) -> dict:
+                    progress: Callable[[str, int], None] | None = None, stop: asyncio.Event | None = None,
+                    room_concurrency: int = 1) -> dict:
     """Join ``entries``, exchange media for ``duration_s`` after the last join (or until ``stop`` is
     set, when given: the driver then owns the measured window), leave.
 
     ``start_at`` (wall clock) aligns shards on several machines. Returns ``{"participants": [...],
-    "loadgen": {pid, cpu_s, host}}``."""
+    "loadgen": {pid, cpu_s, host}}``. An entry's own ``url`` (a signaling front) overrides ``url``;
+    ``room_concurrency`` participants of a room join at once (1: one after the other)."""
     if start_at is not None and start_at > time.time():
         await asyncio.sleep(start_at - time.time())
     cpu0 = _cpu()
-    people: list[Participant] = [Participant(url, e["room"], e["name"], Profile(**e["profile"])) for e in entries]
+    people: list[Participant] = [Participant(e.get("url") or url, e["room"], e["name"], Profile(**e["profile"]))
+                                 for e in entries]
     by_room: dict[str, list[Participant]] = {}
     for p in people:
         by_room.setdefault(p.room, []).append(p)
 
+    async def join_one(p: Participant) -> None:
+        try:
+            await asyncio.wait_for(p.join(), join_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - recorded per participant
+            p.result.error = f"{type(exc).__name__}: {exc}"[:300]
+            logger.warning("%s: join failed: %s", p.name, p.result.error)
+        if progress:
+            progress("joined", 1)
+
     async def join_room(members: list[Participant]) -> None:
-        for p in members:
-            try:
-                await asyncio.wait_for(p.join(), join_timeout_s)
-            except Exception as exc:  # noqa: BLE001 - recorded per participant
-                p.result.error = f"{type(exc).__name__}: {exc}"[:300]
-                logger.warning("%s: join failed: %s", p.name, p.result.error)
-            if progress:
-                progress("joined", 1)
+        step = max(1, room_concurrency)
+        for i in range(0, len(members), step):
+            await asyncio.gather(*(join_one(p) for p in members[i:i + step]))
             await asyncio.sleep(join_gap_s)
 
     t_join = time.monotonic()
@@ -129,11 +136,12 @@ class LoadShard:
         return dict(self.events)
 
     async def run(self, url: str, entries: list[dict], duration_s: float, start_at: float | None = None,
-                  join_gap_s: float = 0.3) -> dict:
+                  join_gap_s: float = 0.3, room_concurrency: int = 1, join_timeout_s: float = 60.0) -> dict:
         if self._stop is None:
             self._stop = asyncio.Event()
         out = await run_shard(url, entries, duration_s=duration_s, start_at=start_at, join_gap_s=join_gap_s,
-                              progress=self._progress, stop=self._stop)
+                              progress=self._progress, stop=self._stop, room_concurrency=room_concurrency,
+                              join_timeout_s=join_timeout_s)
         out["loadgen"]["shard"] = self.shard_id
         return out
 

@@ -12,6 +12,8 @@ class WorkerPort(Protocol):
     """One media worker's control channel (``studyrooms.sfu.WorkerChannel`` semantics)."""
 
     worker_id: str
+    # Optional ``node`` attribute: the node the worker runs on. Pipes between workers whose nodes
+    # differ (or are unknown on one side) carry SRTP; ports without it are one process, one node.
 
     async def request(self, method: str, data: dict) -> dict:
         """Call a WorkerChannel method (create_router, create_webrtc_transport, produce, ...).

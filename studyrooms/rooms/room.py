@@ -14,7 +14,9 @@ A room that outgrows one media worker spreads over several (mediasoup's pipeToRo
 whose room's workers all carry ``rooms.max_consumers_per_worker`` consumers or more gets a router
 on another worker; producers are piped (PipeTransports between the two routers, docs/worker-api.md)
 to where their consumers are, once per producer and worker, and the pipe follows its origin's
-pause, resume and close.
+pause, resume and close. A pipe between workers on different nodes carries SRTP (both ends get
+``enableSrtp`` and each other's key, AEAD_AES_256_GCM); plain RTP only inside one node
+(``media.pipe_srtp``).
 
 Worker events must be delivered to :meth:`on_worker_event` asynchronously (never awaited from inside
 a ``WorkerPort.request`` call), since they wait for the room's lock.
@@ -81,6 +83,7 @@ class Room:
         self._piped: dict[tuple[str, str], str] = {}  # (producer id, target worker) -> pipe consumer id
         self._pipe_consumers: dict[str, tuple[str, str]] = {}  # pipe consumer id -> (producer, target)
         self._pipe_links: dict[tuple[str, str], tuple[str, str]] = {}  # (from, to) -> pipe transport ids
+        self._pipe_info: dict[tuple[str, str], dict] = {}  # (from, to) -> both ends' parameters (dump)
         self._lock = asyncio.Lock()
         self._ids = id_factory
         self._on_empty = on_empty
@@ -124,6 +127,8 @@ class Room:
             "workerId": self.worker_id,
             "routerId": self.router_id,
             "participants": [p.dump() for p in self.participants.values()],
+            "routers": {w: r["routerId"] for w, r in self.routers.items()},
+            "pipes": [{"from": a, "to": b, **info} for (a, b), info in self._pipe_info.items()],
         }
 
     @property
@@ -283,6 +288,7 @@ class Room:
             self._piped.clear()
             self._pipe_consumers.clear()
             self._pipe_links.clear()
+            self._pipe_info.clear()
             logger.info("room %s closed", self.id)
 
     # --- requests of a joined participant -------------------------------------------------------
@@ -650,13 +656,19 @@ class Room:
         link = self._pipe_links.get((home, target))
         if link is None:
             src, dst = self.routers[home], self.routers[target]
-            a = await src["port"].request("create_pipe_transport", {"routerId": src["routerId"]})
-            b = await dst["port"].request("create_pipe_transport", {"routerId": dst["routerId"]})
+            srtp = self._pipe_srtp(src["port"], dst["port"])
+            extra = {"enableSrtp": True} if srtp else {}
+            a = await src["port"].request("create_pipe_transport", {"routerId": src["routerId"], **extra})
+            b = await dst["port"].request("create_pipe_transport", {"routerId": dst["routerId"], **extra})
             await src["port"].request("connect_pipe_transport", {
-                "transportId": a["id"], "ip": b["tuple"]["localIp"], "port": b["tuple"]["localPort"]})
+                "transportId": a["id"], "ip": b["tuple"]["localIp"], "port": b["tuple"]["localPort"],
+                **({"srtpParameters": b["srtpParameters"]} if srtp else {})})
             await dst["port"].request("connect_pipe_transport", {
-                "transportId": b["id"], "ip": a["tuple"]["localIp"], "port": a["tuple"]["localPort"]})
+                "transportId": b["id"], "ip": a["tuple"]["localIp"], "port": a["tuple"]["localPort"],
+                **({"srtpParameters": a["srtpParameters"]} if srtp else {})})
             link = self._pipe_links[(home, target)] = (a["id"], b["id"])
+            self._pipe_info[(home, target)] = {"srtp": srtp, "local": a, "remote": b}
+            logger.info("room %s: pipe %s -> %s (%s)", self.id, home, target, "SRTP" if srtp else "plain RTP")
         consumer = await self.routers[home]["port"].request(
             "consume", {"transportId": link[0], "producerId": producer_id, "paused": False})
         owner = self._owner(self._producer_owner, producer_id)
@@ -673,6 +685,13 @@ class Room:
         self._piped[(producer_id, target)] = consumer["id"]
         self._pipe_consumers[consumer["id"]] = (producer_id, target)
         logger.info("room %s: producer %s piped from %s to %s", self.id, producer_id, home, target)
+
+    def _pipe_srtp(self, src: WorkerPort, dst: WorkerPort) -> bool:
+        """SRTP on a pipe between two workers unless both are known to share a node (``node`` of the
+        ports; in-process ports have none: one process, one node), or on every pipe (``always``)."""
+        if self.settings.media.pipe_srtp == "always":
+            return True
+        return getattr(src, "node", None) != getattr(dst, "node", None)
 
     async def _unpipe(self, producer_id: str, home: str | None) -> None:
         """The origin producer is gone: close its pipe producers (their consumers follow)."""

@@ -126,6 +126,11 @@ class RoomService:
                 raise ResourceExhaustedError(
                     f"room limit reached ({self.settings.rooms.max_rooms} rooms); try again later"
                 )
+            reserve = getattr(self.directory, "reserve_room", None)
+            if reserve is not None:  # several hosts: the directory counts rooms cluster-wide
+                await reserve(req.room_id)
+                room = self.rooms.get(req.room_id)  # a concurrent join may have created it meanwhile
+        if room is None:
             room = Room(
                 req.room_id,
                 self.settings,
@@ -184,7 +189,26 @@ class RoomService:
         """Empty-room timeout fired (synchronously, from the clock): forget and close the room."""
         if self.rooms.get(room.id) is room:
             del self.rooms[room.id]
+            self._spawn(self._release_room(room.id))
         self._spawn(room.close())
+
+    async def _release_room(self, room_id: str) -> None:
+        release = getattr(self.directory, "release_room", None)
+        if release is not None and room_id not in self.rooms:
+            await release(room_id)
+
+    async def drop_route(self, route: str) -> int:
+        """The signaling server ``route`` is gone with its sockets: their participants leave."""
+        gone = [key for key in self._by_sid if key[0] == route]
+        for key in gone:
+            self._limiters.pop(key, None)
+            try:
+                await self._leave(key)
+            except Exception:  # noqa: BLE001 - the others must still leave
+                logger.exception("leaving %s after its signaling server went failed", key)
+        if gone:
+            logger.info("signaling %s gone: %d participant(s) left", route, len(gone))
+        return len(gone)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -210,6 +234,10 @@ class RoomService:
         self._limiters.clear()
         for room in rooms:
             await room.close()
+            try:
+                await self._release_room(room.id)
+            except Exception:  # noqa: BLE001 - closing must finish
+                logger.warning("release of room %s failed", room.id, exc_info=True)
         await self.idle()
 
     # --- worker events --------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from ..protocol import EVENTS, parse_request
 from ..protocol.describe import describe
 from ..protocol.messages import ErrorEvent
 from ..protocol.requests import TokenRequest
-from .auth import dev_secret, issue_token, verify_token
+from .auth import dev_secret as new_dev_secret, issue_token, verify_token
 from .ports import RoomsPort
 
 logger = logging.getLogger("studyrooms.signaling")
@@ -74,6 +74,7 @@ class SignalingServer:
         route: str,
         *,
         secret: str | None = None,
+        dev_secret: str | None = None,
         web_root: str | Path | None = None,
         cors_allowed_origins: str | list[str] | None = None,
     ) -> None:
@@ -84,7 +85,9 @@ class SignalingServer:
         #: development mode: no configured secret, so tokens are issued by POST /api/token with a
         #: random per-process secret (only allowed while listening on loopback)
         self.dev_mode = configured is None
-        self._secret = configured or dev_secret()
+        # (several signaling servers in development mode share one ``dev_secret``: a token from
+        # one is accepted by all)
+        self._secret = configured or dev_secret or new_dev_secret()
         root = web_root or settings.server.web_root
         self.web_root = Path(root) if root else DEFAULT_WEB_ROOT
         self.max_payload_bytes = settings.limits.max_payload_bytes

@@ -1,0 +1,251 @@
+"""Scale-out on a simulated cluster (``ray.cluster_utils.Cluster``, loopback): a head and node ``a``
+advertise ``signaling`` (two signaling fronts), nodes ``a`` and ``b`` one media slot each (two media
+workers on two nodes, one room host per media node).
+
+* participants on different fronts share a room and decode each other; the room outgrows its node
+  and spreads to the other one; the pipe between the nodes is SRTP on the wire; all gone after leave;
+* a front's process is killed: the others' media never stops, its participants leave the room and
+  its clients reconnect through the other front;
+* the room limit and the room capacity hold across the two room hosts and the two fronts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+
+import aiohttp
+import pytest
+import pytest_asyncio
+import socketio
+
+from actors.app import start_app
+from actors.hop import call
+from studyrooms.config import Settings
+from support.wire import capture_or_skip, check_srtp
+
+peer_mod = pytest.importorskip("support.peer")
+
+pytestmark = [pytest.mark.multinode, pytest.mark.ray, pytest.mark.slow,
+              pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    c = Cluster(initialize_head=True,
+                head_node_args=dict(num_cpus=0, resources={"signaling": 1}, include_dashboard=False))
+    nodes = {"a": c.add_node(num_cpus=1, resources={"media_slots": 1, "signaling": 1}),
+             "b": c.add_node(num_cpus=1, resources={"media_slots": 1})}
+    try:
+        c.wait_for_nodes(timeout=120)
+        ray.init(address=c.address, log_to_driver=False, namespace="tests-scaleout")
+        c.ids = {"head": c.head_node.node_id, **{k: n.node_id for k, n in nodes.items()}}
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def app(cluster):
+    settings = Settings(server={"host": "127.0.0.1", "port": 0},
+                        rooms={"empty_room_timeout_s": 0.2, "max_consumers_per_worker": 2, "capacity": 3,
+                               "max_rooms": 2})
+    handle = await start_app(settings, prefix=f"so-{uuid.uuid4().hex[:6]}", health_interval_s=0.5)
+    yield handle
+    await handle.stop()
+
+
+async def http(url, method, path, body=None):
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        async with session.request(method, url + path, json=body) as resp:
+            return resp.status, await resp.json()
+
+
+class Client:
+    """A participant: a Socket.IO connection to one front and a pymediasoup device."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.events: list = []
+        self.sio = None
+        self.peer = None
+
+    async def join(self, url: str, room: str, *, media: bool = True) -> dict:
+        status, body = await http(url, "POST", "api/token", {"roomId": room, "displayName": self.name})
+        assert status == 200, body
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.sio.on("*", lambda event, data=None: self.events.append((event, data)))
+        await self.sio.connect(url, auth={"token": body["token"]}, transports=["websocket"], wait_timeout=20)
+        reply = await self.sio.call("join-room", {"roomId": room, "displayName": self.name}, timeout=30)
+        if reply["ok"] and media:
+            self.peer = peer_mod.Peer(peer_mod.SocketIOSignal(self.sio, timeout=30), video=True)
+            await self.peer.load(reply["data"]["rtpCapabilities"])
+        return reply
+
+    async def close(self) -> None:
+        if self.peer is not None:
+            await self.peer.close()
+        if self.sio is not None and self.sio.connected:
+            await self.sio.disconnect()
+
+
+async def room_dump(app, room: str) -> dict:
+    directory = await call(app.directory.dump.remote())
+    host = await call(app.hosts[directory["rooms"][room]].dump.remote())
+    return next(r for r in host["rooms"] if r["roomId"] == room)
+
+
+async def wait_all_gone(app, timeout: float = 20.0) -> dict:
+    """Workers hold no router/transport/producer/consumer, no room is listed or reserved."""
+    deadline = time.monotonic() + timeout
+    while True:
+        loads = [await call(w.load.remote()) for w in app.workers.values()]
+        totals = {k: sum(load[k] for load in loads)
+                  for k in ("routerCount", "transportCount", "producerCount", "consumerCount")}
+        _, rooms = await http(app.url, "GET", "api/rooms")
+        directory = await call(app.directory.dump.remote())
+        state = {**totals, "rooms": len(rooms["rooms"]), "reserved": len(directory["reserved"])}
+        if not any(state.values()) or time.monotonic() > deadline:
+            return state
+        await asyncio.sleep(0.1)
+
+
+async def test_fronts_on_two_nodes_room_spreads_over_an_srtp_pipe(app, cluster, aioice_loopback):
+    fronts = list(app.front_info.values())
+    assert [f["node"] for f in fronts] == [cluster.ids["head"], cluster.ids["a"]]  # one per `signaling` node
+    assert sorted(app.worker_nodes.values()) == sorted([cluster.ids["a"], cluster.ids["b"]])
+    url0, url1 = fronts[0]["url"], fronts[1]["url"]
+    room = f"big-{uuid.uuid4().hex[:4]}"
+    ada, bob, cat = Client("Ada"), Client("Bob"), Client("Cat")
+    try:
+        assert (await ada.join(url0, room))["ok"]
+        assert (await bob.join(url1, room))["ok"]  # another front, the same room
+        ada_video = (await ada.peer.produce(video=True))["video"]
+        bob_video = (await bob.peer.produce(video=True))["video"]
+        bob_sees_ada = await bob.peer.consume(ada_video)
+        ada_sees_bob = await ada.peer.consume(bob_video)
+        for counter in (bob_sees_ada, ada_sees_bob):
+            assert await counter.wait_frames(5, timeout=30) >= 5
+        home = (await room_dump(app, room))["workerId"]
+
+        # the home worker carries 2 consumers (the limit): Cat's router goes to the other node
+        assert (await cat.join(url0, room))["ok"]
+        cat_video = (await cat.peer.produce(video=True))["video"]
+        capture = capture_or_skip()
+        with capture:
+            cat_sees_ada = await cat.peer.consume(ada_video)  # piped home -> other node
+            ada_sees_cat = await ada.peer.consume(cat_video)  # piped other node -> home
+            for counter in (cat_sees_ada, ada_sees_cat):
+                assert await counter.wait_frames(10, timeout=30) >= 10
+            dump = await room_dump(app, room)
+            assert set(dump["routers"]) == set(app.workers)
+            other = next(w for w in dump["routers"] if w != home)
+            assert app.worker_nodes[home] != app.worker_nodes[other]
+            assert {(p["from"], p["to"]) for p in dump["pipes"]} == {(home, other), (other, home)}
+            for pipe in dump["pipes"]:
+                assert pipe["srtp"] is True
+                local, remote = pipe["local"], pipe["remote"]
+                wire = await asyncio.to_thread(capture.wait_for, local["tuple"]["localPort"],
+                                               remote["tuple"]["localPort"], 20, 15)
+                assert check_srtp(wire, local["srtpParameters"], remote["srtpParameters"]) >= 20
+    finally:
+        for client in (ada, bob, cat):
+            await client.close()
+    state = await wait_all_gone(app)
+    assert state == {"routerCount": 0, "transportCount": 0, "producerCount": 0, "consumerCount": 0,
+                     "rooms": 0, "reserved": 0}
+
+
+async def test_killing_a_front_moves_its_clients_and_spares_the_others_media(app, aioice_loopback):
+    (route0, info0), (route1, info1) = list(app.front_info.items())
+    room = f"kill-{uuid.uuid4().hex[:4]}"
+    ada, cat, bob, bob2 = Client("Ada"), Client("Cat"), Client("Bob"), Client("Bob")
+    try:
+        assert (await ada.join(info0["url"], room))["ok"]
+        assert (await cat.join(info0["url"], room))["ok"]
+        assert (await bob.join(info1["url"], room))["ok"]
+        ada_video = (await ada.peer.produce(video=True))["video"]
+        bob_video = (await bob.peer.produce(video=True))["video"]
+        cat_sees_ada = await cat.peer.consume(ada_video)
+        ada_sees_bob = await ada.peer.consume(bob_video)
+        for counter in (cat_sees_ada, ada_sees_bob):
+            assert await counter.wait_frames(5, timeout=30) >= 5
+
+        # Bob's front dies (SIGKILL of its process): his socket drops; Ada's and Cat's front and media go on
+        pid = (await call(app.fronts[route1].info.remote()))["pid"]
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        deadline = killed_at + 20
+        while time.monotonic() < deadline and not any(e == "participant-left" for e, _ in ada.events):
+            await asyncio.sleep(0.1)
+        left = [d for e, d in ada.events if e == "participant-left"]
+        assert len(left) == 1, ada.events  # the room host dropped Bob's participant
+        assert ada.sio.connected and cat.sio.connected
+        _, rooms = await http(info0["url"], "GET", "api/rooms")
+        assert [r["participantCount"] for r in rooms["rooms"] if r["roomId"] == room] == [2]
+
+        # Bob's client reconnects through the surviving front (what a load balancer does) and rejoins
+        assert (await bob2.join(info0["url"], room))["ok"]
+        bob2_video = (await bob2.peer.produce(video=True))["video"]
+        ada_sees_bob2 = await ada.peer.consume(bob2_video)
+        bob2_sees_ada = await bob2.peer.consume(ada_video)
+        for counter in (ada_sees_bob2, bob2_sees_ada):
+            assert await counter.wait_frames(5, timeout=30) >= 5
+        # Cat decoded Ada all along: no gap of a second around the kill, frames ever since
+        around = [t for t in cat_sees_ada.times if t >= killed_at - 2.0]
+        assert cat_sees_ada.frames_since(killed_at) >= 10
+        assert max(b - a for a, b in zip(around, around[1:])) < 2.0  # (a loaded CI box: not a frame-rate check)
+        assert await call(app.directory.front_infos.remote()) == [{**info0, "route": route0}]
+    finally:
+        for client in (ada, cat, bob, bob2):
+            await client.close()
+    state = await wait_all_gone(app)
+    assert state == {"routerCount": 0, "transportCount": 0, "producerCount": 0, "consumerCount": 0,
+                     "rooms": 0, "reserved": 0}
+
+
+async def test_room_limit_and_capacity_hold_across_hosts(app):
+    url = next(iter(app.front_info.values()))["url"]  # (the other front may have been killed above)
+    clients = []
+
+    async def join(name, room):
+        client = Client(name)
+        clients.append(client)
+        return await client.join(url, room, media=False)
+
+    try:
+        assert (await join("a", "r1"))["ok"] and (await join("b", "r2"))["ok"]
+        directory = await call(app.directory.dump.remote())
+        assert len({directory["rooms"]["r1"], directory["rooms"]["r2"]}) == 2  # one room per host
+        refused = await join("c", "r3")  # each host holds one room; the cluster holds max_rooms = 2
+        assert refused["ok"] is False and refused["error"]["code"] == "resource-exhausted"
+        assert "room limit" in refused["error"]["message"]
+        assert "r3" not in (await call(app.directory.dump.remote()))["rooms"]  # a refused room leaves nothing
+        # capacity 3 in r2, whoever's host and front: the 4th is refused
+        assert (await join("d", "r2"))["ok"] and (await join("e", "r2"))["ok"]
+        full = await join("f", "r2")
+        assert full["ok"] is False and full["error"]["code"] == "room-full"
+        # r1 empties and closes: r3 may open (on either host)
+        await clients[0].close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            reply = await join("g", "r3")
+            if reply["ok"]:
+                break
+            await clients.pop().close()
+            await asyncio.sleep(0.2)
+        assert reply["ok"], reply
+    finally:
+        for client in clients:
+            await client.close()
+    state = await wait_all_gone(app)
+    assert state["rooms"] == 0 and state["reserved"] == 0
