@@ -23,14 +23,16 @@ SPEECH_THRESHOLD_DBOV = -70.0
 
 
 class SpeakerTracker:
-    """Smoothed volume per audio producer; ``dominant(now)`` with hysteresis."""
+    """Smoothed volume per audio producer (fast attack so speech onsets count at once, slower
+    release); ``dominant(now)`` with hysteresis."""
 
     def __init__(self, *, threshold_dbov: float = SPEECH_THRESHOLD_DBOV, hysteresis_db: float = 3.0,
-                 stale_s: float = 1.0, smoothing: float = 0.4) -> None:
+                 stale_s: float = 1.0, smoothing: float = 0.4, attack: float = 0.9) -> None:
         self.threshold_dbov = threshold_dbov
         self.hysteresis_db = hysteresis_db
         self.stale_s = stale_s
         self.alpha = smoothing
+        self.attack = max(attack, smoothing)
         self._state: dict[Hashable, list[float]] = {}  # key -> [smoothed dBov, last report time]
         self._current: Hashable | None = None
         self.reported: set[Hashable] = set()  # keys that ever reported a level
@@ -45,7 +47,7 @@ class SpeakerTracker:
         if st is None or now - st[1] > self.stale_s:
             self._state[key] = [volume, now]
         else:
-            st[0] += self.alpha * (volume - st[0])
+            st[0] += (self.attack if volume > st[0] else self.alpha) * (volume - st[0])
             st[1] = now
 
     def remove(self, key: Hashable) -> None:
