@@ -151,8 +151,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(web_dist, tmp_path_factory) -> Server:
-    """`studyrooms serve --host 127.0.0.1 --port <free>`; waits for /healthz == 200; SIGTERM at the end."""
+def server(web_dist, tmp_path_factory, request) -> Server:
+    """`studyrooms serve --host 127.0.0.1 --port <free>`; waits for /healthz == 200; SIGTERM at the end.
+    A test module may set ``SERVER_ENV = {...}`` to override the environment (e.g. room capacity)."""
     exe = REPO / ".venv" / "bin" / "studyrooms"
     if not exe.exists():
         exe = Path(sys.executable).with_name("studyrooms")
@@ -175,6 +176,7 @@ def server(web_dist, tmp_path_factory) -> Server:
         STUDYROOMS_ROOMS_AUDIO_ONLY_THRESHOLD=str(AUDIO_ONLY_THRESHOLD),
         STUDYROOMS_SERVER_WEB_ROOT=str(web_dist),
     )
+    env.update(getattr(request.module, "SERVER_ENV", {}))
     # RAY_ADDRESS (a cluster CI started) is passed through unchanged: the server attaches to it.
     cmd = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)]
     log = open(log_path, "wb")
