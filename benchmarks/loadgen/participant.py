@@ -37,6 +37,8 @@ class Profile:
     simulcast: bool = False
     screen: bool = False
     consume: bool = True
+    audio_levels: bool = False  # mic packets carry ssrc-audio-level (silent until set_talking)
+    media_scale: float = 1.0  # multiplies audio and camera packet rates (reduced-rate big rooms)
 
 
 @dataclass
@@ -141,6 +143,7 @@ class Participant:
         self._consume_task: asyncio.Task | None = None
         self._send_task: asyncio.Task | None = None
         self._measuring = True
+        self.forwarding: dict | None = None  # the last forwarding-changed {video, onStage}
         host = self.url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
         self.bind_ip = "127.0.0.1" if host in ("127.0.0.1", "localhost", "::1") else "0.0.0.0"
 
@@ -166,6 +169,7 @@ class Participant:
         token = self.token or await self._token()
         self.sio = socketio.AsyncClient(reconnection=False)
         self.sio.on("new-producer", self._on_new_producer)
+        self.sio.on("forwarding-changed", self._on_forwarding_changed)
         self._t0 = time.monotonic()
         self.result.connect_at = time.time()
         await self.sio.connect(self.url, auth={"token": token}, transports=["websocket"], wait_timeout=self.timeout_s)
@@ -207,10 +211,12 @@ class Participant:
 
     async def _produce(self, transport_id: str) -> None:
         ssrc = random.randrange(1 << 20, 1 << 31)
+        scale = self.profile.media_scale
         if self.profile.audio:
-            self.sources.append(AudioSource("0", ssrc))
+            self.sources.append(AudioSource("0", ssrc, scale=scale, levels=self.profile.audio_levels))
         if self.profile.video:
-            self.sources.append(camera("1", [ssrc + 1, ssrc + 2, ssrc + 3], simulcast=self.profile.simulcast))
+            self.sources.append(camera("1", [ssrc + 1, ssrc + 2, ssrc + 3], simulcast=self.profile.simulcast,
+                                       scale=scale))
         if self.profile.screen:
             self.sources.append(screen("2", ssrc + 4))
         for src in self.sources:
@@ -218,6 +224,20 @@ class Participant:
                                         "rtpParameters": src.rtp_parameters(), "appData": {"source": src.source}})
             for enc in src.encodings:
                 self.by_ssrc_out[enc.ssrc] = src
+
+    # ------------------------------------------------------------------ large rooms
+    def set_talking(self, talking: bool, level: int = 20) -> None:
+        """Mic packets now carry ``level`` (talking) or silence."""
+        for src in self.sources:
+            if isinstance(src, AudioSource):
+                src.set_level(level if talking else 127)
+
+    def _on_forwarding_changed(self, data: dict) -> None:
+        self.forwarding = data
+
+    def packet_counts(self) -> dict[int, tuple[str, str, int]]:
+        """SSRC -> (kind, from participant, packets so far): windows of what carries packets."""
+        return {ssrc: (st.kind, st.from_participant, st.packets) for ssrc, st in self.streams.items()}
 
     # ------------------------------------------------------------------ consuming
     def _on_new_producer(self, data: dict) -> None:
