@@ -29,6 +29,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,13 +49,17 @@ def start_server(workers: int, env: dict[str, str]) -> tuple[subprocess.Popen, s
     clean.update({"STUDYROOMS_ROOMS_EMPTY_ROOM_TIMEOUT_S": "0.5", "STUDYROOMS_ROOMS_CAPACITY": "200",
                   "STUDYROOMS_LIMITS_REQUESTS_PER_SECOND": "1000", "STUDYROOMS_LIMITS_REQUEST_BURST": "2000"})
     clean.update(env)
+    log = tempfile.NamedTemporaryFile("w+", prefix="large-room-server-", suffix=".log", delete=False)
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.loadgen.server", "--workers", str(workers)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=clean,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=clean,
                             cwd=str(Path(__file__).resolve().parents[1]))
     line = proc.stdout.readline()
     if not line:
         proc.kill()
-        raise RuntimeError("the standalone server did not start")
+        raise RuntimeError(f"the standalone server did not start (log: {log.name})")
+    # keep draining its stdout: a full pipe would stall the server
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    proc.log_path = log.name  # type: ignore[attr-defined]
     return proc, json.loads(line)["url"]
 
 
@@ -165,6 +171,7 @@ async def run_mode(mode: str, *, participants: int, talkers: int, scale: float, 
         except Exception as exc:  # noqa: BLE001 - reported, the caller decides
             out["after_leave"] = {"error": repr(exc)}
         stop_server(proc)
+        out["server_log"] = proc.log_path
     return out
 
 

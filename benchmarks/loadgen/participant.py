@@ -142,6 +142,7 @@ class Participant:
         self._pending: asyncio.Queue = asyncio.Queue()
         self._consume_task: asyncio.Task | None = None
         self._send_task: asyncio.Task | None = None
+        self._consent_task: asyncio.Task | None = None
         self._measuring = True
         self.forwarding: dict | None = None  # the last forwarding-changed {video, onStage}
         host = self.url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
@@ -190,12 +191,14 @@ class Participant:
             await self._produce(send_id)
         self.result.media_ready_s = time.monotonic() - self._t0
         self._send_task = asyncio.ensure_future(self._send_loop())
+        self._consent_task = asyncio.ensure_future(self._consent_loop())
 
     async def _transport(self, direction: str) -> tuple[LoadPeer, str]:
         info = await self.call("create-transport", {"direction": direction})
         peer = LoadPeer(await _bind(self.bind_ip))
         cand = info["iceCandidates"][0]
         cand = {**cand, "ip": cand.get("ip") or cand.get("address")}
+        peer.ice_parameters = info["iceParameters"]
         for _ in range(10):
             resp = await peer.ice_connect(info["iceParameters"], cand, timeout_s=0.5)
             if resp is not None:
@@ -224,6 +227,18 @@ class Participant:
                                         "rtpParameters": src.rtp_parameters(), "appData": {"source": src.source}})
             for enc in src.encodings:
                 self.by_ssrc_out[enc.ssrc] = src
+
+    async def _consent_loop(self, every_s: float = 5.0) -> None:
+        """ICE consent freshness (RFC 7675): a binding request on each transport every few seconds,
+        or the server closes transports after its consent timeout (30 s) in longer runs."""
+        while True:
+            await asyncio.sleep(every_s)
+            for peer in (self.send_peer, self.recv_peer):
+                if peer is not None and peer.remote is not None:
+                    try:
+                        peer.sock.sendto(bytes(peer.build_check(peer.ice_parameters, use_candidate=False)), peer.remote)
+                    except Exception:  # noqa: BLE001 - best effort; a dead transport shows in the results
+                        pass
 
     # ------------------------------------------------------------------ large rooms
     def set_talking(self, talking: bool, level: int = 20) -> None:
@@ -355,7 +370,7 @@ class Participant:
         return r
 
     async def close(self) -> None:
-        for task in (self._send_task, self._consume_task):
+        for task in (self._send_task, self._consume_task, self._consent_task):
             if task is not None:
                 task.cancel()
         self._pending.put_nowait(None)
