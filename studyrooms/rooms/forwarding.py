@@ -127,19 +127,25 @@ class RoomForwarding:
         n = self.last_n(receiver.id)
         return (ranked if n < 0 else ranked[:n]), stage
 
-    def audio_forwarded(self, producer_id: str) -> bool:
+    def _audio_limited(self) -> bool:
+        """Whether the room has more audio producers than it forwards at once."""
         limit = self.room.settings.rooms.max_audio_streams
-        if limit < 0 or producer_id not in self.tracker.reported:
-            return True
+        if limit < 0:
+            return False
         audio = sum(1 for p in self.room.participants.values() for v in p.producers.values() if v["kind"] == "audio")
-        return audio <= limit or producer_id in self.selected_audio
+        return audio > limit
+
+    def audio_forwarded(self, producer_id: str, limited: bool | None = None) -> bool:
+        if limited is None:
+            limited = self._audio_limited()
+        return not limited or producer_id not in self.tracker.reported or producer_id in self.selected_audio
 
     def wanted(self, receiver: "Participant", consumer: dict, plan: tuple[list[str], list[str]],
-               screen: list[str]) -> tuple[bool, int | None]:
+               screen: list[str], audio_limited: bool) -> tuple[bool, int | None]:
         """(forwardable, maxHeight) for one of the receiver's consumers."""
         producer_id = consumer["producerId"]
         if consumer.get("kind") == "audio":
-            return self.audio_forwarded(producer_id), None
+            return self.audio_forwarded(producer_id, audio_limited), None
         owner = self.room._producer_owner.get(producer_id)
         video, stage = plan
         if owner not in video:
@@ -155,12 +161,14 @@ class RoomForwarding:
         if room.closed:
             return
         owners = self._video_owners()
+        audio_limited = self._audio_limited()
         per_worker: dict[str | None, dict[str, dict]] = {}
         notes: list[tuple["Participant", dict]] = []
         for p in list(room.participants.values()):
             plan = self.video_plan(p, owners)
+            lookup = (set(plan[0]), plan[1])
             for cid, c in p.consumers.items():
-                forwardable, max_height = self.wanted(p, c, plan, owners[1])
+                forwardable, max_height = self.wanted(p, c, lookup, owners[1], audio_limited)
                 change: dict = {}
                 if c.get("forwardable", True) != forwardable:
                     change["forwardable"] = forwardable
@@ -184,5 +192,6 @@ class RoomForwarding:
         """``forwardable`` / ``maxHeight`` for a consumer about to be created (so it starts right)."""
         owners = self._video_owners()
         forwardable, max_height = self.wanted(
-            receiver, {"producerId": producer_id, "kind": kind}, self.video_plan(receiver, owners), owners[1])
+            receiver, {"producerId": producer_id, "kind": kind}, self.video_plan(receiver, owners), owners[1],
+            self._audio_limited())
         return {"forwardable": forwardable, "maxHeight": max_height}
