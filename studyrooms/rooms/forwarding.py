@@ -8,7 +8,7 @@ Decisions (docs/protocol.md "Large rooms"):
   participants are forwarded, N = the receiver's ``lastN`` capped by ``rooms.last_n`` (-1: no cap).
   On-stage participants and screen shares get the best layer; the other forwarded videos are capped
   at the receiver's ``maxHeight``.
-- **Audio, per room**: when the room has more audio producers than ``rooms.max_audio_streams``,
+- **Audio, per room**: when the room has more (unmuted) audio producers than ``rooms.max_audio_streams``,
   only the selected ones (:class:`~.speakers.AudioSelection`) are forwarded to anyone; producers
   that never reported an audio level cannot be judged and are always forwarded.
 
@@ -132,7 +132,8 @@ class RoomForwarding:
         limit = self.room.settings.rooms.max_audio_streams
         if limit < 0:
             return False
-        audio = sum(1 for p in self.room.participants.values() for v in p.producers.values() if v["kind"] == "audio")
+        audio = sum(1 for p in self.room.participants.values() for v in p.producers.values()
+                    if v["kind"] == "audio" and not v.get("paused"))  # muted mics send nothing
         return audio > limit
 
     def audio_forwarded(self, producer_id: str, limited: bool | None = None) -> bool:

@@ -180,3 +180,17 @@ async def test_audio_selection_forwards_the_loudest_k_across_workers(make_servic
     for sid in ("p1", "p2", "p3"):
         await service.request(session(sid), "leave-room", None)
     assert forwarded_producers(directory, {mics["p0"]: listeners["p4"][mics["p0"]]}) == {mics["p0"]}
+
+
+async def test_muted_mics_do_not_count_toward_the_audio_limit(make_service, directory, clock):
+    service = make_service(max_audio_streams=2)
+    people = await room_of(service, 4, video=False)
+    mics = {sid: v[1] for sid, v in people.items()}
+    heard = await consume_all(service, people, "p0")
+    room = service.rooms["room1"]
+    await speak(service, room, {mics["p1"]: 10, mics["p2"]: 127, mics["p3"]: 127}, clock, ticks=2)
+    assert forwarded_producers(directory, heard) == {mics["p1"]}  # 3 unmuted > 2: the talker only
+    await service.request(session("p3"), "pause-producer", {"producerId": mics["p3"]})
+    await service.request(session("p0"), "pause-producer", {"producerId": mics["p0"]})
+    # two unmuted mics left (p1, p2): under the limit, both forwarded as in a small room
+    assert forwarded_producers(directory, heard) >= {mics["p1"], mics["p2"]}
