@@ -175,6 +175,12 @@ async def run_mode(mode: str, *, participants: int, talkers: int, scale: float, 
     return out
 
 
+def _compact(run: dict) -> dict:
+    """A run without the per-receiver detail (kept in memory for tests, too big for the results)."""
+    phases = [{k: v for k, v in ph.items() if k not in ("carried", "forwarding")} for ph in run["phases"]]
+    return {**{k: v for k, v in run.items() if k not in ("after_leave", "stats_joined", "phases")}, "phases": phases}
+
+
 def write(out_dir: Path, runs: list[dict], params: dict) -> Path:
     folder = out_dir / time.strftime("%Y%m%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)
@@ -196,7 +202,7 @@ def write(out_dir: Path, runs: list[dict], params: dict) -> Path:
         summary["rtp_out_ratio_off_on"] = round(summary["rtp_out_pps_off"] / summary["rtp_out_pps_on"], 2)
     doc = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(),
            "parameters": params, "summary": summary,
-           "runs": [{k: v for k, v in run.items() if k != "after_leave"} for run in runs]}
+           "runs": [_compact(run) for run in runs]}
     (folder / "large_room.json").write_text(json.dumps(doc, indent=1))
     return folder
 
