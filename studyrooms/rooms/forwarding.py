@@ -55,6 +55,7 @@ class RoomForwarding:
         self.constraints: dict[str, ReceiveConstraints] = {}
         self.selected_audio: frozenset = frozenset()
         self.dominant: str | None = None  # participant id
+        self.levels_changed = False
 
     # --- inputs ---------------------------------------------------------------------------------
 
@@ -84,13 +85,17 @@ class RoomForwarding:
         if not isinstance(levels, dict):
             return UNSET
         owners = self.room._producer_owner
+        known = len(self.tracker.reported)
         for producer_id, level in list(levels.items())[:1000]:
             if producer_id in owners:
                 self.tracker.add(producer_id, level, now)
         producer, _volume = self.tracker.dominant(now)
-        self.selected_audio = self.audio.update(self.tracker.volumes(now), now)
+        selected = self.audio.update(self.tracker.volumes(now), now)
         dominant = owners.get(producer) if producer is not None else None
-        self.history.update(dominant, now)
+        moved = self.history.update(dominant, now)
+        #: whether this report changed an input of the decisions (else refresh() has nothing to do)
+        self.levels_changed = moved or selected != self.selected_audio or len(self.tracker.reported) != known
+        self.selected_audio = selected
         if dominant != self.dominant:
             self.dominant = dominant
             return dominant

@@ -616,7 +616,8 @@ class Room:
             elif name == "audio-levels":  # merged over the room's routers: speakers, audio, last-N order
                 now = self.clock.now()
                 dominant = self.forwarding.on_levels(data.get("levels"), now)
-                await self.forwarding.refresh()
+                if self.forwarding.levels_changed:
+                    await self.forwarding.refresh()
                 if dominant is not UNSET_DOMINANT:
                     volume = self.forwarding.tracker.dominant(now)[1] if dominant is not None else -127
                     payload = m.ActiveSpeaker(participant_id=dominant, volume=int(round(volume))).wire()
