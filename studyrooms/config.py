@@ -63,6 +63,23 @@ class RoomSettings(_Model):
     audio_only_threshold: int = Field(40, ge=1)
     empty_room_timeout_s: float = Field(30.0, ge=0)
     max_consumers_per_worker: int = Field(500, ge=1)  # beyond this a room spreads to another worker
+    # Last-N video: at most this many participants' videos are forwarded to each receiver (screen
+    # shares and on-stage first, then by speaker recency); -1 forwards every video (off).
+    last_n: int = Field(9, ge=-1)
+    # Speaker-selected audio: at most this many audio streams (the loudest) are forwarded per room
+    # at once; rooms with no more audio producers forward everyone; -1 forwards every audio (off).
+    max_audio_streams: int = Field(3, ge=-1)
+    # A selected audio stream stays forwarded this long after it was last loud (words are not clipped).
+    audio_hangover_s: float = Field(1.0, ge=0)
+    # A new speaker moves to the front of the speaker history (last-N order) only after being the
+    # dominant speaker this long, so short interjections do not shuffle the forwarded videos.
+    speaker_dwell_s: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_audio(self) -> "RoomSettings":
+        if self.max_audio_streams == 0:
+            raise ValueError("max_audio_streams must be >= 1 (or -1 to forward every audio)")
+        return self
 
 
 class LimitSettings(_Model):

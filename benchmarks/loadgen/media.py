@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 MID_EXT_ID = 1
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+AUDIO_LEVEL_EXT_ID = 2
+SILENCE = 127  # ssrc-audio-level: -dBov, 127 = silence
 STAMP = struct.Struct("!4sQI")
 MAGIC = b"SRLG"
 HDR = struct.Struct("!BBHII")
@@ -32,8 +35,11 @@ def read_stamp(payload: bytes) -> tuple[int, int] | None:
     return (sent_ns, index) if magic == MAGIC else None
 
 
-def _mid_extension(mid: str) -> bytes:
+def _mid_extension(mid: str, level: int | None = None) -> bytes:
+    """One-byte header extensions: the MID, and the audio level (RFC 6464, V bit set) if given."""
     body = bytes([(MID_EXT_ID << 4) | (len(mid) - 1)]) + mid.encode()
+    if level is not None:
+        body += bytes([(AUDIO_LEVEL_EXT_ID << 4), (0x80 if level < SILENCE else 0) | level])
     body += b"\x00" * (-len(body) % 4)
     return struct.pack("!HH", 0xBEDE, len(body) // 4) + body
 
@@ -118,10 +124,34 @@ class Source:
 
 
 class AudioSource(Source):
-    """Opus-like: 50 packets/s (20 ms frames) of ~100 bytes."""
+    """Opus-like: 50 packets/s (20 ms frames) of ~100 bytes (``scale`` multiplies the rate). With
+    ``levels``, every packet carries ssrc-audio-level: ``level`` (0 loudest .. 127 silence), which
+    the caller changes to make the participant talk or fall silent."""
 
-    def __init__(self, mid: str, ssrc: int, payload_bytes: int = 100) -> None:
-        super().__init__("mic", mid, [Encoding(ssrc, 50.0, payload_bytes)], fps=50.0)
+    def __init__(self, mid: str, ssrc: int, payload_bytes: int = 100, *, scale: float = 1.0,
+                 levels: bool = False) -> None:
+        super().__init__("mic", mid, [Encoding(ssrc, 50.0 * scale, payload_bytes)], fps=50.0 * scale)
+        self.levels = levels
+        self.level = SILENCE
+        self._level_exts = {}
+
+    def set_level(self, level: int) -> None:
+        self.level = max(0, min(SILENCE, int(level)))
+
+    def rtp_parameters(self) -> dict:
+        params = super().rtp_parameters()
+        if self.levels:
+            params["headerExtensions"].append(
+                {"uri": AUDIO_LEVEL_URI, "id": AUDIO_LEVEL_EXT_ID, "encrypt": False, "parameters": {}})
+        return params
+
+    def _packet(self, enc: Encoding, n: int, prefix: bytes, index_in_frame: int, marker: bool) -> bytes:
+        if self.levels:
+            ext = self._level_exts.get(self.level)
+            if ext is None:
+                ext = self._level_exts[self.level] = _mid_extension(self.mid, self.level)
+            self.ext = ext
+        return super()._packet(enc, n, prefix, index_in_frame, marker)
 
 
 class VideoSource(Source):
@@ -153,13 +183,15 @@ class VideoSource(Source):
         return out
 
 
-def camera(mid: str, ssrcs: list[int], simulcast: bool = False) -> VideoSource:
-    """~100 packets/s of ~1100 bytes (30 fps); simulcast adds ~15 and ~35 packets/s layers below."""
+def camera(mid: str, ssrcs: list[int], simulcast: bool = False, scale: float = 1.0) -> VideoSource:
+    """~100 packets/s of ~1100 bytes (30 fps); simulcast adds ~15 and ~35 packets/s layers below.
+    ``scale`` multiplies frame and packet rates (reduced-rate runs of big rooms)."""
     if simulcast:
-        encodings = [Encoding(ssrcs[0], 15.0, 700), Encoding(ssrcs[1], 35.0, 1000), Encoding(ssrcs[2], 100.0, 1100)]
+        encodings = [Encoding(ssrcs[0], 15.0 * scale, 700), Encoding(ssrcs[1], 35.0 * scale, 1000),
+                     Encoding(ssrcs[2], 100.0 * scale, 1100)]
     else:
-        encodings = [Encoding(ssrcs[0], 100.0, 1100)]
-    return VideoSource("camera", mid, encodings, fps=30.0)
+        encodings = [Encoding(ssrcs[0], 100.0 * scale, 1100)]
+    return VideoSource("camera", mid, encodings, fps=30.0 * scale)
 
 
 def screen(mid: str, ssrc: int) -> VideoSource:

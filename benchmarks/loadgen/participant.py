@@ -38,6 +38,8 @@ class Profile:
     screen: bool = False
     consume: bool = True
     max_consumed: int | None = None  # consume at most this many remote producers (None: all of them)
+    audio_levels: bool = False  # mic packets carry ssrc-audio-level (silent until set_talking)
+    media_scale: float = 1.0  # multiplies audio and camera packet rates (reduced-rate big rooms)
 
 
 @dataclass
@@ -141,7 +143,9 @@ class Participant:
         self._pending: asyncio.Queue = asyncio.Queue()
         self._consume_task: asyncio.Task | None = None
         self._send_task: asyncio.Task | None = None
+        self._consent_task: asyncio.Task | None = None
         self._measuring = True
+        self.forwarding: dict | None = None  # the last forwarding-changed {video, onStage}
         host = self.url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
         self.bind_ip = "127.0.0.1" if host in ("127.0.0.1", "localhost", "::1") else "0.0.0.0"
 
@@ -167,6 +171,7 @@ class Participant:
         token = self.token or await self._token()
         self.sio = socketio.AsyncClient(reconnection=False)
         self.sio.on("new-producer", self._on_new_producer)
+        self.sio.on("forwarding-changed", self._on_forwarding_changed)
         self._t0 = time.monotonic()
         self.result.connect_at = time.time()
         await self.sio.connect(self.url, auth={"token": token}, transports=["websocket"], wait_timeout=self.timeout_s)
@@ -187,12 +192,14 @@ class Participant:
             await self._produce(send_id)
         self.result.media_ready_s = time.monotonic() - self._t0
         self._send_task = asyncio.ensure_future(self._send_loop())
+        self._consent_task = asyncio.ensure_future(self._consent_loop())
 
     async def _transport(self, direction: str) -> tuple[LoadPeer, str]:
         info = await self.call("create-transport", {"direction": direction})
         peer = LoadPeer(await _bind(self.bind_ip))
         cand = info["iceCandidates"][0]
         cand = {**cand, "ip": cand.get("ip") or cand.get("address")}
+        peer.ice_parameters = info["iceParameters"]
         for _ in range(10):
             resp = await peer.ice_connect(info["iceParameters"], cand, timeout_s=0.5)
             if resp is not None:
@@ -208,10 +215,12 @@ class Participant:
 
     async def _produce(self, transport_id: str) -> None:
         ssrc = random.randrange(1 << 20, 1 << 31)
+        scale = self.profile.media_scale
         if self.profile.audio:
-            self.sources.append(AudioSource("0", ssrc))
+            self.sources.append(AudioSource("0", ssrc, scale=scale, levels=self.profile.audio_levels))
         if self.profile.video:
-            self.sources.append(camera("1", [ssrc + 1, ssrc + 2, ssrc + 3], simulcast=self.profile.simulcast))
+            self.sources.append(camera("1", [ssrc + 1, ssrc + 2, ssrc + 3], simulcast=self.profile.simulcast,
+                                       scale=scale))
         if self.profile.screen:
             self.sources.append(screen("2", ssrc + 4))
         for src in self.sources:
@@ -219,6 +228,32 @@ class Participant:
                                         "rtpParameters": src.rtp_parameters(), "appData": {"source": src.source}})
             for enc in src.encodings:
                 self.by_ssrc_out[enc.ssrc] = src
+
+    async def _consent_loop(self, every_s: float = 5.0) -> None:
+        """ICE consent freshness (RFC 7675): a binding request on each transport every few seconds,
+        or the server closes transports after its consent timeout (30 s) in longer runs."""
+        while True:
+            await asyncio.sleep(every_s)
+            for peer in (self.send_peer, self.recv_peer):
+                if peer is not None and peer.remote is not None:
+                    try:
+                        peer.sock.sendto(bytes(peer.build_check(peer.ice_parameters, use_candidate=False)), peer.remote)
+                    except Exception:  # noqa: BLE001 - best effort; a dead transport shows in the results
+                        pass
+
+    # ------------------------------------------------------------------ large rooms
+    def set_talking(self, talking: bool, level: int = 20) -> None:
+        """Mic packets now carry ``level`` (talking) or silence."""
+        for src in self.sources:
+            if isinstance(src, AudioSource):
+                src.set_level(level if talking else 127)
+
+    def _on_forwarding_changed(self, data: dict) -> None:
+        self.forwarding = data
+
+    def packet_counts(self) -> dict[int, tuple[str, str, int]]:
+        """SSRC -> (kind, from participant, packets so far): windows of what carries packets."""
+        return {ssrc: (st.kind, st.from_participant, st.packets) for ssrc, st in self.streams.items()}
 
     # ------------------------------------------------------------------ consuming
     def _on_new_producer(self, data: dict) -> None:
@@ -338,7 +373,7 @@ class Participant:
         return r
 
     async def close(self) -> None:
-        for task in (self._send_task, self._consume_task):
+        for task in (self._send_task, self._consume_task, self._consent_task):
             if task is not None:
                 task.cancel()
         self._pending.put_nowait(None)

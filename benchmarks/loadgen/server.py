@@ -21,7 +21,7 @@ async def main(workers: int, port: int) -> None:
     from studyrooms.config import Settings
     from studyrooms.standalone import start_standalone
 
-    app = await start_standalone(Settings(), num_workers=workers, port=port)
+    app = await start_standalone(Settings.from_env(), num_workers=workers, port=port)  # STUDYROOMS_* apply
     attach_standalone(app)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()

@@ -141,3 +141,16 @@ class Vp8PictureRewriter:
             if self._max_tl0 < 0 or 0 < ((out - self._max_tl0) & 0xFF) < 0x80:
                 self._max_tl0 = out
             buf[pos] = out
+
+
+def vp8_keyframe_height(data: Buf, payload_offset: int, payload_end: int) -> int | None:
+    """The frame height (pixels) a VP8 keyframe's first packet announces (RFC 6386 9.1: frame tag,
+    start code 9d 01 2a, 14-bit width and height), or None if the packet does not carry it."""
+    desc = parse_vp8_descriptor(data, payload_offset, payload_end)
+    if desc is None:
+        return None
+    pos = payload_offset + desc[5]
+    end = payload_end if payload_end <= len(data) else len(data)
+    if pos + 10 > end or data[pos] & 0x01 or data[pos + 3] != 0x9D or data[pos + 4] != 0x01 or data[pos + 5] != 0x2A:
+        return None
+    return (data[pos + 8] | (data[pos + 9] << 8)) & 0x3FFF or None

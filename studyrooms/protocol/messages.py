@@ -165,6 +165,14 @@ class ConsumerLayersChanged(OutModel):
     temporal_layer: int | None
 
 
+class ForwardingChanged(OutModel):
+    """To one receiver: the participants whose video it is forwarded now (best first), and who is
+    on its stage. The others' videos are paused at the server: show avatars."""
+
+    video: list[str]
+    on_stage: list[str]
+
+
 class ErrorEvent(OutModel):
     """The guide-style ``error`` event sent when a request fails."""
 
@@ -184,4 +192,5 @@ NOTIFICATIONS: dict[str, type[OutModel]] = {
     "recommend-audio-only": RecommendAudioOnly,
     "active-speaker": ActiveSpeaker,
     "consumer-layers-changed": ConsumerLayersChanged,
+    "forwarding-changed": ForwardingChanged,
 }

@@ -16,6 +16,7 @@ Direction = Literal["send", "recv"]
 Kind = Literal["audio", "video"]
 Source = Literal["mic", "camera", "screen"]
 Layer = Annotated[int, Field(strict=True, ge=0, le=15)]
+MAX_ON_STAGE = 8  # participants a receiver may put on stage at once
 
 
 class EmptyRequest(WireModel):
@@ -102,6 +103,16 @@ class SetPreferredLayersRequest(WireModel):
     consumer_id: Id
     spatial_layer: Layer
     temporal_layer: Layer | None = None
+
+
+class SetReceiveConstraintsRequest(WireModel):
+    """``{lastN?, onStage?, maxHeight?}``: what this receiver wants forwarded (JVB's
+    ReceiverVideoConstraints, simplified). Omitted fields keep their previous value; ``null``
+    resets a field to the server default."""
+
+    last_n: Annotated[int, Field(strict=True, ge=0, le=1000)] | None = None
+    on_stage: Annotated[list[Id], Field(max_length=MAX_ON_STAGE)] | None = None
+    max_height: Annotated[int, Field(strict=True, ge=0, le=4320)] | None = None
 
 
 class RestartIceRequest(WireModel):

@@ -42,6 +42,8 @@ from ..errors import (
 from ..ids import new_id
 from ..protocol import messages as m
 from ..protocol import requests as rq
+from .forwarding import UNSET as UNSET_DOMINANT
+from .forwarding import RoomForwarding
 from .participant import Participant
 from .ports import DirectoryPort, NotifierPort, WorkerPort
 
@@ -95,6 +97,8 @@ class Room:
         # transport id -> (time, bytes in, bytes out) at the previous get-stats (for bitrates)
         self._byte_marks: dict[str, tuple[float, int, int]] = {}
         self._over_budget: set[str] = set()  # producer ids already logged as over budget
+        #: last-N video, speaker-selected audio and receive constraints (rooms/forwarding.py)
+        self.forwarding = RoomForwarding(self)
 
     # --- queries --------------------------------------------------------------------------------
 
@@ -240,6 +244,8 @@ class Room:
             p.transports.clear()
             p.connected.clear()
             del self.participants[p.id]
+            self.forwarding.forget_participant(p.id)
+            await self.forwarding.refresh()
             await self._notify(self.participants.values(), "participant-left", p.info())
             logger.info("room %s: %s left (%d)", self.id, p.id, len(self.participants))
             self.schedule_empty_close()
@@ -302,7 +308,10 @@ class Room:
             p = self.participants.get(participant_id)
             if p is None or self.closed:
                 raise InvalidStateError("not in this room")
-            return await op(self, p, req)
+            result = await op(self, p, req)
+            if method in self._REFRESH_AFTER:
+                await self.forwarding.refresh()
+            return result
 
     async def _get_rtp_capabilities(self, p: Participant, req: rq.GetRtpCapabilitiesRequest) -> dict:
         return dict(self.rtp_capabilities or {})
@@ -385,17 +394,20 @@ class Room:
             raise RateLimitedError(f"at most {self.settings.limits.max_consumers} consumers per participant")
         target = self._object_worker.get(req.transport_id) or self.worker_id
         await self._ensure_piped(req.producer_id, target)
-        reply = await self._worker_call(
-            "consume",
-            {
-                "transportId": req.transport_id,
-                "producerId": req.producer_id,
-                "rtpCapabilities": req.rtp_capabilities.wire(),
-                "paused": True,
-                "appData": {"participantId": p.id, "roomId": self.id},
-            },
-            worker_id=target,
-        )
+        owner = self._owner(self._producer_owner, req.producer_id)
+        kind = owner.producers[req.producer_id]["kind"] if owner is not None else "video"
+        forwarding = self.forwarding.consume_options(p, req.producer_id, kind)
+        data = {
+            "transportId": req.transport_id,
+            "producerId": req.producer_id,
+            "rtpCapabilities": req.rtp_capabilities.wire(),
+            "paused": True,
+            "appData": {"participantId": p.id, "roomId": self.id},
+            "forwardable": forwarding["forwardable"],
+        }
+        if forwarding["maxHeight"] is not None:
+            data["maxHeight"] = forwarding["maxHeight"]
+        reply = await self._worker_call("consume", data, worker_id=target)
         consumer_id = reply["id"]
         self._object_worker[consumer_id] = target
         p.consumers[consumer_id] = {
@@ -403,6 +415,7 @@ class Room:
             "transportId": req.transport_id,
             "kind": reply.get("kind"),
             "paused": True,
+            **forwarding,
         }
         self._consumer_owner[consumer_id] = p.id
         return reply
@@ -447,6 +460,24 @@ class Room:
             data["temporalLayer"] = req.temporal_layer
         await self._worker_call("set_consumer_preferred_layers", data,
                                 worker_id=self._object_worker.get(req.consumer_id))
+        return {}
+
+    async def _set_receive_constraints(self, p: Participant, req: rq.SetReceiveConstraintsRequest) -> dict:
+        """Omitted fields keep their value, ``null`` resets one to the default."""
+        given = req.model_fields_set
+        changes: dict = {}
+        if "on_stage" in given:
+            for pid in req.on_stage or ():
+                if pid == p.id:
+                    raise InvalidRequestError("onStage: a participant cannot put themselves on stage")
+                if pid not in self.participants:
+                    raise NotFoundError(f"onStage: participant {pid} is not in this room")
+            changes["on_stage"] = req.on_stage or []
+        if "last_n" in given:
+            changes["last_n"] = req.last_n
+        if "max_height" in given:
+            changes["max_height"] = req.max_height
+        self.forwarding.set_constraints(p.id, **changes)
         return {}
 
     async def _restart_ice(self, p: Participant, req: rq.RestartIceRequest) -> dict:
@@ -529,9 +560,13 @@ class Room:
         "resume-producer": _resume_producer,
         "close-producer": _close_producer,
         "set-preferred-layers": _set_preferred_layers,
+        "set-receive-constraints": _set_receive_constraints,
         "restart-ice": _restart_ice,
         "get-stats": _get_stats,
     }
+    #: operations after which the forwarding decisions are re-evaluated
+    _REFRESH_AFTER = frozenset({"produce", "pause-producer", "resume-producer", "close-producer",
+                                "set-receive-constraints"})
 
     # --- worker events --------------------------------------------------------------------------
 
@@ -584,11 +619,18 @@ class Room:
                 p = self._owner(self._transport_owner, data.get("transportId"))
                 if p is not None:
                     await self._transport_gone(p, data["transportId"])
-            elif name == "active-speaker":
-                producer_id = data.get("producerId")
-                owner = self._producer_owner.get(producer_id) if producer_id else None
-                payload = m.ActiveSpeaker(participant_id=owner, volume=data.get("volume")).wire()
-                await self._notify(self.participants.values(), "active-speaker", payload)
+            elif name == "audio-levels":  # merged over the room's routers: speakers, audio, last-N order
+                now = self.clock.now()
+                dominant = self.forwarding.on_levels(data.get("levels"), now)
+                if self.forwarding.levels_changed:
+                    await self.forwarding.refresh()
+                if dominant is not UNSET_DOMINANT:
+                    volume = self.forwarding.tracker.dominant(now)[1] if dominant is not None else -127
+                    payload = m.ActiveSpeaker(participant_id=dominant, volume=int(round(volume))).wire()
+                    await self._notify(self.participants.values(), "active-speaker", payload)
+            if name in ("producer-closed", "transport-closed"):
+                await self.forwarding.refresh()
+            # active-speaker (per router; the room decides from the merged levels instead),
             # producer-score and unknown events: nothing to tell clients
 
     # --- bookkeeping helpers --------------------------------------------------------------------
@@ -618,6 +660,7 @@ class Room:
         p.producers.pop(producer_id, None)
         self._producer_owner.pop(producer_id, None)
         self._over_budget.discard(producer_id)
+        self.forwarding.forget_producer(producer_id)
         await self._unpipe(producer_id, self._object_worker.pop(producer_id, None))
         for other in self._others(p):
             for cid, c in list(other.consumers.items()):

@@ -213,6 +213,10 @@ class WorkerChannel:
             app_data=_get(data, "appData", dict, required=False, default={}),
             consumer_id=_get(data, "consumerId", required=False),
         )
+        forwardable = _get(data, "forwardable", bool, required=False)
+        max_height = _get(data, "maxHeight", int, required=False)
+        if (forwardable is not None or max_height is not None) and consumer.type != "pipe":
+            consumer.set_forwarding(forwardable, max_height if max_height is not None else -1)
         return {
             "id": consumer.id,
             "producerId": consumer.producer.id,
@@ -246,6 +250,31 @@ class WorkerChannel:
             _get(data, "spatialLayer", int), _get(data, "temporalLayer", int, required=False)
         )
         return {}
+
+    async def _m_set_consumers_forwarding(self, data: dict) -> dict:
+        """The room's per-receiver decisions, batched: ``{consumers: {consumerId: {forwardable?,
+        maxHeight?}}}``. Ids of consumers gone meanwhile are skipped and listed in ``missing``."""
+        entries = _get(data, "consumers", dict)
+        if len(entries) > 10_000:
+            raise InvalidRequestError("too many consumers in one call")
+        checked = []
+        for consumer_id, entry in entries.items():
+            if not isinstance(entry, dict) or set(entry) - {"forwardable", "maxHeight"}:
+                raise InvalidRequestError(f"consumers[{consumer_id!r}] must be {{forwardable?, maxHeight?}}")
+            forwardable = _get(entry, "forwardable", bool, required=False)
+            max_height = entry.get("maxHeight", -1)
+            if max_height is not None and (isinstance(max_height, bool) or not isinstance(max_height, int)
+                                           or max_height < -1):
+                raise InvalidRequestError(f"consumers[{consumer_id!r}].maxHeight must be an int >= 0 or null")
+            checked.append((consumer_id, forwardable, max_height))
+        missing = []
+        for consumer_id, forwardable, max_height in checked:
+            consumer = self.worker.consumers.get(consumer_id)
+            if consumer is None or consumer.closed or consumer.type == "pipe":  # pipes always forward
+                missing.append(consumer_id)
+                continue
+            consumer.set_forwarding(forwardable, max_height)
+        return {"missing": missing}
 
     async def _m_request_consumer_key_frame(self, data: dict) -> dict:
         self._consumer(data).request_key_frame()

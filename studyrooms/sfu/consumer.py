@@ -32,6 +32,22 @@ LAYER_DWELL_S = 3.0
 
 
 class Consumer:
+    """Besides the client's pause and the producer's pause, two plain attributes set by the room
+    (worker API ``set_consumers_forwarding``) say what the server forwards to this receiver:
+
+    - ``forwardable``: False while the room keeps this consumer out of its receiver's last-N video
+      set or out of the room's selected audio streams. A server-side pause orthogonal to the other
+      two: no packets leave; becoming forwardable again re-bases sequence numbers and timestamps
+      (continuous for the receiver) and, for video, waits for a keyframe it asks for.
+    - ``max_height``: cap (pixels) on the simulcast layer chosen for this consumer (thumbnails);
+      None for no cap. Layer heights come from the producer's keyframes.
+
+    They are the inputs a per-receiver bandwidth allocator reads (read them, do not duplicate
+    them); until one exists the consumer's own layer selection applies the cap.
+    """
+
+    forwardable: bool = True
+    max_height: int | None = None
     send_stream_class: type = SendStream
     fast = False  # FastConsumer: forwarded by the compiled core (Producer drives it)
 
@@ -185,6 +201,8 @@ class Consumer:
         if not active:
             return
         candidates = [i for i in active if i <= self.preferred_spatial_layer] or [min(active)]
+        if self.max_height is not None:
+            candidates = self._under_max_height(candidates)
         remb = self.transport.rtcp.remote_remb_bps
         if remb:
             videos = sum(1 for c in self.transport.consumers.values() if c.kind == "video") or 1
@@ -207,11 +225,20 @@ class Consumer:
         if target != self.current_layer:
             self.producer.request_key_frame(target)
 
+    def _under_max_height(self, candidates: list[int]) -> list[int]:
+        """The layers whose (keyframe-measured) height fits ``max_height``; the lowest candidate
+        always stays (a capped receiver still gets video). An unmeasured layer does not fit."""
+        heights = self.producer.layer_heights()
+        cap = self.max_height
+        fitting = [i for i in candidates if heights[i] is not None and heights[i] <= cap]
+        return fitting or [min(candidates)]
+
     # ------------------------------------------------------------------ control
     def _update_active(self) -> None:
         was = self._active
         self._active = (
-            not self.closed and not self.paused and not self.producer_paused and self.transport.media_ready
+            not self.closed and not self.paused and not self.producer_paused and self.forwardable
+            and self.transport.media_ready
         )
         if self._active and not was:
             self.send_stream.request_sync()
@@ -234,6 +261,16 @@ class Consumer:
         self.paused = False
         self._update_active()
         self.observer.emit("resume")
+
+    def set_forwarding(self, forwardable: bool | None = None, max_height: int | None = -1) -> None:
+        """The room's decision for this consumer (``max_height`` -1: unchanged, None: no cap)."""
+        self._check_open()
+        if max_height != -1 and max_height != self.max_height:
+            self.max_height = max_height
+            self._update_target_layer(self.clock.now(), force=True)
+        if forwardable is not None and forwardable != self.forwardable:
+            self.forwardable = forwardable
+            self._update_active()
 
     def producer_paused_changed(self, paused: bool) -> None:
         self.producer_paused = paused
@@ -294,6 +331,8 @@ class Consumer:
             "type": self.type,
             "paused": self.paused,
             "producerPaused": self.producer_paused,
+            "forwardable": self.forwardable,
+            "maxHeight": self.max_height,
             "closed": self.closed,
             "transportId": self.transport.id,
             "rtpParameters": self.rtp_parameters,

@@ -18,6 +18,7 @@ from ..media.fastpath import Fanout
 from ..media.keyframe import KeyFrameRequestThrottle
 from ..media.recv_stream import RecvStream
 from ..media.rtcp import build_fir, build_pli
+from ..media.vp8 import vp8_keyframe_height
 from . import ortc
 from .parameters import producer_stream_params
 from .rtcp_router import SFU_RTCP_SSRC
@@ -100,6 +101,9 @@ class Producer:
         self.level_count = 0
         self.keyframe_requests_sent = 0
         self.score = 10
+        # frame height per encoding, read from its VP8 keyframes (consumers' max_height cap)
+        self._heights: list[int | None] = [None] * len(self.stream_params)
+        self._measure_heights = kind == "video" and bool(self.stream_params) and self.stream_params[0].codec == "vp8"
 
     # ------------------------------------------------------------------ streams
     def _make_stream(self, index: int, ssrc: int) -> RecvStream:
@@ -152,6 +156,10 @@ class Producer:
             key = ~key
         if pkt is None:
             return
+        if stream.last_keyframe and self._measure_heights:
+            height = vp8_keyframe_height(pkt, stream.last_payload_offset, stream.last_payload_end)
+            if height:
+                self._heights[key] = height
         if stream.missing and self._nack_enabled:
             self._send_stream_nack(stream)
         elif stream.keyframe_required:
@@ -282,6 +290,20 @@ class Producer:
     @property
     def consumers(self) -> tuple["Consumer", ...]:
         return self._consumers
+
+    def layer_heights(self) -> list[int | None]:
+        """Height (pixels) per encoding, lowest first: measured from keyframes, else derived from a
+        measured one through the encodings' ``scaleResolutionDownBy``; None where unknown."""
+        heights = list(self._heights)
+        known = next(((i, h) for i, h in enumerate(heights) if h), None)
+        if known is None or all(heights):
+            return heights
+        encodings = self.rtp_parameters.get("encodings") or []
+        scales = [float((e or {}).get("scaleResolutionDownBy") or 0) for e in encodings]
+        if len(scales) != len(heights) or not all(s > 0 for s in scales):
+            return heights
+        top = known[1] * scales[known[0]]
+        return [h or int(top / scales[i]) for i, h in enumerate(heights)]
 
     def active_stream_indexes(self, now: float, window_s: float = 2.0) -> list[int]:
         """Encodings that received media recently (simulcast layer availability)."""

@@ -315,14 +315,20 @@ class Router:
             return
         now = self.clock.now()
         audio = False
+        levels: dict[str, int] = {}
         for producer in self.producers.values():
             if producer.kind != "audio":
                 continue
             audio = True
             count = producer.level_count
             if count and not producer.paused:
-                self._speakers.add(producer.id, round(producer.level_sum / count), now)
+                level = round(producer.level_sum / count)
+                self._speakers.add(producer.id, level, now)
+                if not producer.app_data.get("pipe"):  # a piped producer is reported by its origin
+                    levels[producer.id] = level
             producer.level_sum = producer.level_count = 0
+        if levels:  # the room merges these over its routers (speaker-selected audio, last-N order)
+            self.worker._emit("audio-levels", {"routerId": self.id, "levels": levels})
         speaker, volume = self._speakers.dominant(now)
         if speaker != self.active_speaker_id:
             self.active_speaker_id = speaker

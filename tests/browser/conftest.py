@@ -157,8 +157,9 @@ def server_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(web_dist, tmp_path_factory, server_env) -> Server:
-    """`studyrooms serve --host 127.0.0.1 --port <free>`; waits for /healthz == 200; SIGTERM at the end."""
+def server(web_dist, tmp_path_factory, server_env, request) -> Server:
+    """`studyrooms serve --host 127.0.0.1 --port <free>`; waits for /healthz == 200; SIGTERM at the end.
+    The environment gets the module's ``server_env`` fixture, then a module-level ``SERVER_ENV`` dict."""
     exe = REPO / ".venv" / "bin" / "studyrooms"
     if not exe.exists():
         exe = Path(sys.executable).with_name("studyrooms")
@@ -182,6 +183,7 @@ def server(web_dist, tmp_path_factory, server_env) -> Server:
         STUDYROOMS_SERVER_WEB_ROOT=str(web_dist),
     )
     env.update(server_env)
+    env.update(getattr(request.module, "SERVER_ENV", {}))
     # RAY_ADDRESS (a cluster CI started) is passed through unchanged: the server attaches to it.
     cmd = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)]
     log = open(log_path, "wb")

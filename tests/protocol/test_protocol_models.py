@@ -52,6 +52,7 @@ GOOD: dict[str, dict | None] = {
     "resume-producer": {"producerId": "p1"},
     "close-producer": {"producerId": "p1"},
     "set-preferred-layers": {"consumerId": "c1", "spatialLayer": 2, "temporalLayer": 1},
+    "set-receive-constraints": {"lastN": 2, "onStage": ["p1"], "maxHeight": 180},
     "restart-ice": {"transportId": "t1"},
     "get-stats": None,
     "leave-room": None,
@@ -100,6 +101,14 @@ BAD_FIELDS = [
     ("set-preferred-layers", "spatialLayer", True, "spatialLayer"),
     ("set-preferred-layers", "temporalLayer", "1", "temporalLayer"),
     ("restart-ice", "transportId", {}, "transportId"),
+    ("set-receive-constraints", "lastN", -1, "lastN"),
+    ("set-receive-constraints", "lastN", "2", "lastN"),
+    ("set-receive-constraints", "lastN", True, "lastN"),
+    ("set-receive-constraints", "onStage", "p1", "onStage"),
+    ("set-receive-constraints", "onStage", ["p 1"], "onStage.0"),
+    ("set-receive-constraints", "onStage", ["p"] * 9, "onStage"),
+    ("set-receive-constraints", "maxHeight", 2.5, "maxHeight"),
+    ("set-receive-constraints", "maxHeight", -1, "maxHeight"),
 ]
 
 
@@ -133,6 +142,7 @@ def test_registry_matches_the_protocol_table():
     assert set(NOTIFICATIONS) == {
         "participant-joined", "participant-left", "new-producer", "producer-closed", "consumer-closed",
         "consumer-paused", "consumer-resumed", "recommend-audio-only", "active-speaker", "consumer-layers-changed",
+        "forwarding-changed",
     }
     assert set(ERROR_CODES) == set(WIRE_CODES)
 

@@ -255,6 +255,7 @@ async def test_transport_produce_consume_flow(service, notifier, directory):
     assert notifier.to("b") == [
         ("consumer-closed", {"consumerId": consumed["id"], "producerId": pid}),
         ("producer-closed", {"producerId": pid, "participantId": a["participantId"]}),
+        ("forwarding-changed", {"video": [], "onStage": []}),  # b's forwarded videos: none left
     ]
     assert (await service.request(session("a"), "get-stats", {}))["consumerCount"] == 0
 
@@ -390,7 +391,7 @@ async def test_room_operations_are_serialised(service, directory):
 # --- worker events --------------------------------------------------------------------------------
 
 
-async def test_worker_events_become_notifications(service, notifier):
+async def test_worker_events_become_notifications(service, notifier, clock):
     a = await join(service, "a")
     await join(service, "b")
     room = service.rooms["room1"]
@@ -405,8 +406,11 @@ async def test_worker_events_become_notifications(service, notifier):
     await service.on_worker_event(
         "consumer-layers-changed", {"routerId": rid, "consumerId": c2["id"], "spatialLayer": 2, "temporalLayer": 1}
     )
+    # the room names the speaker from the merged audio levels of its routers, not per router
     await service.on_worker_event("active-speaker", {"routerId": rid, "producerId": mic, "volume": -30})
-    await service.on_worker_event("active-speaker", {"routerId": rid, "producerId": None, "volume": None})
+    await service.on_worker_event("audio-levels", {"routerId": rid, "levels": {mic: 30}})
+    clock.advance(1.5)  # no report for longer than the staleness window: nobody speaks
+    await service.on_worker_event("audio-levels", {"routerId": rid, "levels": {}})
     await service.on_worker_event("consumer-closed", {"routerId": rid, "transportId": "t", "consumerId": c1["id"],
                                                       "producerId": mic, "reason": "producer-closed"})
     await service.on_worker_event("producer-score", {"routerId": rid, "producerId": mic, "score": 10})
@@ -415,11 +419,11 @@ async def test_worker_events_become_notifications(service, notifier):
         ("consumer-resumed", {"consumerId": c1["id"]}),
         ("consumer-layers-changed", {"consumerId": c2["id"], "spatialLayer": 2, "temporalLayer": 1}),
         ("active-speaker", {"participantId": a["participantId"], "volume": -30}),
-        ("active-speaker", {"participantId": None, "volume": None}),
+        ("active-speaker", {"participantId": None, "volume": -127}),
         ("consumer-closed", {"consumerId": c1["id"], "producerId": mic}),
     ]
     assert notifier.to("a", "active-speaker") == [
-        {"participantId": a["participantId"], "volume": -30}, {"participantId": None, "volume": None}
+        {"participantId": a["participantId"], "volume": -30}, {"participantId": None, "volume": -127}
     ]
     assert room.stats()["consumerCount"] == 1
     # a repeated event for a consumer already gone is ignored

@@ -178,6 +178,9 @@ def valid_payload(w, event: str, draw) -> dict | None:
         "close-producer": {"producerId": pid},
         "set-preferred-layers": {"consumerId": cid, "spatialLayer": draw(st.integers(0, 3)),
                                  "temporalLayer": draw(st.integers(0, 3))},
+        "set-receive-constraints": {"lastN": draw(st.integers(0, 12)), "onStage": [draw(st.sampled_from(
+                                        [w.a.joined["participantId"], w.f.joined["participantId"], "nobody"]))],
+                                    "maxHeight": draw(st.sampled_from([0, 180, 720]))},
         "restart-ice": {"transportId": tid},
         "get-stats": {},
         "leave-room": {},

@@ -4,6 +4,7 @@ import { Device, version as mediasoupClientVersion } from 'mediasoup-client';
 import { io } from 'socket.io-client';
 import { Signaling } from './signaling.js';
 import { RoomClient } from './roomClient.js';
+import { Layout } from './layout.js';
 import { fetchRooms, fetchToken, tokenHints } from './api.js';
 import { showMessage, clearMessages, setStatus, renderRooms, renderRoom, clearRoom, showView } from './ui.js';
 
@@ -36,6 +37,7 @@ function scheduleRender() {
 }
 
 client.on('change', scheduleRender);
+const layout = new Layout(client, { grid: $('grid') }); // after the render: places the rendered tiles
 client.on('error', ({ code, message }) => showMessage({ code, message }));
 client.on('notice', ({ code, message }) => showMessage({ code, message, level: 'info' }));
 client.on('recommend-audio-only', ({ participantCount, threshold }) => {
@@ -188,6 +190,7 @@ pollRooms();
 window.studyrooms = {
   versions: { mediasoupClient: mediasoupClientVersion },
   client,
+  layout,
   get state() { return client.snapshot(); },
   stats: () => client.stats(),
   sendStats: () => client.sendStats(),

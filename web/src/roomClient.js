@@ -70,6 +70,7 @@ export class RoomClient extends Emitter {
     this.localStreams = { camera: null, screen: null };
     this.incomingVideo = true;
     this.activeSpeaker = null;
+    this.forwarding = null; // {video, onStage} from 'forwarding-changed'; null until the server says
     this.recommendAudioOnly = false;
     this.simulcast = true;
     this._consuming = new Set(); // producerIds being consumed
@@ -177,6 +178,8 @@ export class RoomClient extends Emitter {
     on('consumer-resumed', ({ consumerId }) => this._markProducerPaused(consumerId, false));
     on('recommend-audio-only', (data) => this._onRecommendAudioOnly(data));
     on('active-speaker', ({ participantId }) => { this.activeSpeaker = participantId || null; this.emit('change'); });
+    // last-N: the participants whose video the server forwards to us (layout.js shows the rest as avatars)
+    on('forwarding-changed', (data) => { this.forwarding = data; this.emit('change'); });
     on('error', ({ event, code, message }) => console.warn('server error event', event, code, message));
     signaling.on('disconnect', (reason) => {
       if (this._leaving || (!this.joined && !this.joining)) return;
