@@ -14,7 +14,9 @@ from sfu.test_forwarding import MID_URI, RID_URI, VP8_DELTA, VP8_KEY, env, opus_
 from studyrooms.errors import InvalidRequestError
 from studyrooms.media.rtp import build_rtp, parse_rtp
 
-pytestmark = pytest.mark.timeout(60)
+# every case on both forwarding paths: the compiled core reads the same forwardable/active state
+pytestmark = [pytest.mark.timeout(60),
+              pytest.mark.parametrize("forwarding_path", ["python", "compiled"], indirect=True)]
 
 
 def vp8_key(width: int, height: int) -> bytes:
