@@ -36,6 +36,10 @@ class MediaSettings(_Model):
     keyframe_request_interval_s: float = Field(1.0, ge=0)
     max_incoming_bitrate_bps: int | None = Field(None, ge=10_000)
     certificate_validity_days: int = Field(365, ge=1)
+    # Downlink: a recv transport's estimate starts here (mediasoup's initialAvailableOutgoingBitrate)
+    # and never exceeds the max; transport-cc feedback and probing move it in between.
+    initial_outgoing_bitrate_bps: int = Field(600_000, ge=30_000)
+    max_outgoing_bitrate_bps: int = Field(10_000_000, ge=100_000)
 
     @model_validator(mode="after")
     def _check_range(self) -> "MediaSettings":

@@ -4,7 +4,10 @@
 mediasoup's dropout/misorder limits), jitter (A.8), bitrate and losses (for NACK), and returns a
 NEW bytearray normalised for the router: router payload type, a one-byte (0xBEDE) extension block
 holding only mapped extensions under router ids, with an 8-byte MID slot first when requested
-(consumers write their own MID there in place), CSRCs and padding kept.
+(consumers write their own MID there in place), then a 2-byte transport-wide-cc slot when requested
+(the egress transport stamps its own sequence number there, see ``media/twcc.py``), CSRCs and
+padding kept. The sender's own transport-wide seq is read here and handed to ``twcc_in`` (the
+ingress transport's :class:`~studyrooms.media.twcc.TwccRecorder`), never forwarded.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class RecvStream:
         "mid_value_offset", "nack_enabled", "nack_give_ups", "nack_packets_requested", "nacks_sent",
         "packets", "packets_repaired", "reserve_mid_ext_id", "restarts", "rid", "rtt_ms", "rtx_packets",
         "rtx_padding_packets", "rtx_payload_type", "rtx_ssrc", "sr_ntp_frac", "sr_ntp_sec", "sr_received",
-        "sr_rtp_ts", "ssrc", "unknown_payload_type"
+        "sr_rtp_ts", "ssrc", "unknown_payload_type", "_slots", "_twcc_ids", "twcc_in"
     )
 
     def __init__(
@@ -74,6 +77,8 @@ class RecvStream:
         rtx_apt: int | None = None,
         max_nack_age: int = MAX_NACK_AGE,
         max_nack_retries: int = MAX_NACK_RETRIES,
+        reserve_twcc_ext_id: int | None = None,
+        twcc_in: Any = None,
     ) -> None:
         self.ssrc = ssrc
         self.kind = kind
@@ -97,16 +102,25 @@ class RecvStream:
         self._rtx_apt = rtx_apt
         # client ext id -> router id (0 = drop); one-byte form only carries router ids 1..14
         ext_table = bytearray(256)
+        twcc_ids = bytearray(256)
         for cid, rid_ in ext_id_map.items():
-            if 0 < cid < 256 and 0 < rid_ < 15 and rid_ != reserve_mid_ext_id:
+            if 0 < cid < 256 and reserve_twcc_ext_id and rid_ == reserve_twcc_ext_id:
+                twcc_ids[cid] = 1  # read at ingress, never copied (the slot takes its place)
+            elif 0 < cid < 256 and 0 < rid_ < 15 and rid_ != reserve_mid_ext_id:
                 ext_table[cid] = rid_
         self._ext_table = bytes(ext_table)
+        self._twcc_ids = bytes(twcc_ids)
+        self.twcc_in = twcc_in
         self.reserve_mid_ext_id = reserve_mid_ext_id
         if reserve_mid_ext_id is not None and 0 < reserve_mid_ext_id < 15:
             header = (reserve_mid_ext_id << 4) | (MID_SLOT_LEN - 1)
             self._mid_slot: bytes = bytes((header,)) + bytes(MID_SLOT_LEN)
         else:
             self._mid_slot = b""
+        if reserve_twcc_ext_id is not None and 0 < reserve_twcc_ext_id < 15:
+            self._slots = self._mid_slot + bytes(((reserve_twcc_ext_id << 4) | 1, 0, 0))
+        else:
+            self._slots = self._mid_slot
         self._al_id = audio_level_ext_id if audio_level_ext_id else -1
         self._kf = keyframe_detector(self.codec) if kind == "video" else None
 
@@ -297,7 +311,7 @@ class RecvStream:
         # ---- normalise: router PT, one-byte extension block with router ids (+ MID slot)
         out = bytearray(data)
         level = -1
-        if b0 & 0x10 or self._mid_slot:
+        if b0 & 0x10 or self._slots:
             key = (hdr_end << 32) | (profile << 16) | words
             plan = self._plans.get(key)
             if plan is None or (plan[0] is not None and plan[0](data) != plan[1]):
@@ -310,6 +324,9 @@ class RecvStream:
                     out[dst : dst + ln] = data[src : src + ln]
                 if plan[4] >= 0:
                     level = data[plan[4]] & 0x7F
+                t = plan[5]
+                if t >= 0 and self.twcc_in is not None:
+                    self.twcc_in.on_packet((data[t] << 8) | data[t + 1], now, self.ssrc)
             else:
                 out[0] = b0 & 0xEF
             new_pos = hdr_end + len(tmpl)
@@ -339,11 +356,13 @@ class RecvStream:
         """Parse an extension block once and record how to rebuild it: the bytes the parse
         inspected (headers, padding: a later packet with the same values there has the same
         layout), the output template (header, MID slot, element headers, zeroed values, padding)
-        and the value copies. Returns ``(getter, expected, template, copies, level_pos)``."""
+        and the value copies. Returns ``(getter, expected, template, copies, level_pos, twcc_pos)``."""
         ext_table = self._ext_table
+        twcc_ids = self._twcc_ids
+        twcc_pos = -1
         al_id = self._al_id
         inspected: list[int] = []
-        out_ext = bytearray(self._mid_slot)
+        out_ext = bytearray(self._slots)
         copies: list[tuple[int, int, int]] = []
         level_pos = -1
         base = hdr_end + 4  # output offset of the first element
@@ -363,7 +382,9 @@ class RecvStream:
                 if p > pos:
                     break
                 rid_ = ext_table[xid]
-                if rid_:
+                if twcc_ids[xid] and p - v == 2:
+                    twcc_pos = v
+                elif rid_:
                     out_ext.append((rid_ << 4) | (h & 0x0F))
                     copies.append((v, base + len(out_ext), p - v))
                     out_ext += bytes(p - v)
@@ -385,7 +406,9 @@ class RecvStream:
                 if p > pos:
                     break
                 rid_ = ext_table[xid]
-                if rid_ and 0 < ln <= 16:
+                if twcc_ids[xid] and ln == 2:
+                    twcc_pos = v
+                elif rid_ and 0 < ln <= 16:
                     out_ext.append((rid_ << 4) | (ln - 1))
                     copies.append((v, base + len(out_ext), ln))
                     out_ext += bytes(ln)
@@ -398,7 +421,7 @@ class RecvStream:
             tmpl = b""
         getter = itemgetter(*inspected) if inspected else None
         expected = getter(data) if getter is not None else None
-        plan = (getter, expected, tmpl, tuple(copies), level_pos)
+        plan = (getter, expected, tmpl, tuple(copies), level_pos, twcc_pos)
         plans = self._plans
         if len(plans) >= _MAX_PLANS and key not in plans:
             plans.clear()

@@ -9,6 +9,19 @@ from __future__ import annotations
 from studyrooms.media.rtp import Buf
 
 
+def vp8_keyframe_size(data: Buf, payload_offset: int, payload_end: int) -> tuple[int, int] | None:
+    """``(width, height)`` from the first packet of a VP8 keyframe (RFC 6386 9.1), else ``None``."""
+    desc = parse_vp8_descriptor(data, payload_offset, payload_end)
+    if desc is None or not desc[4]:
+        return None
+    p = payload_offset + desc[5]
+    if p + 10 > payload_end or data[p + 3] != 0x9D or data[p + 4] != 0x01 or data[p + 5] != 0x2A:
+        return None
+    width = ((data[p + 7] << 8) | data[p + 6]) & 0x3FFF
+    height = ((data[p + 9] << 8) | data[p + 8]) & 0x3FFF
+    return width, height
+
+
 def parse_vp8_descriptor(
     data: Buf, payload_offset: int, payload_end: int
 ) -> tuple[int, int, int, int, bool, int] | None:
@@ -81,6 +94,18 @@ class Vp8PictureRewriter:
         self._tl0_off = 0
         self._max_tl0 = -1
         self._tl0_sync = True
+
+    def skip_picture(self, picture_id: int, bits: int = 15) -> None:
+        """A picture of the current source is dropped (temporal layer): the next one continues
+        from the last PictureID sent, so the receiver sees no hole."""
+        if self._pid_sync or self._pid_in < 0:
+            return
+        if bits == 15:
+            d = ((picture_id - self._pid_in + 0x4000) & 0x7FFF) - 0x4000
+        else:
+            d = ((picture_id - self._pid_in + 0x40) & 0x7F) - 0x40
+        if d > 0:
+            self._pid_in = picture_id  # maps onto the output of the last picture sent
 
     def rewrite(
         self,

@@ -21,6 +21,9 @@ class WorkerOptions:
     keyframe_request_interval_s: float = 1.0
     max_incoming_bitrate_bps: int | None = None
     certificate_validity_days: int = 365
+    # downlink bandwidth estimation (transport-cc) and allocation per recv transport
+    initial_outgoing_bitrate_bps: int = 600_000
+    max_outgoing_bitrate_bps: int = 10_000_000
 
     @classmethod
     def from_settings(cls, media: Any) -> "WorkerOptions":

@@ -17,10 +17,11 @@ from ..events import EventEmitter
 from ..media.keyframe import KeyFrameRequestThrottle
 from ..media.recv_stream import RecvStream
 from ..media.rtcp import build_fir, build_pli
+from ..media.vp8 import vp8_keyframe_size
 from . import ortc
 from .parameters import producer_stream_params
 from .rtcp_router import SFU_RTCP_SSRC
-from .supported_capabilities import AUDIO_LEVEL_URI, MID_URI, RID_URI, RRID_URI
+from .supported_capabilities import AUDIO_LEVEL_URI, MID_URI, RID_URI, RRID_URI, TRANSPORT_CC_URI
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -73,6 +74,11 @@ class Producer:
             if e.get("kind") == kind
         }
         self._router_mid_id = router_ext.get(MID_URI)
+        # a transport-wide seq slot in every normalised packet (egress WebRtcTransports stamp it);
+        # the sender's own seq goes to this transport's TwccRecorder (feedback toward the sender)
+        self._router_twcc_id = router_ext.get(TRANSPORT_CC_URI)
+        bwe = getattr(transport, "bwe", None)
+        self._twcc_in = bwe.recorder if bwe is not None else None
         self._router_audio_level_id = router_ext.get(AUDIO_LEVEL_URI) if kind == "audio" else None
         feedback = set()
         for codec in rtp_parameters.get("codecs", []):
@@ -86,6 +92,7 @@ class Producer:
             self._make_stream(index, params.ssrc) if params.ssrc else None
             for index, params in enumerate(self.stream_params)
         ]
+        self.layer_heights = [0] * len(self.stream_params)  # from VP8 keyframes (0 = unknown)
         self._throttles = [KeyFrameRequestThrottle(keyframe_request_interval_s) for _ in self.stream_params]
         self._deferred_keyframe: list[Any] = [None] * len(self.stream_params)
         self._consumers: tuple["Consumer", ...] = ()
@@ -114,6 +121,8 @@ class Producer:
             rid=params.rid,
             nack_enabled=self._nack_enabled,
             clock=self.clock,
+            reserve_twcc_ext_id=self._router_twcc_id,
+            twcc_in=self._twcc_in,
         )
 
     def key_for_rid(self, rid: str | None, rrid: str | None) -> int | None:
@@ -153,6 +162,10 @@ class Producer:
         elif stream.keyframe_required:
             stream.keyframe_required = False
             self.request_key_frame(key)
+        if stream.last_keyframe and stream.codec == "vp8":
+            size = vp8_keyframe_size(pkt, stream.last_payload_offset, stream.last_payload_end)
+            if size is not None:
+                self.layer_heights[key] = size[1]
         if self.paused:
             return
         level = stream.last_audio_level
