@@ -6,8 +6,8 @@ NEW bytearray normalised for the router: router payload type, a one-byte (0xBEDE
 holding only mapped extensions under router ids, with an 8-byte MID slot first when requested
 (consumers write their own MID there in place), then a 2-byte transport-wide-cc slot when requested
 (the egress transport stamps its own sequence number there, see ``media/twcc.py``), CSRCs and
-padding kept. The sender's own transport-wide seq is read here and handed to ``twcc_in`` (the
-ingress transport's :class:`~studyrooms.media.twcc.TwccRecorder`), never forwarded.
+padding kept. The sender's own transport-wide seq is never forwarded (the ingress transport
+records it for its feedback before the packet gets here, see ``TwccRecorder.on_rtp``).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class RecvStream:
         "mid_value_offset", "nack_enabled", "nack_give_ups", "nack_packets_requested", "nacks_sent",
         "packets", "packets_repaired", "reserve_mid_ext_id", "restarts", "rid", "rtt_ms", "rtx_packets",
         "rtx_padding_packets", "rtx_payload_type", "rtx_ssrc", "sr_ntp_frac", "sr_ntp_sec", "sr_received",
-        "sr_rtp_ts", "ssrc", "unknown_payload_type", "_slots", "_twcc_ids", "twcc_in"
+        "sr_rtp_ts", "ssrc", "unknown_payload_type", "_slots", "_twcc_ids"
     )
 
     def __init__(
@@ -78,7 +78,6 @@ class RecvStream:
         max_nack_age: int = MAX_NACK_AGE,
         max_nack_retries: int = MAX_NACK_RETRIES,
         reserve_twcc_ext_id: int | None = None,
-        twcc_in: Any = None,
     ) -> None:
         self.ssrc = ssrc
         self.kind = kind
@@ -110,7 +109,6 @@ class RecvStream:
                 ext_table[cid] = rid_
         self._ext_table = bytes(ext_table)
         self._twcc_ids = bytes(twcc_ids)
-        self.twcc_in = twcc_in
         self.reserve_mid_ext_id = reserve_mid_ext_id
         if reserve_mid_ext_id is not None and 0 < reserve_mid_ext_id < 15:
             header = (reserve_mid_ext_id << 4) | (MID_SLOT_LEN - 1)
@@ -324,9 +322,6 @@ class RecvStream:
                     out[dst : dst + ln] = data[src : src + ln]
                 if plan[4] >= 0:
                     level = data[plan[4]] & 0x7F
-                t = plan[5]
-                if t >= 0 and self.twcc_in is not None:
-                    self.twcc_in.on_packet((data[t] << 8) | data[t + 1], now, self.ssrc)
             else:
                 out[0] = b0 & 0xEF
             new_pos = hdr_end + len(tmpl)

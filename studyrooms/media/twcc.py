@@ -38,19 +38,19 @@ REF_UNIT_US = 64000
 
 def twcc_slot_offset(data: Buf) -> int:
     """Offset of the reserved transport-wide seq value in ``data``, or -1 when it has no slot:
-    a one-byte (0xBEDE) block whose first element is the 2-byte slot, or whose first element is
-    an 8-byte (MID) element followed by the slot."""
+    a one-byte (0xBEDE) block whose first element is the 2-byte slot, or whose first 9 bytes are
+    the MID slot and then the 2-byte slot (the layout RecvStream gives every forwarded packet)."""
     b0 = data[0]
     if not b0 & 0x10:
         return -1
     hdr_end = 12 + ((b0 & 0x0F) << 2)
     if len(data) < hdr_end + 8 or data[hdr_end] != 0xBE or data[hdr_end + 1] != 0xDE:
         return -1
-    first = data[hdr_end + 4]
-    if first == TWCC_SLOT_HEADER:
+    if data[hdr_end + 4] == TWCC_SLOT_HEADER:
         return hdr_end + 5
+    # the MID slot is 9 bytes whatever the MID's length (a short MID is followed by zero padding)
     p = hdr_end + 4 + MID_SLOT_HEADER_LEN
-    if first & 0x0F == 7 and p + 3 <= len(data) and data[p] == TWCC_SLOT_HEADER:
+    if p + 3 <= len(data) and data[p] == TWCC_SLOT_HEADER:
         return p + 1
     return -1
 
@@ -175,7 +175,7 @@ class TwccRecorder:
     since the last feedback into TransportFeedback packets (2-bit status vector chunks)."""
 
     __slots__ = ("_arrivals", "_next_base", "_fb_count", "_max_seq_ext", "_cycles", "_last_raw",
-                 "received", "feedback_sent", "media_ssrc")
+                 "received", "feedback_sent", "media_ssrc", "ext_id")
 
     MAX_PACKETS_PER_FEEDBACK = 500
 
@@ -189,6 +189,55 @@ class TwccRecorder:
         self.received = 0
         self.feedback_sent = 0
         self.media_ssrc = 0
+        self.ext_id = 0  # the sender's transport-wide-cc extension id (0: it sends none)
+
+    def on_rtp(self, data: Buf, now: float) -> None:
+        """Every plaintext RTP packet from the sender (before any routing, so padding-only probes
+        and packets of streams not yet known are reported too): find the extension, record."""
+        b0 = data[0]
+        if not b0 & 0x10:
+            return
+        n = len(data)
+        p = 12 + ((b0 & 0x0F) << 2)
+        if p + 4 > n:
+            return
+        profile = (data[p] << 8) | data[p + 1]
+        end = p + 4 + (((data[p + 2] << 8) | data[p + 3]) << 2)
+        if end > n:
+            return
+        p += 4
+        xid_want = self.ext_id
+        if profile == 0xBEDE:
+            while p < end:
+                h = data[p]
+                if h == 0:
+                    p += 1
+                    continue
+                xid = h >> 4
+                ln = (h & 0x0F) + 1
+                if xid == 15 or p + 1 + ln > end:
+                    return
+                if xid == xid_want:
+                    if ln == 2:
+                        self.on_packet((data[p + 1] << 8) | data[p + 2], now, (data[8] << 24) | (data[9] << 16)
+                                       | (data[10] << 8) | data[11])
+                    return
+                p += 1 + ln
+        elif profile & 0xFFF0 == 0x1000:
+            while p + 2 <= end:
+                xid = data[p]
+                if xid == 0:
+                    p += 1
+                    continue
+                ln = data[p + 1]
+                if p + 2 + ln > end:
+                    return
+                if xid == xid_want:
+                    if ln == 2:
+                        self.on_packet((data[p + 2] << 8) | data[p + 3], now, (data[8] << 24) | (data[9] << 16)
+                                       | (data[10] << 8) | data[11])
+                    return
+                p += 2 + ln
 
     def on_packet(self, seq: int, now: float, ssrc: int) -> None:
         """A packet carrying transport-wide seq ``seq`` arrived at ``now`` (hot path)."""

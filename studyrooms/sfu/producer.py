@@ -75,10 +75,11 @@ class Producer:
         }
         self._router_mid_id = router_ext.get(MID_URI)
         # a transport-wide seq slot in every normalised packet (egress WebRtcTransports stamp it);
-        # the sender's own seq goes to this transport's TwccRecorder (feedback toward the sender)
+        # the sender's own seq is recorded by this transport for its feedback toward the sender
         self._router_twcc_id = router_ext.get(TRANSPORT_CC_URI)
         bwe = getattr(transport, "bwe", None)
-        self._twcc_in = bwe.recorder if bwe is not None else None
+        if bwe is not None and client_ext.get(TRANSPORT_CC_URI):
+            bwe.recorder.ext_id = client_ext[TRANSPORT_CC_URI]
         self._router_audio_level_id = router_ext.get(AUDIO_LEVEL_URI) if kind == "audio" else None
         feedback = set()
         for codec in rtp_parameters.get("codecs", []):
@@ -122,7 +123,6 @@ class Producer:
             nack_enabled=self._nack_enabled,
             clock=self.clock,
             reserve_twcc_ext_id=self._router_twcc_id,
-            twcc_in=self._twcc_in,
         )
 
     def key_for_rid(self, rid: str | None, rrid: str | None) -> int | None:

@@ -100,6 +100,7 @@ class WebRtcTransport(Transport):
             max_bps=worker_options.max_outgoing_bitrate_bps,
         )
         self.allocator: BandwidthAllocator | None = None
+        self._twcc_in = self.bwe.recorder
         self.rtcp.on_transport_feedback = self.bwe.on_feedback
         # counters beyond the base's
         self.srtp_dropped_early = 0  # SRTP before DTLS was connected
@@ -254,6 +255,9 @@ class WebRtcTransport(Transport):
             else:
                 plain = srtp.unprotect_rtp(data)
                 if plain is not None:
+                    recorder = self._twcc_in
+                    if recorder.ext_id:
+                        recorder.on_rtp(plain, self._now())
                     self.receive_rtp(plain)
             return
         if 19 < b0 < 64:
