@@ -244,9 +244,9 @@ class SendSideBwe:
         self._acked_bytes += size
         while acked and acked[0][0] < arrival_s - ACKED_WINDOW_S:
             self._acked_bytes -= acked.popleft()[1]
-        span = max(arrival_s - acked[0][0], 0.1) if acked else ACKED_WINDOW_S
-        self.acked_bps = self._acked_bytes * 8 / max(span, 0.1) if span < ACKED_WINDOW_S else \
-            self._acked_bytes * 8 / ACKED_WINDOW_S
+        span = arrival_s - acked[0][0]
+        if span >= 0.1:  # bytes after the first packet over the time they took to arrive
+            self.acked_bps = (self._acked_bytes - acked[0][1]) * 8 / span
         g = self._group
         if g is None:
             self._group = [send_s, send_s, arrival_s]
