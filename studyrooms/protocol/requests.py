@@ -104,6 +104,13 @@ class SetPreferredLayersRequest(WireModel):
     temporal_layer: Layer | None = None
 
 
+class SetConsumerPriorityRequest(WireModel):
+    """mediasoup's consumer.setPriority: a higher priority gets downlink bandwidth first."""
+
+    consumer_id: Id
+    priority: Annotated[int, Field(strict=True, ge=1, le=255)]
+
+
 class RestartIceRequest(WireModel):
     transport_id: Id
 

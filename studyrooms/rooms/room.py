@@ -443,6 +443,12 @@ class Room:
                                 worker_id=self._object_worker.get(req.consumer_id))
         return {}
 
+    async def _set_consumer_priority(self, p: Participant, req: rq.SetConsumerPriorityRequest) -> dict:
+        self._own(p.consumers, self._consumer_owner, req.consumer_id, "consumer")
+        await self._worker_call("set_consumer_priority", {"consumerId": req.consumer_id, "priority": req.priority},
+                                worker_id=self._object_worker.get(req.consumer_id))
+        return {}
+
     async def _restart_ice(self, p: Participant, req: rq.RestartIceRequest) -> dict:
         self._own(p.transports, self._transport_owner, req.transport_id, "transport")
         reply = await self._worker_call("restart_ice", {"transportId": req.transport_id},
@@ -466,7 +472,19 @@ class Room:
         )
         now = self.clock.now()
         bytes_in = bytes_out = bitrate_in = bitrate_out = 0
+        available: int | None = None
+        probing = False
+        allocation: list[m.ConsumerAllocation] = []
         for tid, stats in zip(tids, replies[: len(tids)]):
+            alloc = stats.get("allocation")
+            if isinstance(alloc, dict):  # a transport with video consumers: the downlink
+                available = int(stats.get("availableOutgoingBitrate") or 0) or None
+                probing = bool(stats.get("probing"))
+                for cid, d in (alloc.get("consumers") or {}).items():
+                    if cid in p.consumers:
+                        allocation.append(m.ConsumerAllocation(consumer_id=cid, **{
+                            k: d.get(k) for k in ("spatialLayer", "temporalLayer", "paused", "reason", "priority",
+                                                  "group", "bitrate")}))
             rx, tx = int(stats.get("bytesReceived") or 0), int(stats.get("bytesSent") or 0)
             at, rx0, tx0 = self._byte_marks.get(tid, (now, rx, tx))
             bytes_in, bytes_out = bytes_in + rx, bytes_out + tx
@@ -509,6 +527,9 @@ class Room:
             max_incoming_bitrate=cap,
             over_budget=over_budget,
             producers=producers,
+            available_outgoing_bitrate=available,
+            probing=probing,
+            video_allocation=allocation,
         ).wire()
 
     _OPS: dict[str, Callable[..., Any]] = {
@@ -523,6 +544,7 @@ class Room:
         "resume-producer": _resume_producer,
         "close-producer": _close_producer,
         "set-preferred-layers": _set_preferred_layers,
+        "set-consumer-priority": _set_consumer_priority,
         "restart-ice": _restart_ice,
         "get-stats": _get_stats,
     }

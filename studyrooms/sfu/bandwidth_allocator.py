@@ -224,6 +224,10 @@ class BandwidthAllocator:
         self.allocated_bps = allocated
         if want_more and desired > estimate * 0.95:
             bwe.request_probe(int(desired * PROBE_HEADROOM))
+        elif plans and not bwe.initial_probe_done and bwe.has_feedback:
+            # GoogCC-style initial probe: find the link's room before audio and layer rates grow
+            # into the start estimate (a new receiver would otherwise drop a layer it just got)
+            bwe.request_probe(int(max(desired * PROBE_HEADROOM, 3 * estimate)))
 
     def _group(self, c: "Consumer", inp: AllocationInput, active_speaker: str | None) -> str:
         if c.producer.source == "screen":

@@ -247,6 +247,10 @@ class WorkerChannel:
         )
         return {}
 
+    async def _m_set_consumer_priority(self, data: dict) -> dict:
+        self._consumer(data).set_priority(_get(data, "priority", int))
+        return {}
+
     async def _m_request_consumer_key_frame(self, data: dict) -> dict:
         self._consumer(data).request_key_frame()
         return {}

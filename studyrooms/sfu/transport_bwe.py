@@ -60,6 +60,7 @@ class TransportBwe:
         self._probe_sent = 0
         self._probe_started_at = -math.inf
         self.probing = False
+        self.initial_probe_done = False
         self.probe_target_bps = 0
         self.probes_sent = 0
         self.probe_packets_sent = 0
@@ -134,6 +135,7 @@ class TransportBwe:
         if target <= 0 or self._probe_stream() is None:
             return False
         self._cluster += 1
+        self.initial_probe_done = True
         self.probing = True
         self.probe_target_bps = target
         self._probe_started_at = now

@@ -52,6 +52,7 @@ GOOD: dict[str, dict | None] = {
     "resume-producer": {"producerId": "p1"},
     "close-producer": {"producerId": "p1"},
     "set-preferred-layers": {"consumerId": "c1", "spatialLayer": 2, "temporalLayer": 1},
+    "set-consumer-priority": {"consumerId": "c1", "priority": 200},
     "restart-ice": {"transportId": "t1"},
     "get-stats": None,
     "leave-room": None,
@@ -99,6 +100,10 @@ BAD_FIELDS = [
     ("set-preferred-layers", "spatialLayer", -1, "spatialLayer"),
     ("set-preferred-layers", "spatialLayer", True, "spatialLayer"),
     ("set-preferred-layers", "temporalLayer", "1", "temporalLayer"),
+    ("set-consumer-priority", "priority", 0, "priority"),
+    ("set-consumer-priority", "priority", 256, "priority"),
+    ("set-consumer-priority", "priority", "9", "priority"),
+    ("set-consumer-priority", "priority", True, "priority"),
     ("restart-ice", "transportId", {}, "transportId"),
 ]
 

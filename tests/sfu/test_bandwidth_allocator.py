@@ -55,6 +55,8 @@ class Bwe:
         self.bps = bps
         self.source = source
         self.probes = []
+        self.initial_probe_done = True
+        self.has_feedback = True
 
     def available_bitrate_bps(self):
         return self.bps
@@ -117,6 +119,18 @@ def test_temporal_layers_are_dropped_before_pausing():
     alloc.run()
     # lowest encoding 150 k: 40 % (TL0) = 60 k and 60 % (TL0+1) = 90 k fit, 100 % does not
     assert a.applied == (0, 1, "bandwidth")
+
+
+def test_initial_probe_once_feedback_arrives():
+    a = cam("a", "pa")
+    alloc, t, _ = make(2_000_000, a)  # the top layer fits the start estimate
+    t.bwe.initial_probe_done = False
+    t.bwe.has_feedback = False
+    alloc.run()
+    assert t.bwe.probes == []  # nothing to measure yet
+    t.bwe.has_feedback = True
+    alloc.run()
+    assert t.bwe.probes == [6_000_000]  # 3 x the estimate, even with everything at its top layer
 
 
 def test_remb_only_estimate_never_pauses():
