@@ -32,6 +32,7 @@ RING_MASK = RING - 1
 _FB_HEAD = struct.Struct("!BBHIIHHI")  # header, sender ssrc, media ssrc, base seq, count, ref|fbcount
 _H = struct.Struct("!H")
 _h = struct.Struct("!h")
+_SEQ_BYTES = [i.to_bytes(2, "big") for i in range(65536)]
 DELTA_UNIT_US = 250
 REF_UNIT_US = 64000
 
@@ -81,16 +82,29 @@ class TwccStamper:
         return seq
 
     def stamp(self, data: bytes, now: float) -> bytes:
-        """``data`` with its slot filled (a copy), or ``data`` unchanged when it has no slot."""
-        off = twcc_slot_offset(data)
+        """``data`` with its slot filled (a copy), or ``data`` unchanged when it has no slot.
+        (:func:`twcc_slot_offset` + :meth:`record`, inlined: this runs for every packet sent.)"""
+        b0 = data[0]
+        n = len(data)
+        off = -1
+        if b0 & 0x10:
+            h = 12 + ((b0 & 0x0F) << 2)
+            if h + 8 <= n and data[h] == 0xBE and data[h + 1] == 0xDE:
+                if h + 16 <= n and data[h + 13] == TWCC_SLOT_HEADER:
+                    off = h + 14
+                elif data[h + 4] == TWCC_SLOT_HEADER:
+                    off = h + 5
         if off < 0:
             self.unstamped += 1
             return data
-        seq = self.record(len(data), now)
-        buf = bytearray(data)
-        buf[off] = seq >> 8
-        buf[off + 1] = seq & 0xFF
-        return bytes(buf)
+        seq = self.seq
+        self.seq = (seq + 1) & 0xFFFF
+        i = seq & RING_MASK
+        self.sent_at[i] = now
+        self.sizes[i] = n
+        self.clusters[i] = self.cluster
+        self.stamped += 1
+        return b"".join((data[:off], _SEQ_BYTES[seq], data[off + 2:]))
 
     def lookup(self, seq: int) -> tuple[float, int, int] | None:
         """``(sent_at, size, cluster)`` of a recent seq, ``None`` if unknown or overwritten."""
