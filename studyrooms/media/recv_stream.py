@@ -351,10 +351,9 @@ class RecvStream:
         """Parse an extension block once and record how to rebuild it: the bytes the parse
         inspected (headers, padding: a later packet with the same values there has the same
         layout), the output template (header, MID slot, element headers, zeroed values, padding)
-        and the value copies. Returns ``(getter, expected, template, copies, level_pos, twcc_pos)``."""
+        and the value copies. Returns ``(getter, expected, template, copies, level_pos)``."""
         ext_table = self._ext_table
         twcc_ids = self._twcc_ids
-        twcc_pos = -1
         al_id = self._al_id
         inspected: list[int] = []
         out_ext = bytearray(self._slots)
@@ -377,8 +376,8 @@ class RecvStream:
                 if p > pos:
                     break
                 rid_ = ext_table[xid]
-                if twcc_ids[xid] and p - v == 2:
-                    twcc_pos = v
+                if twcc_ids[xid]:
+                    pass  # the sender's transport-wide seq: the reserved slot takes its place
                 elif rid_:
                     out_ext.append((rid_ << 4) | (h & 0x0F))
                     copies.append((v, base + len(out_ext), p - v))
@@ -401,8 +400,8 @@ class RecvStream:
                 if p > pos:
                     break
                 rid_ = ext_table[xid]
-                if twcc_ids[xid] and ln == 2:
-                    twcc_pos = v
+                if twcc_ids[xid]:
+                    pass
                 elif rid_ and 0 < ln <= 16:
                     out_ext.append((rid_ << 4) | (ln - 1))
                     copies.append((v, base + len(out_ext), ln))
@@ -416,7 +415,7 @@ class RecvStream:
             tmpl = b""
         getter = itemgetter(*inspected) if inspected else None
         expected = getter(data) if getter is not None else None
-        plan = (getter, expected, tmpl, tuple(copies), level_pos, twcc_pos)
+        plan = (getter, expected, tmpl, tuple(copies), level_pos)
         plans = self._plans
         if len(plans) >= _MAX_PLANS and key not in plans:
             plans.clear()
