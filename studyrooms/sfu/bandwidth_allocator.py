@@ -15,8 +15,9 @@ resumed, closed, re-prioritised, a large estimate change) it splits the transpor
    temporal split (1 layer 100 %; 2: 60/100 %; 3: 40/60/100 %). Caps: ``set-preferred-layers``
    (upper bound, as in mediasoup), ``max_height`` (encodings whose keyframes show a larger height
    are left out), ``forwardable`` False (not forwarded at all).
-4. **Fit**: in order, everyone gets their lowest rung if it fits (else paused — the lowest
-   priorities are the ones left without); then, in order, each goes as high as the rest allows.
+4. **Fit**: in order, everyone gets their lowest rung while they fit; from the first that does not,
+   everyone after it is paused (the lowest priorities go first); then, in order, each goes as high
+   as the rest of the budget allows.
 5. **Damping**: a decrease applies at once; an increase goes one rung at a time, at most every
    ``UPGRADE_INTERVAL_S`` per consumer and not within ``UPGRADE_HOLD_S`` of its last decrease. When
    the ideal allocation is above the estimate a probe is requested (``TransportBwe.request_probe``)
@@ -188,11 +189,14 @@ class BandwidthAllocator:
 
         # fit: lowest rungs first in priority order, then upgrades in priority order
         left = budget
+        exhausted = False  # once one does not fit, everyone after it is paused too
         for plan in plans:
             cost = plan[2][0][2]
-            if cost <= left or not may_pause:
+            if not may_pause or (not exhausted and cost <= left):
                 plan[3] = 0
                 left -= cost
+            else:
+                exhausted = True
         for plan in plans:
             if plan[3] < 0:
                 continue
