@@ -284,6 +284,18 @@ def worker_telemetry(worker: Any) -> dict:
     tally = _TALLIES.get(worker)
     if tally is None:
         tally = _TALLIES[worker] = _WorkerTally()
+    # downlink (transports with a bandwidth allocator): estimates, probing, what was cut
+    estimates = []
+    probing = paused = reduced = 0
+    for t in list(worker.transports.values()):
+        alloc = getattr(t, "allocator", None)
+        if alloc is None or t.closed:
+            continue
+        estimates.append(t.bwe.available_bitrate_bps())
+        probing += bool(t.bwe.probing)
+        for d in list(alloc.decisions.values()):
+            paused += d["reason"] in ("paused-bandwidth", "not-forwardable")
+            reduced += d["reason"] in ("bandwidth", "upgrade-hold", "stepping-up")
     kinds: dict[str, int] = {}
     for p in list(worker.producers.values()):
         kinds[p.kind] = kinds.get(p.kind, 0) + 1
@@ -304,6 +316,11 @@ def worker_telemetry(worker: Any) -> dict:
         "cpu_seconds": cpu,
         "cpu_utilization": utilization,
         "rss_bytes": _rss_bytes(),
+        "downlink_estimate_min": min(estimates) if estimates else 0,
+        "downlink_estimate_mean": int(sum(estimates) / len(estimates)) if estimates else 0,
+        "downlink_probing": probing,
+        "downlink_paused": paused,
+        "downlink_reduced": reduced,
     }
 
 
@@ -347,6 +364,19 @@ class MetricsHub:
                                                            "received", "sent")],
                 description="PLIs received from consumers / keyframe requests sent to producers")
         counter("studyrooms.rtcp.firs", [self._per_worker("firs_received")], description="FIRs received")
+        gauge("studyrooms.downlink.estimate", [self._directional("downlink_estimate_min", "downlink_estimate_mean",
+                                                                 "min", "mean")],
+              description="receivers' downlink estimates in bit/s (transport-cc, else REMB): lowest and mean per worker")
+        gauge("studyrooms.downlink.probing", [self._per_worker("downlink_probing")],
+              description="receive transports sending a bandwidth probe now")
+        gauge("studyrooms.downlink.video.paused", [self._per_worker("downlink_paused")],
+              description="video consumers paused by their receiver's bandwidth allocator")
+        gauge("studyrooms.downlink.video.reduced", [self._per_worker("downlink_reduced")],
+              description="video consumers below their best layer for lack of bandwidth")
+        counter("studyrooms.downlink.probes", [self._per_worker("probe_clusters")],
+                description="bandwidth probe clusters sent")
+        counter("studyrooms.downlink.feedback", [self._per_worker("twcc_feedback")],
+                description="transport-cc feedback packets received from receivers")
         counter("studyrooms.rtp.packets.lost", [self._directional("lost_in", "lost_out")],
                 description="packets lost: in = missing from producers' streams (seen by the SFU), "
                             "out = reported lost by consumers' receiver reports")

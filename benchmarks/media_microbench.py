@@ -1,4 +1,7 @@
-"""Micro-benchmark of the per-packet media code: RecvStream.receive and SendStream.send.
+"""Micro-benchmark of the per-packet media code: RecvStream.receive and SendStream.send, and the
+downlink bandwidth work (issue 10): tw-seq stamping per sent packet, the sender's tw-seq recorded per
+received packet, TransportFeedback parse + send-record join + estimator per reported packet, probe
+padding built per packet.
 
 CPU time (time.process_time) per operation over many iterations, median of several repetitions,
 printed as JSON. Realistic shapes: a Chrome VP8 packet (~1000-byte payload, mid + abs-send-time +
@@ -22,6 +25,8 @@ from studyrooms.media import rtcp
 from studyrooms.media.recv_stream import RecvStream
 from studyrooms.media.rtp import build_rtp, parse_rtp
 from studyrooms.media.send_stream import SendStream
+from studyrooms.media.bwe import SendSideBwe
+from studyrooms.media.twcc import TwccRecorder, TwccStamper, parse_feedback
 
 
 def _video_packets(count: int) -> list[bytes]:
@@ -160,6 +165,62 @@ def main() -> None:
             clock.advance(1.0)  # past the per-seq resend guard (one RTT)
             ss.on_nack(nack_seqs)
 
+    # --- downlink bandwidth estimation (issue 10)
+    rs_t = RecvStream(
+        ssrc=0x11111111, kind="video", codec="vp8", clock_rate=90000, payload_type_map={96: 101},
+        ext_id_map={9: 1, 2: 4, 4: 5}, reserve_mid_ext_id=1, audio_level_ext_id=None, rtx_ssrc=0x33333333,
+        rtx_payload_type=97, clock=clock, reserve_twcc_ext_id=5,
+    )
+    ss_t = _send(clock, "video")
+    sent = [ss_t.send(rs_t.receive(p), rs_t.mid_value_offset, rs_t.last_seq, rs_t.last_ts, True, 0x11111111)
+            for p in vpk]
+
+    def twcc_stamp() -> None:
+        st = TwccStamper()
+        stamp = st.stamp
+        for i, d in enumerate(sent):
+            stamp(d, i * 0.001)
+
+    def twcc_ingress_record() -> None:
+        rec = TwccRecorder()
+        rec.ext_id = 4
+        on = rec.on_rtp
+        for i, p in enumerate(vpk):
+            on(p, i * 0.001)
+            if i % 100 == 99:
+                rec.build(1)
+
+    st = TwccStamper()
+    rec = TwccRecorder()
+    feedbacks = []
+    for i, d in enumerate(sent[:20000]):
+        st.record(len(d), i * 0.0005)
+        rec.on_packet(i & 0xFFFF, 5.0 + i * 0.0005, 1)
+        if i % 50 == 49:
+            feedbacks.extend(rec.build(1))
+
+    def twcc_feedback() -> None:
+        bwe = SendSideBwe(600_000)
+        lookup = st.lookup
+        for k, fb in enumerate(feedbacks):
+            parsed = parse_feedback(fb, 0, len(fb))
+            results_ = []
+            for seq, arr in parsed[2]:
+                r = lookup(seq)
+                if r is not None:
+                    results_.append((r[0], r[1], r[2], arr / 1e6 if arr >= 0 else None))
+            bwe.on_packet_results(results_, k * 0.025)
+
+    def probe_padding() -> None:
+        b = ss_t.build_rtx_padding
+        for _ in range(n // 10):
+            b(255)
+
+    results["twcc_stamp_per_sent_packet_us"] = _time(twcc_stamp, n, args.repeat)
+    results["twcc_ingress_record_per_received_packet_us"] = _time(twcc_ingress_record, n, args.repeat)
+    results["twcc_feedback_handling_per_reported_packet_us"] = _time(
+        twcc_feedback, len(feedbacks) * 50, args.repeat)
+    results["probe_padding_build_per_packet_us"] = _time(probe_padding, n // 10, args.repeat)
     results["reference_bytearray_copy_us"] = _time(reference_copy, n, args.repeat)
     results["reference_minimal_forward_us"] = _time(reference_minimal_forward, n, args.repeat)
     results["parse_rtp_us"] = _time(parse_only, n, args.repeat)

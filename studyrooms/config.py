@@ -47,6 +47,10 @@ class MediaSettings(_Model):
     # pipes between a room's routers on different workers: SRTP (AEAD_AES_256_GCM, mediasoup's
     # enableSrtp) between workers on different nodes, plain RTP inside one node; "always": SRTP on every pipe
     pipe_srtp: Literal["inter-node", "always"] = "inter-node"
+    # Downlink: a recv transport's estimate starts here (mediasoup's initialAvailableOutgoingBitrate)
+    # and never exceeds the max; transport-cc feedback and probing move it in between.
+    initial_outgoing_bitrate_bps: int = Field(600_000, ge=30_000)
+    max_outgoing_bitrate_bps: int = Field(10_000_000, ge=100_000)
 
     @model_validator(mode="after")
     def _check_range(self) -> "MediaSettings":

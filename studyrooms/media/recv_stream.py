@@ -4,7 +4,10 @@
 mediasoup's dropout/misorder limits), jitter (A.8), bitrate and losses (for NACK), and returns a
 NEW bytearray normalised for the router: router payload type, a one-byte (0xBEDE) extension block
 holding only mapped extensions under router ids, with an 8-byte MID slot first when requested
-(consumers write their own MID there in place), CSRCs and padding kept.
+(consumers write their own MID there in place), then a 2-byte transport-wide-cc slot when requested
+(the egress transport stamps its own sequence number there, see ``media/twcc.py``), CSRCs and
+padding kept. The sender's own transport-wide seq is never forwarded (the ingress transport
+records it for its feedback before the packet gets here, see ``TwccRecorder.on_rtp``).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class RecvStream:
         "mid_value_offset", "nack_enabled", "nack_give_ups", "nack_packets_requested", "nacks_sent",
         "packets", "packets_repaired", "reserve_mid_ext_id", "restarts", "rid", "rtt_ms", "rtx_packets",
         "rtx_padding_packets", "rtx_payload_type", "rtx_ssrc", "sr_ntp_frac", "sr_ntp_sec", "sr_received",
-        "sr_rtp_ts", "ssrc", "unknown_payload_type"
+        "sr_rtp_ts", "ssrc", "unknown_payload_type", "_slots", "_twcc_ids"
     )
 
     def __init__(
@@ -74,6 +77,7 @@ class RecvStream:
         rtx_apt: int | None = None,
         max_nack_age: int = MAX_NACK_AGE,
         max_nack_retries: int = MAX_NACK_RETRIES,
+        reserve_twcc_ext_id: int | None = None,
     ) -> None:
         self.ssrc = ssrc
         self.kind = kind
@@ -97,16 +101,24 @@ class RecvStream:
         self._rtx_apt = rtx_apt
         # client ext id -> router id (0 = drop); one-byte form only carries router ids 1..14
         ext_table = bytearray(256)
+        twcc_ids = bytearray(256)
         for cid, rid_ in ext_id_map.items():
-            if 0 < cid < 256 and 0 < rid_ < 15 and rid_ != reserve_mid_ext_id:
+            if 0 < cid < 256 and reserve_twcc_ext_id and rid_ == reserve_twcc_ext_id:
+                twcc_ids[cid] = 1  # read at ingress, never copied (the slot takes its place)
+            elif 0 < cid < 256 and 0 < rid_ < 15 and rid_ != reserve_mid_ext_id:
                 ext_table[cid] = rid_
         self._ext_table = bytes(ext_table)
+        self._twcc_ids = bytes(twcc_ids)
         self.reserve_mid_ext_id = reserve_mid_ext_id
         if reserve_mid_ext_id is not None and 0 < reserve_mid_ext_id < 15:
             header = (reserve_mid_ext_id << 4) | (MID_SLOT_LEN - 1)
             self._mid_slot: bytes = bytes((header,)) + bytes(MID_SLOT_LEN)
         else:
             self._mid_slot = b""
+        if reserve_twcc_ext_id is not None and 0 < reserve_twcc_ext_id < 15:
+            self._slots = self._mid_slot + bytes(((reserve_twcc_ext_id << 4) | 1, 0, 0))
+        else:
+            self._slots = self._mid_slot
         self._al_id = audio_level_ext_id if audio_level_ext_id else -1
         self._kf = keyframe_detector(self.codec) if kind == "video" else None
 
@@ -297,7 +309,7 @@ class RecvStream:
         # ---- normalise: router PT, one-byte extension block with router ids (+ MID slot)
         out = bytearray(data)
         level = -1
-        if b0 & 0x10 or self._mid_slot:
+        if b0 & 0x10 or self._slots:
             key = (hdr_end << 32) | (profile << 16) | words
             plan = self._plans.get(key)
             if plan is None or (plan[0] is not None and plan[0](data) != plan[1]):
@@ -341,9 +353,10 @@ class RecvStream:
         layout), the output template (header, MID slot, element headers, zeroed values, padding)
         and the value copies. Returns ``(getter, expected, template, copies, level_pos)``."""
         ext_table = self._ext_table
+        twcc_ids = self._twcc_ids
         al_id = self._al_id
         inspected: list[int] = []
-        out_ext = bytearray(self._mid_slot)
+        out_ext = bytearray(self._slots)
         copies: list[tuple[int, int, int]] = []
         level_pos = -1
         base = hdr_end + 4  # output offset of the first element
@@ -363,7 +376,9 @@ class RecvStream:
                 if p > pos:
                     break
                 rid_ = ext_table[xid]
-                if rid_:
+                if twcc_ids[xid]:
+                    pass  # the sender's transport-wide seq: the reserved slot takes its place
+                elif rid_:
                     out_ext.append((rid_ << 4) | (h & 0x0F))
                     copies.append((v, base + len(out_ext), p - v))
                     out_ext += bytes(p - v)
@@ -385,7 +400,9 @@ class RecvStream:
                 if p > pos:
                     break
                 rid_ = ext_table[xid]
-                if rid_ and 0 < ln <= 16:
+                if twcc_ids[xid]:
+                    pass
+                elif rid_ and 0 < ln <= 16:
                     out_ext.append((rid_ << 4) | (ln - 1))
                     copies.append((v, base + len(out_ext), ln))
                     out_ext += bytes(ln)

@@ -197,6 +197,13 @@ class SendStream:
             self._max_sent_at = now
         return data
 
+    def skip_packet(self, seq: int) -> None:
+        """The newest packet of the current source is deliberately not sent (temporal layer
+        dropped): the packets after it move down by one so the receiver sees no gap."""
+        if self._sync_required or not self._started:
+            return
+        self._seq_off = (self._seq_off - 1) & 0xFFFF
+
     def _rebase(self, seq: int, ts: int, now: float) -> None:
         self.syncs += 1
         if self._started:
@@ -279,6 +286,30 @@ class SendStream:
         )
         out += data[2:4]
         out += data[pos:pend]
+        return bytes(out)
+
+    def build_rtx_padding(self, pad_len: int = 255) -> bytes | None:
+        """A padding-only RTX packet (bandwidth probe): RTX SSRC/PT/seq, the last media timestamp,
+        a one-byte extension block with this consumer's MID element and an empty transport-wide
+        seq slot (id 5, stamped by the transport), then ``pad_len`` (1..255) padding octets.
+        ``None`` without RTX or before the first packet."""
+        if not self.rtx_enabled or not self._started:
+            return None
+        pad_len = min(255, max(1, pad_len))
+        ext = bytearray()
+        if self._mid_elem_id:
+            ext += self._mid_elem
+        ext += b"\x51\x00\x00"  # transport-wide-cc slot (router id 5, 2 bytes)
+        ext += bytes(-len(ext) & 3)
+        out = bytearray(12)
+        out[0] = 0xB0  # V=2, P=1, X=1
+        rseq = self._rtx_seq
+        self._rtx_seq = (rseq + 1) & 0xFFFF
+        PT_SEQ_TS_SSRC.pack_into(out, 1, self.rtx_payload_type or 0, rseq, self.max_ts, self.rtx_ssrc or 0)
+        out += HH.pack(0xBEDE, len(ext) >> 2)
+        out += ext
+        out += bytes(pad_len - 1)
+        out.append(pad_len)
         return bytes(out)
 
     def get_buffered(self, seq: int) -> bytes | None:

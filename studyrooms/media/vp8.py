@@ -82,6 +82,18 @@ class Vp8PictureRewriter:
         self._max_tl0 = -1
         self._tl0_sync = True
 
+    def skip_picture(self, picture_id: int, bits: int = 15) -> None:
+        """A picture of the current source is dropped (temporal layer): the next one continues
+        from the last PictureID sent, so the receiver sees no hole."""
+        if self._pid_sync or self._pid_in < 0:
+            return
+        if bits == 15:
+            d = ((picture_id - self._pid_in + 0x4000) & 0x7FFF) - 0x4000
+        else:
+            d = ((picture_id - self._pid_in + 0x40) & 0x7F) - 0x40
+        if d > 0:
+            self._pid_in = picture_id  # maps onto the output of the last picture sent
+
     def rewrite(
         self,
         buf: bytearray,

@@ -92,6 +92,19 @@ class ProducerBandwidth(OutModel):
     over_budget: bool  # bitrate above the send transport's cap (+ tolerance)
 
 
+class ConsumerAllocation(OutModel):
+    """What the receiver's bandwidth allocator chose for one video consumer, and why."""
+
+    consumer_id: str
+    spatial_layer: int | None
+    temporal_layer: int | None
+    paused: bool  # paused for bandwidth (or by the client / producer: see reason)
+    reason: str  # best-layer, bandwidth, paused-bandwidth, preferred-layers, max-height, upgrade-hold, ...
+    priority: int
+    group: str  # screen, on-stage, speaker, other
+    bitrate: int  # bps of the chosen layer
+
+
 class ParticipantBandwidth(OutModel):
     """One participant's traffic, from the media worker's transport stats."""
 
@@ -104,6 +117,10 @@ class ParticipantBandwidth(OutModel):
     max_incoming_bitrate: int | None  # the per-send-transport cap (REMB), None when uncapped
     over_budget: bool  # a send transport or a producer above the cap (+ tolerance)
     producers: list[ProducerBandwidth]
+    # downlink: the recv transport's estimate (transport-cc, else REMB), probing, per-video decisions
+    available_outgoing_bitrate: int | None = None
+    probing: bool = False
+    video_allocation: list[ConsumerAllocation] = []
 
 
 class RoomStatsReply(RoomStats):

@@ -113,6 +113,11 @@ class SetReceiveConstraintsRequest(WireModel):
     last_n: Annotated[int, Field(strict=True, ge=0, le=1000)] | None = None
     on_stage: Annotated[list[Id], Field(max_length=MAX_ON_STAGE)] | None = None
     max_height: Annotated[int, Field(strict=True, ge=0, le=4320)] | None = None
+class SetConsumerPriorityRequest(WireModel):
+    """mediasoup's consumer.setPriority: a higher priority gets downlink bandwidth first."""
+
+    consumer_id: Id
+    priority: Annotated[int, Field(strict=True, ge=1, le=255)]
 
 
 class RestartIceRequest(WireModel):

@@ -147,18 +147,18 @@ class RoomForwarding:
         return not limited or producer_id not in self.tracker.reported or producer_id in self.selected_audio
 
     def wanted(self, receiver: "Participant", consumer: dict, plan: tuple[list[str], list[str]],
-               screen: list[str], audio_limited: bool) -> tuple[bool, int | None]:
-        """(forwardable, maxHeight) for one of the receiver's consumers."""
+               screen: list[str], audio_limited: bool) -> tuple[bool, int | None, bool]:
+        """(forwardable, maxHeight, onStage) for one of the receiver's consumers."""
         producer_id = consumer["producerId"]
         if consumer.get("kind") == "audio":
-            return self.audio_forwarded(producer_id, audio_limited), None
+            return self.audio_forwarded(producer_id, audio_limited), None, False
         owner = self.room._producer_owner.get(producer_id)
         video, stage = plan
         if owner not in video:
-            return False, None
+            return False, None, False
         c = self.constraints.get(receiver.id)
         best = owner in stage or owner in screen or c is None
-        return True, None if best else c.max_height
+        return True, None if best else c.max_height, owner in stage
 
     # --- applying -------------------------------------------------------------------------------
 
@@ -174,8 +174,10 @@ class RoomForwarding:
             plan = self.video_plan(p, owners)
             lookup = (set(plan[0]), plan[1])
             for cid, c in p.consumers.items():
-                forwardable, max_height = self.wanted(p, c, lookup, owners[1], audio_limited)
+                forwardable, max_height, on_stage = self.wanted(p, c, lookup, owners[1], audio_limited)
                 change: dict = {}
+                if c.get("onStage", False) != on_stage:  # the worker's bandwidth allocator ranks it first
+                    change["onStage"] = on_stage
                 if c.get("forwardable", True) != forwardable:
                     change["forwardable"] = forwardable
                 if c.get("maxHeight") != max_height:
@@ -197,7 +199,7 @@ class RoomForwarding:
     def consume_options(self, receiver: "Participant", producer_id: str, kind: str) -> dict:
         """``forwardable`` / ``maxHeight`` for a consumer about to be created (so it starts right)."""
         owners = self._video_owners()
-        forwardable, max_height = self.wanted(
+        forwardable, max_height, on_stage = self.wanted(
             receiver, {"producerId": producer_id, "kind": kind}, self.video_plan(receiver, owners), owners[1],
             self._audio_limited())
-        return {"forwardable": forwardable, "maxHeight": max_height}
+        return {"forwardable": forwardable, "maxHeight": max_height, "onStage": on_stage}

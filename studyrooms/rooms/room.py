@@ -407,6 +407,8 @@ class Room:
         }
         if forwarding["maxHeight"] is not None:
             data["maxHeight"] = forwarding["maxHeight"]
+        if forwarding["onStage"]:
+            data["onStage"] = True
         reply = await self._worker_call("consume", data, worker_id=target)
         consumer_id = reply["id"]
         self._object_worker[consumer_id] = target
@@ -478,6 +480,10 @@ class Room:
         if "max_height" in given:
             changes["max_height"] = req.max_height
         self.forwarding.set_constraints(p.id, **changes)
+    async def _set_consumer_priority(self, p: Participant, req: rq.SetConsumerPriorityRequest) -> dict:
+        self._own(p.consumers, self._consumer_owner, req.consumer_id, "consumer")
+        await self._worker_call("set_consumer_priority", {"consumerId": req.consumer_id, "priority": req.priority},
+                                worker_id=self._object_worker.get(req.consumer_id))
         return {}
 
     async def _restart_ice(self, p: Participant, req: rq.RestartIceRequest) -> dict:
@@ -503,7 +509,19 @@ class Room:
         )
         now = self.clock.now()
         bytes_in = bytes_out = bitrate_in = bitrate_out = 0
+        available: int | None = None
+        probing = False
+        allocation: list[m.ConsumerAllocation] = []
         for tid, stats in zip(tids, replies[: len(tids)]):
+            alloc = stats.get("allocation")
+            if isinstance(alloc, dict):  # a transport with video consumers: the downlink
+                available = int(stats.get("availableOutgoingBitrate") or 0) or None
+                probing = bool(stats.get("probing"))
+                for cid, d in (alloc.get("consumers") or {}).items():
+                    if cid in p.consumers:
+                        allocation.append(m.ConsumerAllocation(consumer_id=cid, **{
+                            k: d.get(k) for k in ("spatialLayer", "temporalLayer", "paused", "reason", "priority",
+                                                  "group", "bitrate")}))
             rx, tx = int(stats.get("bytesReceived") or 0), int(stats.get("bytesSent") or 0)
             at, rx0, tx0 = self._byte_marks.get(tid, (now, rx, tx))
             bytes_in, bytes_out = bytes_in + rx, bytes_out + tx
@@ -546,6 +564,9 @@ class Room:
             max_incoming_bitrate=cap,
             over_budget=over_budget,
             producers=producers,
+            available_outgoing_bitrate=available,
+            probing=probing,
+            video_allocation=allocation,
         ).wire()
 
     _OPS: dict[str, Callable[..., Any]] = {
@@ -561,6 +582,7 @@ class Room:
         "close-producer": _close_producer,
         "set-preferred-layers": _set_preferred_layers,
         "set-receive-constraints": _set_receive_constraints,
+        "set-consumer-priority": _set_consumer_priority,
         "restart-ice": _restart_ice,
         "get-stats": _get_stats,
     }

@@ -215,8 +215,9 @@ class WorkerChannel:
         )
         forwardable = _get(data, "forwardable", bool, required=False)
         max_height = _get(data, "maxHeight", int, required=False)
-        if (forwardable is not None or max_height is not None) and consumer.type != "pipe":
-            consumer.set_forwarding(forwardable, max_height if max_height is not None else -1)
+        on_stage = _get(data, "onStage", bool, required=False)
+        if (forwardable is not None or max_height is not None or on_stage) and consumer.type != "pipe":
+            consumer.set_forwarding(forwardable, max_height if max_height is not None else -1, on_stage)
         return {
             "id": consumer.id,
             "producerId": consumer.producer.id,
@@ -253,28 +254,32 @@ class WorkerChannel:
 
     async def _m_set_consumers_forwarding(self, data: dict) -> dict:
         """The room's per-receiver decisions, batched: ``{consumers: {consumerId: {forwardable?,
-        maxHeight?}}}``. Ids of consumers gone meanwhile are skipped and listed in ``missing``."""
+        maxHeight?, onStage?}}}``. Ids of consumers gone meanwhile are skipped and listed in ``missing``."""
         entries = _get(data, "consumers", dict)
         if len(entries) > 10_000:
             raise InvalidRequestError("too many consumers in one call")
         checked = []
         for consumer_id, entry in entries.items():
-            if not isinstance(entry, dict) or set(entry) - {"forwardable", "maxHeight"}:
-                raise InvalidRequestError(f"consumers[{consumer_id!r}] must be {{forwardable?, maxHeight?}}")
+            if not isinstance(entry, dict) or set(entry) - {"forwardable", "maxHeight", "onStage"}:
+                raise InvalidRequestError(f"consumers[{consumer_id!r}] must be {{forwardable?, maxHeight?, onStage?}}")
             forwardable = _get(entry, "forwardable", bool, required=False)
+            on_stage = _get(entry, "onStage", bool, required=False)
             max_height = entry.get("maxHeight", -1)
             if max_height is not None and (isinstance(max_height, bool) or not isinstance(max_height, int)
                                            or max_height < -1):
                 raise InvalidRequestError(f"consumers[{consumer_id!r}].maxHeight must be an int >= 0 or null")
-            checked.append((consumer_id, forwardable, max_height))
+            checked.append((consumer_id, forwardable, max_height, on_stage))
         missing = []
-        for consumer_id, forwardable, max_height in checked:
+        for consumer_id, forwardable, max_height, on_stage in checked:
             consumer = self.worker.consumers.get(consumer_id)
             if consumer is None or consumer.closed or consumer.type == "pipe":  # pipes always forward
                 missing.append(consumer_id)
                 continue
-            consumer.set_forwarding(forwardable, max_height)
+            consumer.set_forwarding(forwardable, max_height, on_stage)
         return {"missing": missing}
+    async def _m_set_consumer_priority(self, data: dict) -> dict:
+        self._consumer(data).set_priority(_get(data, "priority", int))
+        return {}
 
     async def _m_request_consumer_key_frame(self, data: dict) -> dict:
         self._consumer(data).request_key_frame()

@@ -1,7 +1,9 @@
 """Consumer: one outgoing copy of a producer toward one recv transport (mediasoup's Simple- and
 SimulcastConsumer).
 
-Created paused (mediasoup-client resumes it once its side is ready). Resuming asks the producer
+Created paused (mediasoup-client resumes it once its side is ready). On a WebRtcTransport the
+layers (spatial and temporal) and whether video flows at all under bandwidth pressure are decided
+by the transport's BandwidthAllocator (``apply_allocation``); elsewhere by ``_update_target_layer``. Resuming asks the producer
 for a keyframe and the SendStream forwards from the next keyframe on, keeping sequence numbers and
 timestamps continuous across pause/resume and simulcast layer switches. Per packet the work is
 ``forward``: a few attribute checks, ``SendStream.send`` (rewrite in place + copy) and the
@@ -17,7 +19,7 @@ from ..errors import InvalidRequestError, InvalidStateError
 from ..events import EventEmitter
 from ..media.recv_stream import RecvStream
 from ..media.send_stream import SendStream
-from ..media.vp8 import Vp8PictureRewriter
+from ..media.vp8 import Vp8PictureRewriter, parse_vp8_descriptor
 from .parameters import consumer_stream_params
 
 if TYPE_CHECKING:
@@ -92,6 +94,14 @@ class Consumer:
         self.current_layer = -1 if self.type == "simulcast" else 0
         self._vp8 = Vp8PictureRewriter() if self.type == "simulcast" and params.codec == "vp8" else None
         self._layer_changed_at = float("-inf")
+        # bandwidth allocation (BandwidthAllocator): temporal layer kept (-1 = all), pause, reason
+        self.temporal_layer_count = self._temporal_layers()
+        self.target_temporal = -1
+        self.current_temporal = -1
+        self.allocation_reason = "new"
+        self.tl_dropped = 0
+        if self._vp8 is None and params.codec == "vp8" and self.temporal_layer_count > 1:
+            self._vp8 = Vp8PictureRewriter()  # temporal-layer dropping keeps PictureID continuous
         self._switched = False  # the next packet is the first after a layer switch (VP8 rewriter)
         self._active = False
         self._update_active()
@@ -110,6 +120,8 @@ class Consumer:
         self.closed = False
         self.paused = paused
         self.producer_paused = producer.paused
+        self.priority = 1
+        self.bwe_paused = False
         self.observer = EventEmitter()  # "close", "pause", "resume", "layerschange"
 
     # ------------------------------------------------------------------ hot path
@@ -121,6 +133,9 @@ class Consumer:
             if index != self.target_layer or not stream.last_keyframe:
                 return
             self._switch_layer(index)
+        if self.target_temporal != self.current_temporal or self.current_temporal >= 0:
+            if self._drop_temporal(pkt, stream):
+                return
         if self._vp8 is not None:
             # the ingress buffer is shared by every consumer of the producer: rewrite a private copy
             pkt = bytearray(pkt)
@@ -137,6 +152,31 @@ class Consumer:
             self.producer.request_key_frame(index)
             return
         out.append((self.transport.send_rtp, data))
+
+    def _drop_temporal(self, pkt: bytearray, stream: RecvStream) -> bool:
+        """VP8 temporal-layer dropping: True to drop this packet (TID above the kept layer). The kept
+        layer changes at a frame start only: down at any frame, up at a TL0 frame. Sequence numbers
+        and PictureID stay continuous for the receiver."""
+        desc = parse_vp8_descriptor(pkt, stream.last_payload_offset, stream.last_payload_end)
+        if desc is None:
+            return False
+        picture_id, bits, _tl0, tid, _kf, _ln = desc
+        if tid < 0:
+            return False
+        b0 = pkt[stream.last_payload_offset]
+        if b0 & 0x10 and not b0 & 0x07:  # S=1, partition 0: a frame starts
+            want = self.target_temporal
+            cur = self.current_temporal
+            if want != cur and ((want >= 0 and (cur < 0 or want < cur)) or tid == 0):
+                self.current_temporal = want
+        keep = self.current_temporal
+        if keep < 0 or tid <= keep:
+            return False
+        self.tl_dropped += 1
+        self.send_stream.skip_packet(stream.last_seq)
+        if self._vp8 is not None and picture_id >= 0:
+            self._vp8.skip_picture(picture_id, bits)
+        return True
 
     def _switch_layer(self, index: int) -> None:
         previous = self.current_layer
@@ -190,11 +230,15 @@ class Consumer:
 
     # ------------------------------------------------------------------ simulcast layer choice
     def _update_target_layer(self, now: float, force: bool = False) -> None:
-        """Pick the highest active encoding not above the preferred one (re-evaluated on the RTCP tick
+        """Without an allocator (plain transports): pick the highest active encoding not above the preferred one (re-evaluated on the RTCP tick
         and on preference changes). The receiver's REMB caps it further: the estimate covers every
         video consumer of the transport, so each gets its share; going up needs 25% headroom, and
         bandwidth-driven changes happen at most every LAYER_DWELL_S so layers do not flap (each
         switch costs a keyframe)."""
+        allocator = getattr(self.transport, "allocator", None)
+        if allocator is not None:
+            allocator.schedule(0.0)
+            return
         if self.type != "simulcast" or not self._active:
             return
         active = self.producer.active_stream_indexes(now, LAYER_ACTIVE_WINDOW_S)
@@ -233,18 +277,51 @@ class Consumer:
         fitting = [i for i in candidates if heights[i] is not None and heights[i] <= cap]
         return fitting or [min(candidates)]
 
+    def apply_allocation(self, spatial: int, temporal: int, reason: str) -> None:
+        """The allocator's decision: spatial layer (-1 = paused for bandwidth), temporal layer to keep
+        (-1 or the top one = all) and why. A spatial change asks for a keyframe of the new layer
+        (throttled by the producer); switching happens on that keyframe."""
+        self.allocation_reason = reason
+        paused = spatial < 0
+        if paused != self.bwe_paused:
+            self.bwe_paused = paused
+            self._update_active()
+        if paused:
+            return
+        self.target_temporal = -1 if temporal >= self.temporal_layer_count - 1 else temporal
+        if self.type == "simulcast" and spatial != self.target_layer:
+            self.target_layer = spatial
+            self._layer_changed_at = self.clock.now()
+            if spatial != self.current_layer and self._active:
+                self.producer.request_key_frame(spatial)
+
+    def set_priority(self, priority: int) -> None:
+        """mediasoup's setPriority: 1..255, higher gets bandwidth first."""
+        self._check_open()
+        if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 255:
+            raise InvalidRequestError("priority must be an integer 1..255")
+        self.priority = priority
+        allocator = getattr(self.transport, "allocator", None)
+        if allocator is not None:
+            allocator.schedule(0.0)
+
     # ------------------------------------------------------------------ control
     def _update_active(self) -> None:
         was = self._active
         self._active = (
             not self.closed and not self.paused and not self.producer_paused and self.forwardable
-            and self.transport.media_ready
+            and self.transport.media_ready and not self.bwe_paused
         )
+        if self._active != was or not self._active:
+            allocator = getattr(self.transport, "allocator", None)
+            if allocator is not None and not self.closed:
+                allocator.schedule(0.0)
         if self._active and not was:
             self.send_stream.request_sync()
             if self.type == "simulcast":
                 self.current_layer = -1
-                self._update_target_layer(self.clock.now(), force=True)
+                if getattr(self.transport, "allocator", None) is None:
+                    self._update_target_layer(self.clock.now(), force=True)
             self.producer.request_key_frame(self.target_layer)
 
     def transport_ready(self) -> None:
@@ -262,9 +339,22 @@ class Consumer:
         self._update_active()
         self.observer.emit("resume")
 
-    def set_forwarding(self, forwardable: bool | None = None, max_height: int | None = -1) -> None:
-        """The room's decision for this consumer (``max_height`` -1: unchanged, None: no cap)."""
+    def set_forwarding(self, forwardable: bool | None = None, max_height: int | None = -1,
+                       on_stage: bool | None = None) -> None:
+        """The room's decision for this consumer (``max_height`` -1: unchanged, None: no cap;
+        ``on_stage``: the receiver put this producer's participant on stage). A transport with a
+        bandwidth allocator gets the same inputs, and the allocator picks the layers."""
         self._check_open()
+        allocator = getattr(self.transport, "allocator", None)
+        if allocator is not None:
+            inp = allocator.inputs(self.id)
+            if forwardable is not None:
+                inp.forwardable = forwardable
+            if max_height != -1:
+                inp.max_height = max_height
+            if on_stage is not None:
+                inp.on_stage = on_stage
+            allocator.schedule(0.0)
         if max_height != -1 and max_height != self.max_height:
             self.max_height = max_height
             self._update_target_layer(self.clock.now(), force=True)
@@ -305,6 +395,9 @@ class Consumer:
         self._active = False
         self.producer.remove_consumer(self)
         self.transport.remove_consumer(self)
+        allocator = getattr(self.transport, "allocator", None)
+        if allocator is not None:
+            allocator.remove(self.id)
         forget = getattr(self.transport, "forget_tx_ssrc", None)
         if forget is not None:  # free the outbound SRTP streams of our SSRCs (no leak under churn)
             for ssrc in self.all_ssrcs():
@@ -321,7 +414,21 @@ class Consumer:
     def current_layers(self) -> dict | None:
         if self.type != "simulcast" or self.current_layer < 0:
             return None
-        return {"spatialLayer": self.current_layer, "temporalLayer": self._temporal_layers() - 1}
+        t = self.current_temporal if self.current_temporal >= 0 else self.temporal_layer_count - 1
+        return {"spatialLayer": self.current_layer, "temporalLayer": t}
+
+    def allocation(self) -> dict[str, Any]:
+        """What the bandwidth allocator chose for this consumer, and why."""
+        return {
+            "priority": self.priority,
+            "pausedForBandwidth": self.bwe_paused,
+            "targetSpatialLayer": self.target_layer,
+            "targetTemporalLayer": self.target_temporal if self.target_temporal >= 0
+            else self.temporal_layer_count - 1,
+            "currentLayers": self.current_layers,
+            "reason": self.allocation_reason,
+            "temporalDropped": self.tl_dropped,
+        }
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -340,10 +447,14 @@ class Consumer:
             if self.type == "simulcast"
             else None,
             "currentLayers": self.current_layers,
+            "priority": self.priority,
+            "allocation": self.allocation() if self.kind == "video" else None,
             "appData": self.app_data,
         }
 
     def get_stats(self) -> list[dict]:
         stats = self.send_stream.to_stats(self.clock.now())
         stats.update({"type": "outbound-rtp", "consumerId": self.id, "kind": self.kind})
+        if self.kind == "video":
+            stats["allocation"] = self.allocation()
         return [stats]

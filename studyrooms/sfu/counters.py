@@ -12,7 +12,8 @@ from typing import Any, Iterable
 
 #: every counter a worker exports, in its telemetry snapshot's keys
 KEYS = ("rx_rtp", "tx_rtp", "rx_bytes", "tx_bytes", "rx_rtcp", "tx_rtcp", "nacks_received",
-        "plis_received", "firs_received", "nacks_sent", "keyframe_requests_sent", "lost_in", "lost_out")
+        "plis_received", "firs_received", "nacks_sent", "keyframe_requests_sent", "lost_in", "lost_out",
+        "probe_clusters", "twcc_feedback")
 
 
 def transport_counters(t: Any) -> dict[str, int]:
@@ -22,6 +23,9 @@ def transport_counters(t: Any) -> dict[str, int]:
         "rx_rtcp": t.rx_rtcp, "tx_rtcp": t.tx_rtcp,
         "nacks_received": getattr(rtcp, "nacks_received", 0), "plis_received": getattr(rtcp, "plis_received", 0),
         "firs_received": getattr(rtcp, "firs_received", 0),
+        # downlink bandwidth estimation (WebRtcTransports): probe clusters sent, feedback received
+        "probe_clusters": getattr(getattr(t, "bwe", None), "probes_sent", 0),
+        "twcc_feedback": getattr(getattr(t, "bwe", None), "feedback_received", 0),
     }
 
 

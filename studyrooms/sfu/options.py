@@ -26,6 +26,9 @@ class WorkerOptions:
     # "auto" | "on" | "off": (re)configure studyrooms.media.fastpath for this process when the worker
     # starts; None keeps what the process has (STUDYROOMS_MEDIA_FAST_PATH, or a test's choice)
     fast_path: str | None = None
+    # downlink bandwidth estimation (transport-cc) and allocation per recv transport
+    initial_outgoing_bitrate_bps: int = 600_000
+    max_outgoing_bitrate_bps: int = 10_000_000
 
     @classmethod
     def from_settings(cls, media: Any) -> "WorkerOptions":

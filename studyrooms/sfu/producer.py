@@ -22,7 +22,7 @@ from ..media.vp8 import vp8_keyframe_height
 from . import ortc
 from .parameters import producer_stream_params
 from .rtcp_router import SFU_RTCP_SSRC
-from .supported_capabilities import AUDIO_LEVEL_URI, MID_URI, RID_URI, RRID_URI
+from .supported_capabilities import AUDIO_LEVEL_URI, MID_URI, RID_URI, RRID_URI, TRANSPORT_CC_URI
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -75,6 +75,12 @@ class Producer:
             if e.get("kind") == kind
         }
         self._router_mid_id = router_ext.get(MID_URI)
+        # a transport-wide seq slot in every normalised packet (egress WebRtcTransports stamp it);
+        # the sender's own seq is recorded by this transport for its feedback toward the sender
+        self._router_twcc_id = router_ext.get(TRANSPORT_CC_URI)
+        bwe = getattr(transport, "bwe", None)
+        if bwe is not None and client_ext.get(TRANSPORT_CC_URI):
+            bwe.recorder.ext_id = client_ext[TRANSPORT_CC_URI]
         self._router_audio_level_id = router_ext.get(AUDIO_LEVEL_URI) if kind == "audio" else None
         feedback = set()
         for codec in rtp_parameters.get("codecs", []):
@@ -122,6 +128,7 @@ class Producer:
             rid=params.rid,
             nack_enabled=self._nack_enabled,
             clock=self.clock,
+            reserve_twcc_ext_id=self._router_twcc_id,
         )
 
     def key_for_rid(self, rid: str | None, rrid: str | None) -> int | None:

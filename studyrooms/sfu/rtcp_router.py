@@ -5,6 +5,7 @@ Incoming (remote -> us):
   SR (200) about a producer stream      -> RecvStream.on_sender_report (for RR's LSR/DLSR)
   RR (201) blocks about consumer SSRCs  -> Consumer.on_receiver_report (RTT, loss, score)
   RTPFB NACK (205/1) for a consumer     -> Consumer.on_nack (retransmission)
+  RTPFB TransportFeedback (205/15)      -> ``on_transport_feedback`` (the WebRtcTransport's estimator)
   PSFB PLI (206/1) / FIR (206/4)        -> Consumer.request_key_frame (-> producer, throttled)
   PSFB REMB (206/15)                    -> the remote's estimate of what it can receive
 Outgoing, every ``interval_s`` (jittered): an SR + SDES per consumer, an RR per producer stream and,
@@ -41,12 +42,14 @@ class RtcpRouter:
         self._timer = None
         self._nack_timer = None
         self.remote_remb_bps: int | None = None
+        self.on_transport_feedback = None  # (data, offset, length) -> None, set by WebRtcTransport
         # counters
         self.malformed = 0
         self.nacks_received = 0
         self.plis_received = 0
         self.firs_received = 0
         self.remb_received = 0
+        self.twcc_received = 0
         self.sr_sent = 0
         self.rr_sent = 0
         self.remb_sent = 0
@@ -78,6 +81,10 @@ class RtcpRouter:
                     if consumer is not None:
                         self.nacks_received += 1
                         consumer.on_nack(parsed[2], parsed[1])
+                elif fmt == 15:
+                    self.twcc_received += 1
+                    if self.on_transport_feedback is not None:
+                        self.on_transport_feedback(data, offset, length)
             elif packet_type == PT_PSFB:
                 if fmt == 1 or fmt == 4:
                     ssrcs = (

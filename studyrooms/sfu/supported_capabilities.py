@@ -1,10 +1,11 @@
 """What the StudyRooms SFU can route: mediasoup's ``supportedRtpCapabilities`` for our codec set.
 
 Plain dicts in mediasoup's camelCase JSON shape. Header extension ids are mediasoup's (the ids a
-router advertises; clients map theirs onto them). Deliberately absent until implemented:
+router advertises; clients map theirs onto them). Bandwidth estimation: ``transport-cc`` feedback
+and the transport-wide-cc extension (id 5, audio and video, as mediasoup) for endpoints that speak
+it (browsers: send-side estimation per transport, ``media/bwe.py``); ``goog-remb`` + abs-send-time
+kept for those that do not (aiortc/pymediasoup). Deliberately absent until implemented:
 
-- ``transport-cc`` feedback and the transport-wide-cc extension (no TWCC generator/parser yet;
-  bandwidth estimation uses REMB + abs-send-time, which browsers and aiortc both speak);
 - multiopus, G.711, AV1, H265 (not forwarded/parsed by the media plane).
 
 Never mutate these constants: :func:`studyrooms.sfu.ortc.generate_router_rtp_capabilities` copies.
@@ -40,6 +41,7 @@ def _video_feedback() -> list[dict[str, str]]:
         {"type": "nack", "parameter": "pli"},
         {"type": "ccm", "parameter": "fir"},
         {"type": "goog-remb", "parameter": ""},
+        {"type": "transport-cc", "parameter": ""},
     ]
 
 
@@ -61,7 +63,7 @@ SUPPORTED_RTP_CAPABILITIES: Final[dict[str, Any]] = {
             "clockRate": 48000,
             "channels": 2,
             "parameters": {},
-            "rtcpFeedback": [],
+            "rtcpFeedback": [{"type": "transport-cc", "parameter": ""}],
         },
         {
             "kind": "video",
@@ -100,7 +102,7 @@ SUPPORTED_RTP_CAPABILITIES: Final[dict[str, Any]] = {
             "rtcpFeedback": _video_feedback(),
         },
     ],
-    # Same order as mediasoup; transport-wide-cc (id 5) left out on purpose.
+    # Same order as mediasoup.
     "headerExtensions": [
         _ext("audio", MID_URI, MID_ID),
         _ext("video", MID_URI, MID_ID),
@@ -108,6 +110,8 @@ SUPPORTED_RTP_CAPABILITIES: Final[dict[str, Any]] = {
         _ext("video", RRID_URI, RRID_ID, "recvonly"),
         _ext("audio", ABS_SEND_TIME_URI, ABS_SEND_TIME_ID),
         _ext("video", ABS_SEND_TIME_URI, ABS_SEND_TIME_ID),
+        _ext("audio", TRANSPORT_CC_URI, TRANSPORT_CC_ID),
+        _ext("video", TRANSPORT_CC_URI, TRANSPORT_CC_ID),
         _ext("audio", AUDIO_LEVEL_URI, AUDIO_LEVEL_ID),
         _ext("video", VIDEO_ORIENTATION_URI, VIDEO_ORIENTATION_ID),
         _ext("video", TOFFSET_URI, TOFFSET_ID),

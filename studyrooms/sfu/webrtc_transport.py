@@ -10,6 +10,12 @@ Hot path, synchronous in the UDP callback (IceLiteServer -> ``_on_datagram``):
 Egress ``send_rtp``/``send_rtcp``: protect -> sendto the ICE-selected tuple. Media never flows
 unencrypted: before DTLS is connected, SRTP is dropped and nothing is sent.
 
+Bandwidth (``self.bwe``, sfu/transport_bwe.py; ``self.allocator``, sfu/bandwidth_allocator.py):
+``send_rtp`` is where every outgoing RTP packet (media, RTX, probe padding) gets its transport-wide
+sequence number — ``self.bwe.stamper.stamp(data, now)`` right before SRTP protect, once a consumer
+negotiated transport-wide-cc. TransportFeedback from the receiver goes to ``bwe.on_feedback``; the
+allocator (created with the first consumer) turns the estimate into per-consumer layers.
+
 Closes itself with ``closed_reason``: 'ice-timeout' (consent lost), 'dtls-failed', 'dtls-closed'
 (the peer sent close_notify), 'webrtc-server-closed'.
 """
@@ -27,8 +33,11 @@ from ..net.dtls import DtlsEndpoint
 from ..net.ice import IceLiteConnection, IceLiteServer, protocol_of
 from ..net.tcp import bind_tcp
 from ..net.udp import Address, UdpSocket, bind_udp
+from .bandwidth_allocator import BandwidthAllocator
 from .options import WebRtcTransportOptions, WorkerOptions
+from .supported_capabilities import TRANSPORT_CC_URI
 from .transport import Transport
+from .transport_bwe import TransportBwe
 
 if TYPE_CHECKING:
     from aiortc import RTCCertificate
@@ -90,6 +99,15 @@ class WebRtcTransport(Transport):
         # the compiled core sends UDP datagrams only: a worker that offers ICE-TCP forwards in Python
         if fastpath.active() and not worker_options.enable_tcp:
             self.fast_cell = fastpath.TransportCell(require_srtp=True)
+        self._now = clock.now
+        self.bwe = TransportBwe(
+            self,
+            initial_bps=worker_options.initial_outgoing_bitrate_bps,
+            max_bps=worker_options.max_outgoing_bitrate_bps,
+        )
+        self.allocator: BandwidthAllocator | None = None
+        self._twcc_in = self.bwe.recorder
+        self.rtcp.on_transport_feedback = self.bwe.on_feedback
         # counters beyond the base's
         self.srtp_dropped_early = 0  # SRTP before DTLS was connected
         self.garbage = 0  # neither DTLS nor SRTP
@@ -260,6 +278,9 @@ class WebRtcTransport(Transport):
             else:
                 plain = srtp.unprotect_rtp(data)
                 if plain is not None:
+                    recorder = self._twcc_in
+                    if recorder.ext_id:
+                        recorder.on_rtp(plain, self._now())
                     self.receive_rtp(plain)
             return
         if 19 < b0 < 64:
@@ -274,6 +295,9 @@ class WebRtcTransport(Transport):
             self.tx_dropped += 1
             self.tx_not_connected += 1
             return
+        stamper = self.bwe.stamper
+        if stamper is not None:
+            data = stamper.stamp(data, self._now())
         out = srtp.protect_rtp(data)
         if out is None or not self._send_to(out, tuple_):
             self.tx_dropped += 1
@@ -295,6 +319,27 @@ class WebRtcTransport(Transport):
         self.tx_rtcp += 1
         self.tx_bytes += len(out)
 
+    # ------------------------------------------------------------------ bandwidth
+    def add_consumer(self, consumer) -> None:
+        super().add_consumer(consumer)
+        exts = (consumer.rtp_parameters or {}).get("headerExtensions") or []
+        if any(e.get("uri") == TRANSPORT_CC_URI for e in exts):
+            self.bwe.enable_stamping()
+        if self.allocator is None and consumer.kind == "video" and hasattr(consumer, "apply_allocation"):
+            self.allocator = BandwidthAllocator(self)
+            if self.media_ready:
+                self.allocator.start()
+        if self.allocator is not None:
+            self.allocator.schedule(0.0)
+
+    def _set_media_ready(self) -> None:
+        super()._set_media_ready()
+        if self.media_ready:
+            self.bwe.start()
+            if self.allocator is not None:
+                self.allocator.start()
+                self.allocator.schedule(0.0)
+
     def forget_tx_ssrc(self, ssrc: int) -> None:
         """Free the outbound SRTP stream of an SSRC no longer sent (consumer closed)."""
         if self._srtp is not None:
@@ -304,6 +349,9 @@ class WebRtcTransport(Transport):
     def _close_network(self) -> None:
         if self.fast_cell is not None:
             self.fast_cell.close()  # before any socket closes: the core must not send on a closed fd
+        self.bwe.stop()
+        if self.allocator is not None:
+            self.allocator.close()
         self._srtp = None
         self._tuple = None
         task = self._connect_task
@@ -337,6 +385,8 @@ class WebRtcTransport(Transport):
         )
         out.update(self.ice.dump())
         out.update(self.dtls.dump())
+        out["bwe"] = self.bwe.stats()
+        out["allocator"] = self.allocator.dump() if self.allocator is not None else None
         return out
 
     def get_stats(self) -> dict[str, Any]:
@@ -361,6 +411,9 @@ class WebRtcTransport(Transport):
                 "dtlsDatagramsDropped": self.dtls.dropped,
             }
         )
+        out.update(self.bwe.stats())
+        if self.allocator is not None:
+            out["allocation"] = self.allocator.dump()
         srtp = self.dtls.srtp
         if srtp is not None:
             out.update(srtp.stats())

@@ -22,7 +22,9 @@ LISTED = ["studyrooms_rooms", "studyrooms_participants", "studyrooms_workers", "
           "studyrooms_rtcp_packets_total", "studyrooms_rtcp_nacks_total", "studyrooms_rtcp_plis_total",
           "studyrooms_rtcp_firs_total", "studyrooms_rtp_packets_lost_total", "studyrooms_worker_cpu_time_seconds_total",
           "studyrooms_worker_cpu_utilization", "studyrooms_worker_memory_rss_bytes",
-          "studyrooms_signaling_requests_total", "studyrooms_signaling_request_duration_seconds_bucket"]
+          "studyrooms_signaling_requests_total", "studyrooms_signaling_request_duration_seconds_bucket",
+          "studyrooms_downlink_estimate", "studyrooms_downlink_probing", "studyrooms_downlink_video_paused",
+          "studyrooms_downlink_video_reduced", "studyrooms_downlink_probes_total", "studyrooms_downlink_feedback_total"]
 
 
 @pytest.fixture
@@ -99,6 +101,9 @@ async def test_metrics_endpoint_counts_real_media(server, aioice_loopback):
         assert m[("studyrooms_worker_memory_rss_bytes", (w,))] > 10e6
         assert m[("studyrooms_signaling_requests_total", (("event", "produce"), ("outcome", "ok")))] >= 4
         assert m[("studyrooms_signaling_requests_total", (("event", "join-room"), ("outcome", "ok")))] >= 2
+        # aiortc receivers send REMB, not transport-cc: their estimate is the REMB, nothing is paused
+        assert m[("studyrooms_downlink_estimate", (("direction", "min"), w))] > 0
+        assert m[("studyrooms_downlink_video_paused", (w,))] == 0
     finally:
         await asyncio.gather(a.close(), b.close(), return_exceptions=True)
         for sio in (sio_a, sio_b):

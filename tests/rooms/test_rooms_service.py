@@ -243,6 +243,9 @@ async def test_transport_produce_consume_flow(service, notifier, directory):
         session("b"), "set-preferred-layers", {"consumerId": consumed["id"], "spatialLayer": 1, "temporalLayer": 0}
     ) == {}
     assert ("set_consumer_preferred_layers", {"consumerId": consumed["id"], "spatialLayer": 1, "temporalLayer": 0}) in worker.calls
+    assert await service.request(
+        session("b"), "set-consumer-priority", {"consumerId": consumed["id"], "priority": 7}) == {}
+    assert ("set_consumer_priority", {"consumerId": consumed["id"], "priority": 7}) in worker.calls
     for event in ("pause-producer", "resume-producer"):
         assert await service.request(session("a"), event, {"producerId": pid}) == {}
     ice = await service.request(session("a"), "restart-ice", {"transportId": send["id"]})

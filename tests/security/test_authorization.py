@@ -191,6 +191,13 @@ async def test_set_preferred_layers_on_someone_elses_consumer_is_forbidden(world
     await assert_victim_untouched(world)
 
 
+async def test_set_consumer_priority_on_someone_elses_consumer_is_forbidden(world):
+    err = await world.m.error("set-consumer-priority", {"consumerId": world.consumer_id, "priority": 9})
+    assert err["code"] == "forbidden"
+    assert find(world.app, "consumer", world.consumer_id).priority == 1
+    await assert_victim_untouched(world)
+
+
 async def test_restart_ice_of_someone_elses_transport_is_forbidden(world):
     before = find(world.app, "transport", world.v_send).ice.ufrag
     err = await world.m.error("restart-ice", {"transportId": world.v_send})
@@ -224,6 +231,7 @@ def _outsider_attacks(w) -> list[tuple[str, dict]]:
         ("pause-consumer", {"consumerId": w.consumer_id}),
         ("resume-consumer", {"consumerId": w.consumer_id}),
         ("set-preferred-layers", {"consumerId": w.consumer_id, "spatialLayer": 0}),
+        ("set-consumer-priority", {"consumerId": w.consumer_id, "priority": 5}),
         ("restart-ice", {"transportId": w.v_send}),
     ]
 

@@ -369,3 +369,48 @@ async def test_simulcast_consumer_resumed_before_any_media_asks_for_a_keyframe_a
     send(layer, seq + 1, key=False)
     await until(lambda: len(sink.rtp) >= 2)
     assert sink.rtp[0].endswith(VP8_KEY)
+
+
+def _vp8_tl(picture_id: int, tid: int, key: bool = False) -> bytes:
+    # X=1 S=1 | I=1 T=1 | 15-bit PictureID | TID<<6 (Y=1) | VP8 payload header (P clear = keyframe)
+    return bytes([0x90, 0xA0, 0x80 | (picture_id >> 8), picture_id & 0xFF, (tid << 6) | 0x20,
+                  0x00 if key else 0x01, 0x9D, 0x01, 0x2A]) + bytes(200)
+
+
+async def test_temporal_layer_dropping_keeps_seq_and_picture_id_continuous(env):
+    """The allocator's temporal choice (Consumer.apply_allocation) on an L1T3 stream: only TID 0
+    leaves, with gap-free sequence numbers and PictureIDs; back to all layers at the next TL0 frame."""
+    params = vp8_producer(encodings=[{"ssrc": 1111, "scalabilityMode": "L1T3"}])
+    transport, producer, sender, target = await env.producer_side(params)
+    _, consumer, sink = await env.consumer_side(producer["id"])
+    c = env.worker.consumers[consumer["id"]]
+    assert c.temporal_layer_count == 3
+    tids = [0, 2, 1, 2]
+    seq = 0
+
+    def send_frames(first: int, count: int) -> None:
+        nonlocal seq
+        for f in range(first, first + count):
+            seq += 1
+            sender.sock.sendto(build_rtp(payload_type=96, seq=seq, ts=f * 3000, ssrc=1111, marker=True,
+                                         payload=_vp8_tl(f, 0 if f == 0 else tids[f % 4], key=f == 0)), target)
+
+    send_frames(0, 4)
+    await until(lambda: len(sink.rtp) == 4)
+    c.apply_allocation(0, 0, "bandwidth")  # keep TL0 only
+    send_frames(4, 12)  # frames 4, 8, 12 are TL0
+    await asyncio.sleep(0.3)
+    got = sink.rtp[4:]
+    assert len(got) == 3, [parse_rtp(p)[2] for p in got]
+    parsed = [parse_rtp(p) for p in sink.rtp]
+    seqs = [p[2] for p in parsed]
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:]))  # no hole for the receiver
+    pids = [((p[q[5] + 2] & 0x7F) << 8) | p[q[5] + 3] for p, q in zip(sink.rtp, parsed)]
+    assert all((b - a) & 0x7FFF == 1 for a, b in zip(pids, pids[1:])), pids
+    assert all(p[q[5] + 4] >> 6 == 0 for p, q in zip(got, parsed[4:]))
+    assert c.tl_dropped == 9 and c.allocation()["targetTemporalLayer"] == 0
+    c.apply_allocation(0, 2, "best-layer")  # all layers again, from the next TL0 frame on
+    send_frames(16, 4)
+    await until(lambda: len(sink.rtp) == 11)
+    seqs = [parse_rtp(p)[2] for p in sink.rtp]
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:]))

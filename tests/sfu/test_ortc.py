@@ -102,16 +102,17 @@ def uris(params: dict) -> dict[str, int]:
 # --------------------------------------------------------------------------- capabilities
 
 
-def test_supported_capabilities_have_no_transport_cc_and_mediasoup_ids():
+def test_supported_capabilities_have_transport_cc_remb_and_mediasoup_ids():
     caps = SUPPORTED_RTP_CAPABILITIES
     for codec in caps["codecs"]:
-        assert all(fb["type"] != "transport-cc" for fb in codec["rtcpFeedback"])
+        assert {"type": "transport-cc", "parameter": ""} in codec["rtcpFeedback"]
         if codec["kind"] == "video":
             assert codec["rtcpFeedback"] == [
                 {"type": "nack", "parameter": ""},
                 {"type": "nack", "parameter": "pli"},
                 {"type": "ccm", "parameter": "fir"},
                 {"type": "goog-remb", "parameter": ""},
+                {"type": "transport-cc", "parameter": ""},
             ]
     mimes = [c["mimeType"] for c in caps["codecs"]]
     assert mimes == ["audio/opus", "video/VP8", "video/VP9", "video/H264", "video/H264"]
@@ -124,6 +125,8 @@ def test_supported_capabilities_have_no_transport_cc_and_mediasoup_ids():
         ("video", RRID_URI): (3, "recvonly"),
         ("audio", ABS_SEND_TIME_URI): (4, "sendrecv"),
         ("video", ABS_SEND_TIME_URI): (4, "sendrecv"),
+        ("audio", TRANSPORT_CC_URI): (5, "sendrecv"),
+        ("video", TRANSPORT_CC_URI): (5, "sendrecv"),
         ("audio", AUDIO_LEVEL_URI): (10, "sendrecv"),
         ("video", VIDEO_ORIENTATION_URI): (11, "sendrecv"),
         ("video", TOFFSET_URI): (12, "sendrecv"),
@@ -146,7 +149,7 @@ def test_default_router_capabilities_shape(router_caps):
         "channels": 2,
         "preferredPayloadType": 100,
         "parameters": {"useinbandfec": 1},
-        "rtcpFeedback": [],
+        "rtcpFeedback": [{"type": "transport-cc", "parameter": ""}],
     }
     assert codecs[2] == {
         "kind": "video",
@@ -166,8 +169,9 @@ def test_default_router_capabilities_shape(router_caps):
     assert router_caps["headerExtensions"] == SUPPORTED_RTP_CAPABILITIES["headerExtensions"]
     for ext in router_caps["headerExtensions"]:
         assert set(ext) == {"kind", "uri", "preferredId", "preferredEncrypt", "direction"}
-        assert ext["uri"] != TRANSPORT_CC_URI
-    assert all(fb["type"] != "transport-cc" for c in codecs for fb in c["rtcpFeedback"])
+    # transport-cc on every media codec (audio too, as mediasoup), never on RTX
+    assert all(("transport-cc" in [fb["type"] for fb in c["rtcpFeedback"]]) != (c["mimeType"] == "video/rtx")
+               for c in codecs)
     # generation copies: mutating the result leaves the constants alone
     router_caps["headerExtensions"].clear()
     assert SUPPORTED_RTP_CAPABILITIES["headerExtensions"]
@@ -309,7 +313,7 @@ def test_chrome_device_capabilities_against_router(router_caps):
     exts = {(e["kind"], e["uri"]): e["preferredId"] for e in caps["headerExtensions"]}
     assert exts[("video", MID_URI)] == 1 and exts[("audio", AUDIO_LEVEL_URI)] == 10
     assert exts[("video", TOFFSET_URI)] == 12 and exts[("video", VIDEO_ORIENTATION_URI)] == 11
-    assert all(uri != TRANSPORT_CC_URI for _, uri in exts)
+    assert exts[("video", TRANSPORT_CC_URI)] == 5 and exts[("audio", TRANSPORT_CC_URI)] == 5
 
 
 # --------------------------------------------------------------------------- validation
@@ -488,8 +492,8 @@ def test_chrome_vp8_mapping(router_caps):
         "encodings": [{"mappedSsrc": 777, "ssrc": 3942161802, "rtxSsrc": 1180344575}],
     }
     ext_map = ortc.get_producer_header_extension_mapping(params, router_caps, "video")
-    # toffset 1, abs-send-time 2, video-orientation 3, (transport-cc 4 dropped), mid 9, rid 10, rrid 11
-    assert ext_map == {9: 1, 10: 2, 11: 3, 2: 4, 3: 11, 1: 12}
+    # toffset 1, abs-send-time 2, video-orientation 3, transport-cc 4, mid 9, rid 10, rrid 11
+    assert ext_map == {9: 1, 10: 2, 11: 3, 2: 4, 4: 5, 3: 11, 1: 12}
 
 
 def test_chrome_opus_mapping(router_caps):
@@ -638,7 +642,8 @@ def test_chrome_consumer_of_chrome_vp8(router_caps):
     assert [c["payloadType"] for c in consumable["codecs"]] == [101, 102]
     assert consumable["encodings"] == [{"dtx": False, "ssrc": mapping["encodings"][0]["mappedSsrc"]}]
     # recvonly rid/rrid are not usable towards consumers
-    assert uris(consumable) == {MID_URI: 1, ABS_SEND_TIME_URI: 4, VIDEO_ORIENTATION_URI: 11, TOFFSET_URI: 12}
+    assert uris(consumable) == {MID_URI: 1, ABS_SEND_TIME_URI: 4, TRANSPORT_CC_URI: 5, VIDEO_ORIENTATION_URI: 11,
+                                TOFFSET_URI: 12}
 
     caps = chrome_device_caps(router_caps)
     assert ortc.can_consume(consumable, caps)
@@ -646,11 +651,13 @@ def test_chrome_consumer_of_chrome_vp8(router_caps):
     assert params["codecs"] == [
         {"mimeType": "video/VP8", "payloadType": 101, "clockRate": 90000, "parameters": {}, "rtcpFeedback": [
             {"type": "nack", "parameter": ""}, {"type": "nack", "parameter": "pli"},
-            {"type": "ccm", "parameter": "fir"}, {"type": "goog-remb", "parameter": ""}]},
+            {"type": "ccm", "parameter": "fir"}, {"type": "transport-cc", "parameter": ""}]},
         {"mimeType": "video/rtx", "payloadType": 102, "clockRate": 90000, "parameters": {"apt": 101},
          "rtcpFeedback": []},
     ]
-    assert uris(params) == {MID_URI: 1, ABS_SEND_TIME_URI: 4, VIDEO_ORIENTATION_URI: 11, TOFFSET_URI: 12}
+    # transport-cc negotiated: goog-remb dropped (mediasoup's rule)
+    assert uris(params) == {MID_URI: 1, ABS_SEND_TIME_URI: 4, TRANSPORT_CC_URI: 5, VIDEO_ORIENTATION_URI: 11,
+                            TOFFSET_URI: 12}
     assert params["encodings"] == [{"ssrc": 10, "rtx": {"ssrc": 11}}]
     assert params["rtcp"] == {"cname": "Hq3BWnnZcuQ9a6Jq", "reducedSize": True, "mux": True}
     assert "mid" not in params  # the caller sets it
@@ -699,7 +706,7 @@ async def test_chrome_consumer_of_aiortc_producer(router_caps):
     _, _, audio = produce("aiortc_opus_producer", router_caps)
     aparams = consume(audio, chrome_device_caps(router_caps), ssrc_factory=counter_ssrcs(1))
     assert [c["payloadType"] for c in aparams["codecs"]] == [100]
-    assert uris(aparams) == {MID_URI: 1, ABS_SEND_TIME_URI: 4, AUDIO_LEVEL_URI: 10}
+    assert uris(aparams) == {MID_URI: 1, ABS_SEND_TIME_URI: 4, TRANSPORT_CC_URI: 5, AUDIO_LEVEL_URI: 10}
 
 
 def test_simulcast_consumer_gets_one_stream_with_scalability_mode(router_caps):
@@ -861,8 +868,9 @@ def test_consumer_stream_params(router_caps):
     stream = consumer_stream_params(params)
     assert stream == ConsumerStreamParams(
         ssrc=5, payload_type=101, rtx_ssrc=6, rtx_payload_type=102, clock_rate=90000, codec="vp8", mid="3",
-        kind="video", spatial_layers=3, temporal_layers=3, nack=True, pli=True, fir=True, remb=True,
-        header_extension_ids={"mid": 1, "abs_send_time": 4, "video_orientation": 11, "toffset": 12},
+        kind="video", spatial_layers=3, temporal_layers=3, nack=True, pli=True, fir=True, remb=False,
+        header_extension_ids={"mid": 1, "abs_send_time": 4, "transport_cc": 5, "video_orientation": 11,
+                              "toffset": 12},
     )
     with pytest.raises(InvalidRequestError):
         consumer_stream_params({"codecs": params["codecs"], "encodings": []})

@@ -1,0 +1,177 @@
+"""BandwidthAllocator decisions for given estimates and priorities (duck-typed transport/consumers:
+the allocator reads only the attributes listed in its module docstring)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from studyrooms.clock import FakeClock
+from studyrooms.sfu.bandwidth_allocator import UPGRADE_HOLD_S, BandwidthAllocator
+
+LAYERS = (150_000, 500_000, 1_200_000)
+
+
+class Stream:
+    def __init__(self, bps):
+        self.bps = bps
+
+    def bitrate_bps(self, now):
+        return self.bps
+
+
+class Producer:
+    def __init__(self, transport_id, source="camera", layers=LAYERS):
+        self.transport = SimpleNamespace(id=transport_id)
+        self.source = source
+        self.streams = [Stream(b) for b in layers]
+        self.rtp_parameters = {"encodings": [{} for _ in layers]}
+        self._heights = [180, 360, 720][: len(layers)]
+
+    def layer_heights(self):
+        return self._heights
+
+    def active_stream_indexes(self, now, window):
+        return [i for i, s in enumerate(self.streams) if s.bps > 0]
+
+
+class Consumer:
+    def __init__(self, cid, producer, kind="video", temporal=3, audio_bps=0):
+        self.id = cid
+        self.kind = kind
+        self.producer = producer
+        self.type = "simulcast" if kind == "video" and len(producer.streams) > 1 else "simple"
+        self.priority = 1
+        self.paused = False
+        self.producer_paused = False
+        self.preferred_spatial_layer = 2
+        self.preferred_temporal_layer = -1
+        self.temporal_layer_count = temporal
+        self.send_stream = Stream(audio_bps)
+        self.applied = None
+
+    def apply_allocation(self, spatial, temporal, reason):
+        self.applied = (spatial, temporal, reason)
+
+
+class Bwe:
+    def __init__(self, bps, source="transport-cc"):
+        self.bps = bps
+        self.source = source
+        self.probes = []
+        self.initial_probe_done = True
+        self.has_feedback = True
+
+    def available_bitrate_bps(self):
+        return self.bps
+
+    def request_probe(self, target):
+        self.probes.append(target)
+        return True
+
+
+def make(estimate, *consumers, source="transport-cc", speaker=None, recency=None):
+    clock = FakeClock()
+    router = SimpleNamespace(speaker_recency=lambda: recency or {}, active_speaker_transport_id=lambda: speaker)
+    transport = SimpleNamespace(id="recv", clock=clock, closed=False, media_ready=True, router=router,
+                                consumers={c.id: c for c in consumers}, bwe=Bwe(estimate, source))
+    return BandwidthAllocator(transport), transport, clock
+
+
+def cam(cid, who, **kw):
+    return Consumer(cid, Producer(who, **kw))
+
+
+def test_enough_bandwidth_gives_everyone_the_top_layer_and_no_probe():
+    a, b = cam("a", "pa"), cam("b", "pb")
+    alloc, t, _ = make(5_000_000, a, b)
+    alloc.run()
+    assert a.applied == (2, 2, "best-layer") and b.applied == (2, 2, "best-layer")
+    assert t.bwe.probes == []
+
+
+def test_priority_then_speaker_then_recency_and_lowest_paused_first():
+    a, b, c = cam("a", "pa"), cam("b", "pb"), cam("c", "pc")
+    screen = Consumer("s", Producer("pd", source="screen", layers=(400_000,)))
+    audio = Consumer("m", Producer("pa", layers=(40_000,)), kind="audio", audio_bps=40_000)
+    # 1.1 Mbps - 40 k audio: all get their lowest rung (screen 160 k, cameras 60 k at TL0); then in
+    # order screen (400 k), b the speaker (480p, 500 k), a (spoke last: TL1 of 180p), c stays lowest
+    alloc, t, _ = make(1_100_000, a, b, c, screen, audio, speaker="pb", recency={"pa": 5.0, "pc": 1.0})
+    alloc.run()
+    assert screen.applied == (0, 2, "best-layer")
+    assert b.applied == (1, 2, "bandwidth")
+    assert a.applied == (0, 1, "bandwidth")
+    assert c.applied == (0, 0, "bandwidth")
+    assert audio.applied is None  # audio is never allocated, never dropped
+    assert t.bwe.probes and t.bwe.probes[0] > 1_100_000  # wants more: probe
+    assert alloc.decisions["b"]["group"] == "speaker" and alloc.decisions["s"]["group"] == "screen"
+    # even the lowest rungs do not all fit: the lowest priority (c) is paused first
+    t.bwe.bps = 340_000
+    alloc.run()
+    assert c.applied == (-1, -1, "paused-bandwidth")
+    assert screen.applied[:2] == (0, 0) and b.applied[:2] == (0, 0) and a.applied[:2] == (0, 0)
+    # an explicit priority beats the groups: c now goes first, a (last in order) is paused
+    c.priority = 200
+    alloc.run()
+    assert a.applied == (-1, -1, "paused-bandwidth")
+    assert c.applied[2] == "upgrade-hold" or c.applied[0] == 0
+
+
+def test_temporal_layers_are_dropped_before_pausing():
+    a = cam("a", "pa")
+    alloc, _, _ = make(100_000, a)
+    alloc.run()
+    # lowest encoding 150 k: 40 % (TL0) = 60 k and 60 % (TL0+1) = 90 k fit, 100 % does not
+    assert a.applied == (0, 1, "bandwidth")
+
+
+def test_initial_probe_once_feedback_arrives():
+    a = cam("a", "pa")
+    alloc, t, _ = make(2_000_000, a)  # the top layer fits the start estimate
+    t.bwe.initial_probe_done = False
+    t.bwe.has_feedback = False
+    alloc.run()
+    assert t.bwe.probes == []  # nothing to measure yet
+    t.bwe.has_feedback = True
+    alloc.run()
+    assert t.bwe.probes == [6_000_000]  # 3 x the estimate, even with everything at its top layer
+
+
+def test_remb_only_estimate_never_pauses():
+    a, b = cam("a", "pa"), cam("b", "pb")
+    alloc, _, _ = make(50_000, a, b, source="remb")
+    alloc.run()
+    assert a.applied[0] == 0 and b.applied[0] == 0
+
+
+def test_preferred_layers_and_max_height_cap_the_ladder():
+    a, b = cam("a", "pa"), cam("b", "pb")
+    a.preferred_spatial_layer = 1
+    alloc, _, _ = make(10_000_000, a, b)
+    alloc.inputs("b").max_height = 400
+    alloc.run()
+    assert a.applied == (1, 2, "preferred-layers")
+    assert b.applied == (1, 2, "max-height")
+    alloc.inputs("b").forwardable = False
+    alloc.run()
+    assert b.applied == (-1, -1, "not-forwardable")
+
+
+def test_downgrade_at_once_upgrade_one_step_after_hold():
+    a = cam("a", "pa")
+    alloc, t, clock = make(5_000_000, a)
+    alloc.run()
+    assert a.applied[:2] == (2, 2)
+    t.bwe.bps = 300_000
+    alloc.run()
+    assert a.applied[:2] == (0, 2)  # straight down, no waiting
+    t.bwe.bps = 5_000_000
+    alloc.run()
+    assert a.applied[2] == "upgrade-hold" and a.applied[:2] == (0, 2)
+    clock.advance(UPGRADE_HOLD_S + 0.1)
+    alloc.run()
+    assert a.applied[:2] == (1, 2) and a.applied[2] == "stepping-up"  # one rung
+    alloc.run()
+    assert a.applied[:2] == (1, 2)  # at most one step per UPGRADE_INTERVAL_S
+    clock.advance(1.1)
+    alloc.run()
+    assert a.applied == (2, 2, "best-layer")
