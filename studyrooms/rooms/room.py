@@ -480,6 +480,8 @@ class Room:
         if "max_height" in given:
             changes["max_height"] = req.max_height
         self.forwarding.set_constraints(p.id, **changes)
+        return {}
+
     async def _set_consumer_priority(self, p: Participant, req: rq.SetConsumerPriorityRequest) -> dict:
         self._own(p.consumers, self._consumer_owner, req.consumer_id, "consumer")
         await self._worker_call("set_consumer_priority", {"consumerId": req.consumer_id, "priority": req.priority},
