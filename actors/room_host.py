@@ -163,6 +163,10 @@ class RoomHost:
     async def stats(self) -> Any:
         return await _value(self.service.stats()) if self.service else {}
 
+    async def dump(self) -> Any:
+        """The service's bookkeeping (tests: no room, socket or rate-limiter entry left behind)."""
+        return await _value(self.service.dump()) if self.service else {}
+
     async def close(self) -> None:
         if self.service is not None:
             await self.service.close()

@@ -73,6 +73,10 @@ class ServerSettings(_Model):
     room_hosts: int = Field(1, ge=1)
     ray_address: str | None = None
     web_root: str | None = None
+    # engine.io heartbeat: a client that misses a pong for ping_timeout_s after a ping (sent every
+    # ping_interval_s) is disconnected (and leaves its room); socket.io's defaults are 25 / 20 s
+    ping_interval_s: float = Field(25.0, gt=0)
+    ping_timeout_s: float = Field(20.0, gt=0)
 
 
 class Settings(_Model):

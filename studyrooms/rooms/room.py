@@ -1,7 +1,9 @@
 """Room: one study room's control point (plain object, hosted by a RoomService).
 
 Every operation of the room runs under the room's lock, so operations (and worker events) are
-serialised per room. Media objects live in the room's router on a media worker, reached only through
+serialised per room. The lock is never held while clients are notified: notifications decided under
+it are sent right after it is released (:class:`~studyrooms.rooms.outbox.OutboxLock`), so a client
+that stopped answering cannot stall the room. Media objects live in the room's router on a media worker, reached only through
 :class:`~studyrooms.rooms.ports.WorkerPort`; the room keeps the bookkeeping (who owns what) and
 sends the notifications of protocol.md through :class:`~studyrooms.rooms.ports.NotifierPort`.
 
@@ -40,6 +42,7 @@ from ..errors import (
 from ..ids import new_id
 from ..protocol import messages as m
 from ..protocol import requests as rq
+from .outbox import Notification, OutboxLock, send_in_order
 from .participant import Participant
 from .ports import DirectoryPort, NotifierPort, WorkerPort
 
@@ -81,7 +84,7 @@ class Room:
         self._piped: dict[tuple[str, str], str] = {}  # (producer id, target worker) -> pipe consumer id
         self._pipe_consumers: dict[str, tuple[str, str]] = {}  # pipe consumer id -> (producer, target)
         self._pipe_links: dict[tuple[str, str], tuple[str, str]] = {}  # (from, to) -> pipe transport ids
-        self._lock = asyncio.Lock()
+        self._lock = OutboxLock(self._send_notifications)  # notifications wait for its release
         self._ids = id_factory
         self._on_empty = on_empty
         self._empty_timer: TimerHandle | None = None
@@ -712,12 +715,16 @@ class Room:
             return {}
 
     async def _notify(self, targets: Iterable[Participant], event: str, data: dict) -> None:
+        """Notify ``targets``: after the room's lock is released when it is held (habit 15), now
+        otherwise."""
         targets = list(targets)
-        if not targets:
+        if not targets or self._lock.post(targets, event, data):
             return
-        results = await asyncio.gather(
-            *(self.notifier.notify(t.route, t.sid, event, data) for t in targets), return_exceptions=True
+        await self._send_notifications([(targets, event, data)])
+
+    async def _send_notifications(self, batch: list[Notification]) -> None:
+        failures = await send_in_order(
+            batch, lambda t, event, data: self.notifier.notify(t.route, t.sid, event, data), key=lambda t: t.id
         )
-        for target, result in zip(targets, results):
-            if isinstance(result, BaseException):
-                logger.warning("room %s: %s to %s failed: %r", self.id, event, target.id, result)
+        for target, event, exc in failures:
+            logger.warning("room %s: %s to %s failed: %r", self.id, event, target.id, exc)
