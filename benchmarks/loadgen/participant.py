@@ -26,6 +26,9 @@ from .media import AudioSource, Source, camera, read_stamp, screen
 logger = logging.getLogger("benchmarks.loadgen")
 
 RTP_HDR = struct.Struct("!BBHII")
+#: ICE consent freshness (RFC 7675) as browsers do it: a binding request on each transport every
+#: ~5 s (randomised 0.8-1.2x); the server drops a transport after ``consent_timeout_s`` (30 s) without.
+CONSENT_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -112,11 +115,13 @@ class ParticipantResult:
     streams: list = field(default_factory=list)
     latencies_ms: list = field(default_factory=list)
     srtp_errors: int = 0
+    consent_checks: int = 0  # consent refreshes answered by the server
 
 
 class Participant:
     def __init__(self, url: str, room: str, name: str, profile: Profile, *, token: str | None = None,
-                 max_latency_samples: int = 20000, timeout_s: float = 20.0) -> None:
+                 max_latency_samples: int = 20000, timeout_s: float = 20.0,
+                 consent_interval_s: float = CONSENT_INTERVAL_S) -> None:
         self.url = url.rstrip("/")
         self.room = room
         self.name = name
@@ -140,6 +145,9 @@ class Participant:
         self._pending: asyncio.Queue = asyncio.Queue()
         self._consume_task: asyncio.Task | None = None
         self._send_task: asyncio.Task | None = None
+        self._consent_task: asyncio.Task | None = None
+        self.consent_interval_s = consent_interval_s
+        self._ice: list[tuple[LoadPeer, dict]] = []  # (peer, the server's iceParameters) per transport
         self._measuring = True
         host = self.url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
         self.bind_ip = "127.0.0.1" if host in ("127.0.0.1", "localhost", "::1") else "0.0.0.0"
@@ -186,6 +194,7 @@ class Participant:
             await self._produce(send_id)
         self.result.media_ready_s = time.monotonic() - self._t0
         self._send_task = asyncio.ensure_future(self._send_loop())
+        self._consent_task = asyncio.ensure_future(self._consent_loop())
 
     async def _transport(self, direction: str) -> tuple[LoadPeer, str]:
         info = await self.call("create-transport", {"direction": direction})
@@ -203,7 +212,19 @@ class Participant:
         state = await peer.dtls_connect(info["dtlsParameters"]["fingerprints"], "client", timeout_s=self.timeout_s)
         if state != "connected":
             raise RuntimeError(f"DTLS {state}")
+        self._ice.append((peer, info["iceParameters"]))
         return peer, info["id"]
+
+    async def _consent_loop(self) -> None:
+        """Refresh ICE consent on every transport (a binding request each ~interval, like a browser)."""
+        while True:
+            await asyncio.sleep(self.consent_interval_s * random.uniform(0.8, 1.2))
+            checks = [peer.request(peer.build_check(params, use_candidate=False), peer.remote,
+                                   timeout_s=min(2.0, self.consent_interval_s))
+                      for peer, params in self._ice if peer.remote is not None]
+            for reply in await asyncio.gather(*checks, return_exceptions=True):
+                if reply is not None and not isinstance(reply, BaseException):
+                    self.result.consent_checks += 1
 
     async def _produce(self, transport_id: str) -> None:
         ssrc = random.randrange(1 << 20, 1 << 31)
@@ -335,7 +356,7 @@ class Participant:
         return r
 
     async def close(self) -> None:
-        for task in (self._send_task, self._consume_task):
+        for task in (self._send_task, self._consume_task, self._consent_task):
             if task is not None:
                 task.cancel()
         self._pending.put_nowait(None)
