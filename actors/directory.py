@@ -183,6 +183,16 @@ class Directory:
         entry.placed_since_poll = 0
         entry.failures = 0
 
+    async def worker_failed(self, worker_id: str, reason: str) -> bool:
+        """A call to the worker failed for good (actor died): no placement on it from now on (the
+        room hosts report it at once; the health poll would only notice within its interval).
+        Returns whether it was still placeable."""
+        entry = self.workers.pop(worker_id, None)
+        if entry is None:
+            return False
+        logger.warning("dropping media worker %s: %s", worker_id, reason)
+        return True
+
     async def check_health(self) -> list[str]:
         """Poll every worker's ``load()``; drop the ones that died or failed ``max_failures`` times."""
         dropped: list[str] = []
@@ -196,8 +206,7 @@ class Directory:
                 entry.failures += 1
                 died = isinstance(exc.__cause__, ActorDiedError)
                 if died or entry.failures >= self.max_failures:
-                    logger.warning("dropping media worker %s: %s", entry.worker_id, exc)
-                    self.workers.pop(entry.worker_id, None)
+                    await self.worker_failed(entry.worker_id, str(exc))
                     dropped.append(entry.worker_id)
                 return
             if entry.worker_id in self.workers:

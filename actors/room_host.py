@@ -16,6 +16,7 @@ import logging
 from typing import Any, Callable
 
 import ray
+from ray.exceptions import ActorDiedError
 
 from studyrooms.errors import NotFoundError
 
@@ -37,16 +38,23 @@ def create_room_service(settings: Any, directory: Any, notifier: Any, host_id: s
 class RayWorkerPort:
     """studyrooms.rooms.ports.WorkerPort over a MediaWorkerActor handle."""
 
-    def __init__(self, worker_id: str, handle: Any, owner: Any = None, timeout_s: float = 30.0) -> None:
+    def __init__(self, worker_id: str, handle: Any, owner: Any = None, timeout_s: float = 30.0,
+                 on_died: Callable[[str, str], Any] | None = None) -> None:
         self.worker_id = worker_id
         self.handle = handle
         self.owner = owner
         self.timeout_s = timeout_s
+        self.on_died = on_died  # (worker id, reason): a call failed because the actor died
 
     async def request(self, method: str, data: dict) -> dict:
         owner = self.owner if method == "create_router" else None
-        return await call(self.handle.request.remote(method, data, owner),
-                          what=f"media worker {self.worker_id}", timeout_s=self.timeout_s)
+        try:
+            return await call(self.handle.request.remote(method, data, owner),
+                              what=f"media worker {self.worker_id}", timeout_s=self.timeout_s)
+        except Exception as exc:
+            if self.on_died is not None and isinstance(exc.__cause__, ActorDiedError):
+                self.on_died(self.worker_id, str(exc))
+            raise
 
 
 class RayDirectoryPort:
@@ -57,18 +65,34 @@ class RayDirectoryPort:
         self.host_id = host_id
         self.owner = owner
         self.ports: dict[str, RayWorkerPort] = {}
+        self._reports: set[asyncio.Task] = set()
+
+    def _port(self, worker_id: str, handle: Any) -> RayWorkerPort:
+        return RayWorkerPort(worker_id, handle, self.owner, on_died=self._worker_died)
+
+    def _worker_died(self, worker_id: str, reason: str) -> None:
+        """Tell the directory at once (placement skips the worker from then on), in the background."""
+        async def report() -> None:
+            try:
+                await call(self.directory.worker_failed.remote(worker_id, reason), what="directory")
+            except Exception:  # noqa: BLE001 - its health poll will notice anyway
+                logger.warning("could not report dead media worker %s", worker_id, exc_info=True)
+
+        task = asyncio.get_running_loop().create_task(report())
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
 
     async def refresh(self) -> None:
         handles = await call(self.directory.worker_handles.remote(), what="directory")
         for worker_id, handle in handles.items():
-            self.ports.setdefault(worker_id, RayWorkerPort(worker_id, handle, self.owner))
+            self.ports.setdefault(worker_id, self._port(worker_id, handle))
 
     async def place_router(self, room_id: str, exclude: Any = ()) -> str:
         worker_id = await call(self.directory.place_router.remote(room_id, tuple(exclude), self.host_id),
                                what="directory")
         if worker_id not in self.ports:
             handle = await call(self.directory.worker_handle.remote(worker_id), what="directory")
-            self.ports[worker_id] = RayWorkerPort(worker_id, handle, self.owner)
+            self.ports[worker_id] = self._port(worker_id, handle)
         return worker_id
 
     def worker(self, worker_id: str) -> RayWorkerPort:

@@ -32,6 +32,7 @@ from ..clock import Clock, TimerHandle
 from ..config import Settings
 from ..errors import (
     ForbiddenError,
+    InternalError,
     InvalidRequestError,
     InvalidStateError,
     NotFoundError,
@@ -51,6 +52,8 @@ logger = logging.getLogger("studyrooms.room")
 #: A producer (or a send transport) is reported over budget when its bitrate exceeds the transport's
 #: ``max_incoming_bitrate_bps`` by more than this factor (bursts, keyframes, RTCP overhead).
 BUDGET_TOLERANCE = 1.1
+#: Workers tried for a new router when the chosen one fails (it may have died since placement).
+PLACEMENT_ATTEMPTS = 3
 
 
 class Room:
@@ -180,14 +183,25 @@ class Room:
             return p, ack
 
     async def _open_router(self, exclude: Iterable[str] = ()) -> str:
-        """A router for this room on the least-loaded worker (not one of ``exclude``)."""
-        worker_id = await self.directory.place_router(self.id, tuple(exclude))
-        worker = self.directory.worker(worker_id)
-        try:
-            reply = await worker.request("create_router", {})
-        except BaseException:
-            await self.directory.release_router(self.id, worker_id)
-            raise
+        """A router for this room on the least-loaded worker (not one of ``exclude``); a worker that
+        fails to answer (e.g. it just died) is skipped, up to ``PLACEMENT_ATTEMPTS`` tries."""
+        exclude = set(exclude)
+        for attempt in range(1, PLACEMENT_ATTEMPTS + 1):
+            worker_id = await self.directory.place_router(self.id, tuple(exclude))
+            worker = self.directory.worker(worker_id)
+            try:
+                reply = await worker.request("create_router", {})
+                break
+            except InternalError as exc:
+                await self.directory.release_router(self.id, worker_id)
+                if attempt == PLACEMENT_ATTEMPTS:
+                    raise
+                logger.warning("room %s: worker %s failed to create a router (%s); trying another",
+                               self.id, worker_id, exc.message)
+                exclude.add(worker_id)
+            except BaseException:
+                await self.directory.release_router(self.id, worker_id)
+                raise
         self.routers[worker_id] = {"routerId": reply["routerId"], "port": worker}
         if self.router_id is None:  # the home router
             self.worker_id, self._worker = worker_id, worker

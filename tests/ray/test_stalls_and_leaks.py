@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.asyncio(loop_scope="module"), pytest.
 
 PING_S = 1.0  # engine.io ping interval and timeout: the hang is noticed within ~2 s
 ROOM = "hung-room"
+HEALTH_POLL_S = 60.0
 
 HUNG_CLIENT = r"""
 import asyncio, sys, socketio
@@ -45,10 +46,11 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def app(ray_session):
-    settings = Settings(server={"host": "127.0.0.1", "port": 0, "num_workers": 1,
+    settings = Settings(server={"host": "127.0.0.1", "port": 0, "num_workers": 2,
                                 "ping_interval_s": PING_S, "ping_timeout_s": PING_S},
                         rooms={"empty_room_timeout_s": 0.2})
-    handle = await start_app(settings, prefix=f"hung-{uuid.uuid4().hex[:6]}", health_interval_s=0.5)
+    # the directory's health poll is slowed down so that only a failed call can reveal a dead worker
+    handle = await start_app(settings, prefix=f"hung-{uuid.uuid4().hex[:6]}", health_interval_s=HEALTH_POLL_S)
     yield handle
     await handle.stop()
 
@@ -160,3 +162,31 @@ async def test_graceful_leaves_leave_no_rate_limiter_entry_on_the_room_host(app)
             break
         await asyncio.sleep(0.1)
     assert (dump["rateLimiters"], dump["sockets"]) == (0, 0), dump
+
+
+async def test_no_new_room_is_placed_on_a_worker_once_a_call_to_it_found_it_dead(app):
+    """SIGKILL one of the two media workers: the first join that lands on it moves to the other one
+    (its create_router failed with actor-died), the directory stops placing on it at once (not at its
+    next health poll, a minute away here), and every new room joins fine."""
+    from actors.hop import call
+
+    victim_id, victim = sorted(app.workers.items())[0]
+    pid = (await call(victim.info.remote()))["pid"]
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    clients = []
+    try:
+        for i in range(4):
+            client, _ = await connect(app, f"after-kill-{i}", f"Newcomer{i}")
+            clients.append(client)
+            reply = await client.call("join-room", {"roomId": f"after-kill-{i}", "displayName": "N"}, timeout=30)
+            assert reply["ok"], reply
+            stats = await client.call("get-stats", {}, timeout=20)
+            assert [w["workerId"] for w in stats["data"]["workers"]] != [victim_id], stats
+        elapsed = time.monotonic() - t0
+        dump = await call(app.directory.dump.remote())
+        assert victim_id not in dump["workers"] and elapsed < HEALTH_POLL_S, (dump, elapsed)
+        print(f"4 rooms placed after the kill in {elapsed:.2f} s, none on the dead worker")
+    finally:
+        for client in clients:
+            await client.disconnect()
