@@ -118,7 +118,7 @@ async def start_app(
         directory = DirectoryActor.options(
             name=f"{prefix}:directory", get_if_exists=True,
             scheduling_strategy=NodeAffinitySchedulingStrategy(head.node_id, soft=True),
-        ).remote(health_interval_s=health_interval_s)
+        ).remote(health_interval_s=health_interval_s, cpu_limit=settings.rooms.worker_cpu_limit)
         created.append(directory)
         route = f"{prefix}:signaling-0"
         signaling = SignalingActor.options(

@@ -50,6 +50,10 @@ class RoomSettings(_Model):
     audio_only_threshold: int = Field(40, ge=1)
     empty_room_timeout_s: float = Field(30.0, ge=0)
     max_consumers_per_worker: int = Field(500, ge=1)  # beyond this a room spreads to another worker
+    # admission control: a worker whose event loop uses more than this fraction of a core (measured,
+    # smoothed over ~1 s) takes no new router or participant; a join no worker can take is refused
+    # with resource-exhausted, so those already in keep their quality
+    worker_cpu_limit: float = Field(0.8, gt=0, le=1.0)
 
 
 class LimitSettings(_Model):

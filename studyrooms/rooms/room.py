@@ -213,25 +213,44 @@ class Room:
 
     async def _worker_for_joiner(self) -> str:
         """The room's router with the least-loaded worker; a new router on another worker when all of
-        the room's workers carry ``max_consumers_per_worker`` consumers or more."""
+        the room's workers carry ``max_consumers_per_worker`` consumers or more.
+
+        Admission control: a worker whose event loop is measured busier than
+        ``rooms.worker_cpu_limit`` (``loopCpu`` of its stats) takes nobody more; when neither the
+        room's workers nor any other can take the joiner, the join is refused with
+        ``resource-exhausted`` rather than degrading the call for everyone in it."""
         if len(self.routers) == 1 and not self.participants:
             return next(iter(self.routers))
         limit = self.settings.rooms.max_consumers_per_worker
+        cpu_limit = self.settings.rooms.worker_cpu_limit
         loads: dict[str, int] = {}
+        cpus: dict[str, float] = {}
         for worker_id, router in self.routers.items():
             try:
-                loads[worker_id] = int((await router["port"].request("get_stats", {})).get("consumerCount", 0))
+                stats = await router["port"].request("get_stats", {})
             except Exception as exc:  # noqa: BLE001 - an unreachable worker is not a candidate
                 logger.warning("room %s: load of worker %s unknown: %r", self.id, worker_id, exc)
+                continue
+            loads[worker_id] = int(stats.get("consumerCount", 0))
+            cpus[worker_id] = float(stats.get("loopCpu") or 0.0)
         if not loads:
             raise InvalidStateError("the room's media workers are unavailable")
-        worker_id = min(loads, key=lambda w: loads[w])
-        if loads[worker_id] < limit:
-            return worker_id
+        open_ = [w for w in loads if cpus[w] < cpu_limit]
+        best = min(open_, key=lambda w: loads[w]) if open_ else None
+        if best is not None and loads[best] < limit:
+            return best
         try:
             return await self._open_router(exclude=self.routers)
         except ResourceExhaustedError:
-            return worker_id  # no other worker: stay (over the soft limit) rather than refuse
+            if best is not None:
+                return best  # no other worker: stay (over the soft consumer limit) rather than refuse
+            busiest = max(cpus.values())
+            logger.warning("room %s: join refused, media workers at capacity (loop CPU %.0f%%, limit %.0f%%)",
+                           self.id, 100 * busiest, 100 * cpu_limit)
+            raise ResourceExhaustedError(
+                f"the media server is at capacity (its load {busiest:.0%} is over the {cpu_limit:.0%} limit): "
+                "joining now would degrade the call for everyone in it; try again later"
+            ) from None
 
     async def leave(self, participant_id: str) -> None:
         async with self._lock:

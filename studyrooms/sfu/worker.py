@@ -17,6 +17,7 @@ from ..errors import InvalidStateError, NotFoundError
 from ..events import EventEmitter
 from ..ids import new_id
 from ..net.dtls import make_certificate
+from .loop_load import LoopLoad
 from .options import WorkerOptions
 from .router import Router
 
@@ -40,12 +41,15 @@ class Worker:
         self.observer = EventEmitter()  # "event" (name, data), "close"
         self.started_at = time.monotonic()
         self._cpu_mark = (time.monotonic(), time.process_time())
+        self.loop_load = LoopLoad(self.clock)  # started in create(), on the worker's loop
 
     @classmethod
     async def create(
         cls, worker_id: str | None = None, options: WorkerOptions | None = None, *, index: int = 0,
-        clock: Clock | None = None,
+        clock: Clock | None = None, measure_load: bool = True,
     ) -> "Worker":
+        """``measure_load``: sample this loop's CPU and lag (``loopCpu`` in the stats, read by
+        admission control); off where the loop is not the worker's own (in-process tests)."""
         worker = cls(worker_id or new_id(), options or WorkerOptions(), index=index, clock=clock)
         if worker.options.port_mode == "shared":
             from .webrtc_server import WebRtcServer
@@ -57,6 +61,8 @@ class Worker:
                 port_range=(opts.rtc_min_port, opts.rtc_max_port),
                 buffer_bytes=opts.socket_buffer_bytes,
             )
+        if measure_load:
+            worker.loop_load.start()
         logger.info("worker %s started (pid %s, port mode %s)", worker.id, worker.pid, worker.options.port_mode)
         return worker
 
@@ -97,6 +103,7 @@ class Worker:
         if self.closed:
             return
         self.closed = True
+        self.loop_load.stop()
         for router in list(self.routers.values()):
             router.close()
         if self.webrtc_server is not None:
@@ -145,6 +152,7 @@ class Worker:
                 "systemSeconds": usage.ru_stime,
                 "percent": self.cpu_percent(),
             },
+            **self.loop_load.snapshot(),  # loopCpu (fraction of a core), loopLagMs, loopCpuPeak
             "maxRssKb": usage.ru_maxrss,
             "udp": self.webrtc_server.get_stats() if self.webrtc_server is not None else None,
         }
