@@ -18,6 +18,7 @@ from ..events import EventEmitter
 from ..ids import new_id
 from ..net.dtls import make_certificate
 from .loop_load import LoopLoad
+from .memory import MemoryTrimmer
 from .options import WorkerOptions
 from .router import Router
 
@@ -42,6 +43,7 @@ class Worker:
         self.started_at = time.monotonic()
         self._cpu_mark = (time.monotonic(), time.process_time())
         self.loop_load = LoopLoad(self.clock)  # started in create(), on the worker's loop
+        self.memory = MemoryTrimmer(self.clock, options.memory_trim_delay_s)  # freed pages back after closes
 
     @classmethod
     async def create(
@@ -85,6 +87,7 @@ class Worker:
 
     def _router_closed(self, router: Router) -> None:
         self.routers.pop(router.id, None)
+        self.memory.closed_something()
 
     # ------------------------------------------------------------------ registries (for the channel)
     def _register(self, kind: str, entity: Any) -> None:
@@ -94,6 +97,8 @@ class Worker:
         registry = getattr(self, kind + "s")
         if registry.get(entity.id) is entity:
             del registry[entity.id]
+            if kind == "transport":
+                self.memory.closed_something()
 
     def _emit(self, name: str, data: dict) -> None:
         self.observer.emit("event", name, data)
@@ -104,6 +109,7 @@ class Worker:
             return
         self.closed = True
         self.loop_load.stop()
+        self.memory.stop()
         for router in list(self.routers.values()):
             router.close()
         if self.webrtc_server is not None:
@@ -154,5 +160,6 @@ class Worker:
             },
             **self.loop_load.snapshot(),  # loopCpu (fraction of a core), loopLagMs, loopCpuPeak
             "maxRssKb": usage.ru_maxrss,
+            "memory": self.memory.stats(),  # rssBytes now, trims, releasedBytes
             "udp": self.webrtc_server.get_stats() if self.webrtc_server is not None else None,
         }
