@@ -133,7 +133,8 @@ async def start_app(
         directory = DirectoryActor.options(
             name=f"{prefix}:directory", get_if_exists=True,
             scheduling_strategy=NodeAffinitySchedulingStrategy(head.node_id, soft=True),
-        ).remote(health_interval_s=health_interval_s, max_rooms=settings.rooms.max_rooms)
+        ).remote(health_interval_s=health_interval_s, max_rooms=settings.rooms.max_rooms,
+                 cpu_limit=settings.rooms.worker_cpu_limit)
         created.append(directory)
         plan = plan_fronts(nodes, settings.server.signaling_fronts, settings.server.port)
         # development mode (no auth secret) with several fronts: one random secret, so a token

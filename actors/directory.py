@@ -39,8 +39,14 @@ class WorkerEntry:
     failures: int = 0
     placed_since_poll: int = 0  # routers placed since the last load report (optimistic)
 
-    def key(self) -> tuple[int, int]:
-        return (self.consumer_count, self.router_count)
+    @property
+    def loop_cpu(self) -> float:
+        """Measured load of the worker's event loop (fraction of a core, from its last report)."""
+        return float(self.load.get("loopCpu") or 0.0)
+
+    def key(self) -> tuple[int, int, int]:
+        # measured loop CPU first (in 10 % steps, so that round robin still breaks ties), then counts
+        return (int(self.loop_cpu * 10), self.consumer_count, self.router_count)
 
 
 @dataclass
@@ -62,12 +68,13 @@ class FrontEntry:
 
 class Directory:
     def __init__(self, *, health_interval_s: float = 2.0, max_failures: int = 2, call_timeout_s: float = 5.0,
-                 max_rooms: int | None = None):
+                 max_rooms: int | None = None, cpu_limit: float = 1.0):
         self.max_rooms = max_rooms  # cluster-wide (``rooms.max_rooms``); None: each host counts its own
         self.reserved: dict[str, str] = {}  # roomId -> hostId: the rooms that exist, cluster-wide
         self.fronts: dict[str, FrontEntry] = {}  # route -> signaling front
         self.joining: dict[str, int] = {}  # roomId -> joins routed by host_for_room and not finished
         self.health_interval_s = health_interval_s
+        self.cpu_limit = cpu_limit  # admission control: no placement on a worker whose loop is busier
         self.max_failures = max_failures
         self.call_timeout_s = call_timeout_s
         self.workers: dict[str, WorkerEntry] = {}
@@ -218,10 +225,15 @@ class Directory:
 
     # ------------------------------------------------------------------ placement
     async def place_router(self, room_id: str, exclude: tuple | list = (), host_id: str | None = None) -> str:
-        """Pick the least-loaded live worker (consumers, then routers); round robin on ties."""
+        """Pick the least-loaded live worker (measured loop CPU, consumers, routers); round robin on
+        ties; never one whose loop is busier than ``cpu_limit`` (admission control)."""
         candidates = [w for w in self.workers.values() if w.worker_id not in set(exclude)]
         if not candidates:
             raise ResourceExhaustedError("no media worker available")
+        candidates = [w for w in candidates if w.loop_cpu < self.cpu_limit]
+        if not candidates:
+            raise ResourceExhaustedError(f"every media worker is at capacity (load over {self.cpu_limit:.0%}); "
+                                         "try again later")
         entry = self._pick(candidates, WorkerEntry.key, "_last_worker_order")
         entry.router_count += 1
         entry.placed_since_poll += 1
@@ -266,6 +278,16 @@ class Directory:
         entry.placed_since_poll = 0
         entry.failures = 0
 
+    async def worker_failed(self, worker_id: str, reason: str) -> bool:
+        """A call to the worker failed for good (actor died): no placement on it from now on (the
+        room hosts report it at once; the health poll would only notice within its interval).
+        Returns whether it was still placeable."""
+        entry = self.workers.pop(worker_id, None)
+        if entry is None:
+            return False
+        logger.warning("dropping media worker %s: %s", worker_id, reason)
+        return True
+
     async def check_health(self) -> list[str]:
         """Poll every worker's ``load()``; drop the ones that died or failed ``max_failures`` times."""
         dropped: list[str] = []
@@ -279,8 +301,7 @@ class Directory:
                 entry.failures += 1
                 died = isinstance(exc.__cause__, ActorDiedError)
                 if died or entry.failures >= self.max_failures:
-                    logger.warning("dropping media worker %s: %s", entry.worker_id, exc)
-                    self.workers.pop(entry.worker_id, None)
+                    await self.worker_failed(entry.worker_id, str(exc))
                     dropped.append(entry.worker_id)
                 return
             if entry.worker_id in self.workers:

@@ -173,6 +173,8 @@ class MediaWorker:
             "producerCount": int(stats.get("producerCount", 0)),
             "consumerCount": int(stats.get("consumerCount", 0)),
             "cpu": cpu,
+            "loopCpu": float(stats.get("loopCpu", 0.0)),  # admission control (studyrooms.sfu.loop_load)
+            "loopLagMs": float(stats.get("loopLagMs", 0.0)),
             "closed": self.closed,
         }
 

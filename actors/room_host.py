@@ -16,6 +16,7 @@ import logging
 from typing import Any, Callable
 
 import ray
+from ray.exceptions import ActorDiedError
 
 from studyrooms.errors import NotFoundError
 
@@ -38,17 +39,23 @@ class RayWorkerPort:
     """studyrooms.rooms.ports.WorkerPort over a MediaWorkerActor handle."""
 
     def __init__(self, worker_id: str, handle: Any, owner: Any = None, timeout_s: float = 30.0,
-                 node: str | None = None) -> None:
+                 node: str | None = None, on_died: Callable[[str, str], Any] | None = None) -> None:
         self.worker_id = worker_id
         self.handle = handle
         self.owner = owner
         self.timeout_s = timeout_s
         self.node = node  # Ray node id: pipes to a worker on another node carry SRTP
+        self.on_died = on_died  # (worker id, reason): a call failed because the actor died
 
     async def request(self, method: str, data: dict) -> dict:
         owner = self.owner if method == "create_router" else None
-        return await call(self.handle.request.remote(method, data, owner),
-                          what=f"media worker {self.worker_id}", timeout_s=self.timeout_s)
+        try:
+            return await call(self.handle.request.remote(method, data, owner),
+                              what=f"media worker {self.worker_id}", timeout_s=self.timeout_s)
+        except Exception as exc:
+            if self.on_died is not None and isinstance(exc.__cause__, ActorDiedError):
+                self.on_died(self.worker_id, str(exc))
+            raise
 
 
 class RayDirectoryPort:
@@ -59,12 +66,28 @@ class RayDirectoryPort:
         self.host_id = host_id
         self.owner = owner
         self.ports: dict[str, RayWorkerPort] = {}
+        self._reports: set[asyncio.Task] = set()
+
+    def _port(self, worker_id: str, handle: Any) -> RayWorkerPort:
+        return RayWorkerPort(worker_id, handle, self.owner, on_died=self._worker_died)
+
+    def _worker_died(self, worker_id: str, reason: str) -> None:
+        """Tell the directory at once (placement skips the worker from then on), in the background."""
+        async def report() -> None:
+            try:
+                await call(self.directory.worker_failed.remote(worker_id, reason), what="directory")
+            except Exception:  # noqa: BLE001 - its health poll will notice anyway
+                logger.warning("could not report dead media worker %s", worker_id, exc_info=True)
+
+        task = asyncio.get_running_loop().create_task(report())
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
 
     async def refresh(self) -> None:
         handles, nodes = await asyncio.gather(call(self.directory.worker_handles.remote(), what="directory"),
                                               call(self.directory.worker_nodes.remote(), what="directory"))
         for worker_id, handle in handles.items():
-            port = self.ports.setdefault(worker_id, RayWorkerPort(worker_id, handle, self.owner))
+            port = self.ports.setdefault(worker_id, self._port(worker_id, handle))
             port.node = nodes.get(worker_id) or port.node
 
     async def place_router(self, room_id: str, exclude: Any = ()) -> str:
@@ -74,7 +97,7 @@ class RayDirectoryPort:
             await self.refresh()
         if worker_id not in self.ports:
             handle = await call(self.directory.worker_handle.remote(worker_id), what="directory")
-            self.ports[worker_id] = RayWorkerPort(worker_id, handle, self.owner)
+            self.ports[worker_id] = self._port(worker_id, handle)
         return worker_id
 
     def worker(self, worker_id: str) -> RayWorkerPort:
@@ -182,6 +205,10 @@ class RoomHost:
 
     async def stats(self) -> Any:
         return await _value(self.service.stats()) if self.service else {}
+
+    async def dump(self) -> Any:
+        """The service's bookkeeping (tests: no room, socket or rate-limiter entry left behind)."""
+        return await _value(self.service.dump()) if self.service else {}
 
     async def close(self) -> None:
         if self.service is not None:

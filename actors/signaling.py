@@ -46,6 +46,9 @@ class RayRoomsPort:
         self.directory = directory
         self.timeout_s = timeout_s
         self.by_sid: dict[str, tuple[str, Any]] = {}  # sid -> (hostId, handle) of the joined room
+        # sid -> every host the socket's requests reached (each keeps per-socket state, e.g. the
+        # rate limiter, until it hears of the disconnect; a leave-room forgets by_sid, not these)
+        self.seen: dict[str, dict[str, Any]] = {}
 
     async def _host_for_join(self, room_id: str) -> tuple[str, Any]:
         return await call(self.directory.host_for_room.remote(room_id, True, True), what="directory")
@@ -69,6 +72,8 @@ class RayRoomsPort:
             host = await call(self.directory.any_host.remote(), what="directory")
         # (a socket already in a room goes to its host, which refuses a second join-room)
         joining = sid is not None and method in JOIN_METHODS and sid not in self.by_sid
+        if sid is not None:
+            self.seen.setdefault(sid, {})[host[0]] = host[1]
         if joining:
             self.by_sid[sid] = host  # before the call: a disconnect racing the join finds the host
         try:
@@ -87,13 +92,22 @@ class RayRoomsPort:
         return result
 
     async def disconnect(self, session: dict) -> None:
+        """Tell the socket's room host, and every other host its requests reached, that it is gone."""
         sid = _sid(session)
-        host = self.by_sid.pop(sid, None) if sid else None
-        if host is None:
+        if not sid:
             return
-        new_session = await call(host[1].disconnect.remote(session), what=f"room host {host[0]}",
-                                 timeout_s=self.timeout_s)
-        _merge(session, new_session)
+        host = self.by_sid.pop(sid, None)
+        others = self.seen.pop(sid, {})
+        if host is not None:
+            others.pop(host[0], None)
+            new_session = await call(host[1].disconnect.remote(session), what=f"room host {host[0]}",
+                                     timeout_s=self.timeout_s)
+            _merge(session, new_session)
+        for host_id, handle in others.items():  # not in a room there: only its per-socket state goes
+            try:
+                await call(handle.disconnect.remote(session), what=f"room host {host_id}", timeout_s=self.timeout_s)
+            except Exception:  # noqa: BLE001 - the others are told all the same
+                logger.warning("disconnect of %s not delivered to room host %s", sid, host_id, exc_info=True)
 
     async def _hosts(self) -> dict[str, Any]:
         return await call(self.directory.host_handles.remote(), what="directory")

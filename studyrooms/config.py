@@ -35,6 +35,8 @@ class MediaSettings(_Model):
     # retransmission history per video consumer: ~1-2 s of a camera stream; the main memory cost of a consumer
     nack_buffer_packets: int = Field(256, ge=16, le=4096)
     keyframe_request_interval_s: float = Field(1.0, ge=0)
+    # after closes settle for this long, the worker gives freed heap pages back (malloc_trim); 0: never
+    memory_trim_delay_s: float = Field(2.0, ge=0)
     max_incoming_bitrate_bps: int | None = Field(None, ge=10_000)
     certificate_validity_days: int = Field(365, ge=1)
     # ICE candidates offered (mediasoup's enableUdp / enableTcp): TCP for networks that block UDP
@@ -84,6 +86,10 @@ class RoomSettings(_Model):
         if self.max_audio_streams == 0:
             raise ValueError("max_audio_streams must be >= 1 (or -1 to forward every audio)")
         return self
+    # admission control: a worker whose event loop uses more than this fraction of a core (measured,
+    # smoothed over ~1 s) takes no new router or participant; a join no worker can take is refused
+    # with resource-exhausted, so those already in keep their quality
+    worker_cpu_limit: float = Field(0.8, gt=0, le=1.0)
 
 
 class LimitSettings(_Model):
@@ -110,6 +116,10 @@ class ServerSettings(_Model):
     signaling_fronts: int | None = Field(None, ge=1, le=64)
     ray_address: str | None = None
     web_root: str | None = None
+    # engine.io heartbeat: a client that misses a pong for ping_timeout_s after a ping (sent every
+    # ping_interval_s) is disconnected (and leaves its room); socket.io's defaults are 25 / 20 s
+    ping_interval_s: float = Field(25.0, gt=0)
+    ping_timeout_s: float = Field(20.0, gt=0)
 
 
 #: turn:/turns: URL of RFC 7065 as browsers accept it: host or [IPv6], optional port and transport

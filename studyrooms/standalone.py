@@ -37,7 +37,8 @@ class LocalWorkerPort:
 class LocalDirectory:
     """DirectoryPort over local workers: least loaded (consumers, then routers), round robin on ties."""
 
-    def __init__(self, workers: list[Worker]) -> None:
+    def __init__(self, workers: list[Worker], cpu_limit: float = 1.0) -> None:
+        self.cpu_limit = cpu_limit  # admission control: no router on a worker whose loop is busier
         self.ports = {w.id: LocalWorkerPort(w) for w in workers}
         self._order = [w.id for w in workers]
         self._next = 0
@@ -48,6 +49,12 @@ class LocalDirectory:
             from .errors import ResourceExhaustedError
 
             raise ResourceExhaustedError("no media worker available")
+        candidates = [wid for wid in candidates if self.ports[wid].worker.loop_load.cpu < self.cpu_limit]
+        if not candidates:
+            from .errors import ResourceExhaustedError
+
+            raise ResourceExhaustedError(f"every media worker is at capacity (load over {self.cpu_limit:.0%}); "
+                                         "try again later")
 
         def load(wid: str) -> tuple[int, int]:
             w = self.ports[wid].worker
@@ -98,12 +105,16 @@ class Standalone:
 
 async def start_standalone(
     settings: Settings | None = None, *, num_workers: int = 1, port: int | None = None,
-    clock: Clock | None = None, route: str = "local",
+    clock: Clock | None = None, route: str = "local", admission: bool = False,
 ) -> Standalone:
+    """``admission``: admission control on the measured loop load (``rooms.worker_cpu_limit``). Off
+    by default: here signaling, rooms, every worker and often the test's own clients share one loop,
+    so its load is not the media plane's (``studyrooms serve`` runs each worker in its own process)."""
     settings = settings or Settings()
     options = WorkerOptions.from_settings(settings.media)
-    workers = [await Worker.create(f"worker-{i}", options, index=i) for i in range(num_workers)]
-    directory = LocalDirectory(workers)
+    workers = [await Worker.create(f"worker-{i}", options, index=i, measure_load=admission)
+               for i in range(num_workers)]
+    directory = LocalDirectory(workers, settings.rooms.worker_cpu_limit if admission else float("inf"))
     notifier = LocalNotifier()
     service = RoomService(settings, directory, notifier, clock or SystemClock(), "local")
     tasks: set = set()

@@ -26,6 +26,9 @@ from .media import AudioSource, Source, camera, read_stamp, screen
 logger = logging.getLogger("benchmarks.loadgen")
 
 RTP_HDR = struct.Struct("!BBHII")
+#: ICE consent freshness (RFC 7675) as browsers do it: a binding request on each transport every
+#: ~5 s (randomised 0.8-1.2x); the server drops a transport after ``consent_timeout_s`` (30 s) without.
+CONSENT_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -115,11 +118,13 @@ class ParticipantResult:
     streams: list = field(default_factory=list)
     latencies_ms: list = field(default_factory=list)
     srtp_errors: int = 0
+    consent_checks: int = 0  # consent refreshes answered by the server
 
 
 class Participant:
     def __init__(self, url: str, room: str, name: str, profile: Profile, *, token: str | None = None,
-                 max_latency_samples: int = 20000, timeout_s: float = 20.0) -> None:
+                 max_latency_samples: int = 20000, timeout_s: float = 20.0,
+                 consent_interval_s: float = CONSENT_INTERVAL_S) -> None:
         self.url = url.rstrip("/")
         self.room = room
         self.name = name
@@ -144,6 +149,8 @@ class Participant:
         self._consume_task: asyncio.Task | None = None
         self._send_task: asyncio.Task | None = None
         self._consent_task: asyncio.Task | None = None
+        self.consent_interval_s = consent_interval_s
+        self._ice: list[tuple[LoadPeer, dict]] = []  # (peer, the server's iceParameters) per transport
         self._measuring = True
         self.forwarding: dict | None = None  # the last forwarding-changed {video, onStage}
         host = self.url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
@@ -211,7 +218,19 @@ class Participant:
         state = await peer.dtls_connect(info["dtlsParameters"]["fingerprints"], "client", timeout_s=self.timeout_s)
         if state != "connected":
             raise RuntimeError(f"DTLS {state}")
+        self._ice.append((peer, info["iceParameters"]))
         return peer, info["id"]
+
+    async def _consent_loop(self) -> None:
+        """Refresh ICE consent on every transport (a binding request each ~interval, like a browser)."""
+        while True:
+            await asyncio.sleep(self.consent_interval_s * random.uniform(0.8, 1.2))
+            checks = [peer.request(peer.build_check(params, use_candidate=False), peer.remote,
+                                   timeout_s=min(2.0, self.consent_interval_s))
+                      for peer, params in self._ice if peer.remote is not None]
+            for reply in await asyncio.gather(*checks, return_exceptions=True):
+                if reply is not None and not isinstance(reply, BaseException):
+                    self.result.consent_checks += 1
 
     async def _produce(self, transport_id: str) -> None:
         ssrc = random.randrange(1 << 20, 1 << 31)
@@ -228,18 +247,6 @@ class Participant:
                                         "rtpParameters": src.rtp_parameters(), "appData": {"source": src.source}})
             for enc in src.encodings:
                 self.by_ssrc_out[enc.ssrc] = src
-
-    async def _consent_loop(self, every_s: float = 5.0) -> None:
-        """ICE consent freshness (RFC 7675): a binding request on each transport every few seconds,
-        or the server closes transports after its consent timeout (30 s) in longer runs."""
-        while True:
-            await asyncio.sleep(every_s)
-            for peer in (self.send_peer, self.recv_peer):
-                if peer is not None and peer.remote is not None:
-                    try:
-                        peer.sock.sendto(bytes(peer.build_check(peer.ice_parameters, use_candidate=False)), peer.remote)
-                    except Exception:  # noqa: BLE001 - best effort; a dead transport shows in the results
-                        pass
 
     # ------------------------------------------------------------------ large rooms
     def set_talking(self, talking: bool, level: int = 20) -> None:

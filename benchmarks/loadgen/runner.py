@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable
 
-from .participant import Participant, Profile
+from .participant import CONSENT_INTERVAL_S, Participant, Profile
 
 logger = logging.getLogger("benchmarks.loadgen")
 
@@ -48,7 +48,7 @@ def shard(entries: list[dict], count: int) -> list[list[dict]]:
 async def run_shard(url: str, entries: list[dict], *, duration_s: float, start_at: float | None = None,
                     join_gap_s: float = 0.3, join_timeout_s: float = 60.0,
                     progress: Callable[[str, int], None] | None = None, stop: asyncio.Event | None = None,
-                    room_concurrency: int = 1) -> dict:
+                    room_concurrency: int = 1, consent_interval_s: float = CONSENT_INTERVAL_S) -> dict:
     """Join ``entries``, exchange media for ``duration_s`` after the last join (or until ``stop`` is
     set, when given: the driver then owns the measured window), leave.
 
@@ -58,8 +58,8 @@ async def run_shard(url: str, entries: list[dict], *, duration_s: float, start_a
     if start_at is not None and start_at > time.time():
         await asyncio.sleep(start_at - time.time())
     cpu0 = _cpu()
-    people: list[Participant] = [Participant(e.get("url") or url, e["room"], e["name"], Profile(**e["profile"]))
-                                 for e in entries]
+    people: list[Participant] = [Participant(e.get("url") or url, e["room"], e["name"], Profile(**e["profile"]),
+                                             consent_interval_s=consent_interval_s) for e in entries]
     by_room: dict[str, list[Participant]] = {}
     for p in people:
         by_room.setdefault(p.room, []).append(p)

@@ -1,7 +1,9 @@
 """Room: one study room's control point (plain object, hosted by a RoomService).
 
 Every operation of the room runs under the room's lock, so operations (and worker events) are
-serialised per room. Media objects live in the room's router on a media worker, reached only through
+serialised per room. The lock is never held while clients are notified: notifications decided under
+it are sent right after it is released (:class:`~studyrooms.rooms.outbox.OutboxLock`), so a client
+that stopped answering cannot stall the room. Media objects live in the room's router on a media worker, reached only through
 :class:`~studyrooms.rooms.ports.WorkerPort`; the room keeps the bookkeeping (who owns what) and
 sends the notifications of protocol.md through :class:`~studyrooms.rooms.ports.NotifierPort`.
 
@@ -32,6 +34,7 @@ from ..clock import Clock, TimerHandle
 from ..config import Settings
 from ..errors import (
     ForbiddenError,
+    InternalError,
     InvalidRequestError,
     InvalidStateError,
     NotFoundError,
@@ -44,6 +47,7 @@ from ..protocol import messages as m
 from ..protocol import requests as rq
 from .forwarding import UNSET as UNSET_DOMINANT
 from .forwarding import RoomForwarding
+from .outbox import Notification, OutboxLock, send_in_order
 from .participant import Participant
 from .ports import DirectoryPort, NotifierPort, WorkerPort
 
@@ -52,6 +56,8 @@ logger = logging.getLogger("studyrooms.room")
 #: A producer (or a send transport) is reported over budget when its bitrate exceeds the transport's
 #: ``max_incoming_bitrate_bps`` by more than this factor (bursts, keyframes, RTCP overhead).
 BUDGET_TOLERANCE = 1.1
+#: Workers tried for a new router when the chosen one fails (it may have died since placement).
+PLACEMENT_ATTEMPTS = 3
 
 
 class Room:
@@ -86,7 +92,7 @@ class Room:
         self._pipe_consumers: dict[str, tuple[str, str]] = {}  # pipe consumer id -> (producer, target)
         self._pipe_links: dict[tuple[str, str], tuple[str, str]] = {}  # (from, to) -> pipe transport ids
         self._pipe_info: dict[tuple[str, str], dict] = {}  # (from, to) -> both ends' parameters (dump)
-        self._lock = asyncio.Lock()
+        self._lock = OutboxLock(self._send_notifications)  # notifications wait for its release
         self._ids = id_factory
         self._on_empty = on_empty
         self._empty_timer: TimerHandle | None = None
@@ -186,14 +192,25 @@ class Room:
             return p, ack
 
     async def _open_router(self, exclude: Iterable[str] = ()) -> str:
-        """A router for this room on the least-loaded worker (not one of ``exclude``)."""
-        worker_id = await self.directory.place_router(self.id, tuple(exclude))
-        worker = self.directory.worker(worker_id)
-        try:
-            reply = await worker.request("create_router", {})
-        except BaseException:
-            await self.directory.release_router(self.id, worker_id)
-            raise
+        """A router for this room on the least-loaded worker (not one of ``exclude``); a worker that
+        fails to answer (e.g. it just died) is skipped, up to ``PLACEMENT_ATTEMPTS`` tries."""
+        exclude = set(exclude)
+        for attempt in range(1, PLACEMENT_ATTEMPTS + 1):
+            worker_id = await self.directory.place_router(self.id, tuple(exclude))
+            worker = self.directory.worker(worker_id)
+            try:
+                reply = await worker.request("create_router", {})
+                break
+            except InternalError as exc:
+                await self.directory.release_router(self.id, worker_id)
+                if attempt == PLACEMENT_ATTEMPTS:
+                    raise
+                logger.warning("room %s: worker %s failed to create a router (%s); trying another",
+                               self.id, worker_id, exc.message)
+                exclude.add(worker_id)
+            except BaseException:
+                await self.directory.release_router(self.id, worker_id)
+                raise
         self.routers[worker_id] = {"routerId": reply["routerId"], "port": worker}
         if self.router_id is None:  # the home router
             self.worker_id, self._worker = worker_id, worker
@@ -205,25 +222,44 @@ class Room:
 
     async def _worker_for_joiner(self) -> str:
         """The room's router with the least-loaded worker; a new router on another worker when all of
-        the room's workers carry ``max_consumers_per_worker`` consumers or more."""
+        the room's workers carry ``max_consumers_per_worker`` consumers or more.
+
+        Admission control: a worker whose event loop is measured busier than
+        ``rooms.worker_cpu_limit`` (``loopCpu`` of its stats) takes nobody more; when neither the
+        room's workers nor any other can take the joiner, the join is refused with
+        ``resource-exhausted`` rather than degrading the call for everyone in it."""
         if len(self.routers) == 1 and not self.participants:
             return next(iter(self.routers))
         limit = self.settings.rooms.max_consumers_per_worker
+        cpu_limit = self.settings.rooms.worker_cpu_limit
         loads: dict[str, int] = {}
+        cpus: dict[str, float] = {}
         for worker_id, router in self.routers.items():
             try:
-                loads[worker_id] = int((await router["port"].request("get_stats", {})).get("consumerCount", 0))
+                stats = await router["port"].request("get_stats", {})
             except Exception as exc:  # noqa: BLE001 - an unreachable worker is not a candidate
                 logger.warning("room %s: load of worker %s unknown: %r", self.id, worker_id, exc)
+                continue
+            loads[worker_id] = int(stats.get("consumerCount", 0))
+            cpus[worker_id] = float(stats.get("loopCpu") or 0.0)
         if not loads:
             raise InvalidStateError("the room's media workers are unavailable")
-        worker_id = min(loads, key=lambda w: loads[w])
-        if loads[worker_id] < limit:
-            return worker_id
+        open_ = [w for w in loads if cpus[w] < cpu_limit]
+        best = min(open_, key=lambda w: loads[w]) if open_ else None
+        if best is not None and loads[best] < limit:
+            return best
         try:
             return await self._open_router(exclude=self.routers)
         except ResourceExhaustedError:
-            return worker_id  # no other worker: stay (over the soft limit) rather than refuse
+            if best is not None:
+                return best  # no other worker: stay (over the soft consumer limit) rather than refuse
+            busiest = max(cpus.values())
+            logger.warning("room %s: join refused, media workers at capacity (loop CPU %.0f%%, limit %.0f%%)",
+                           self.id, 100 * busiest, 100 * cpu_limit)
+            raise ResourceExhaustedError(
+                f"the media server is at capacity (its load {busiest:.0%} is over the {cpu_limit:.0%} limit): "
+                "joining now would degrade the call for everyone in it; try again later"
+            ) from None
 
     async def leave(self, participant_id: str) -> None:
         async with self._lock:
@@ -798,12 +834,16 @@ class Room:
             return {}
 
     async def _notify(self, targets: Iterable[Participant], event: str, data: dict) -> None:
+        """Notify ``targets``: after the room's lock is released when it is held (habit 15), now
+        otherwise."""
         targets = list(targets)
-        if not targets:
+        if not targets or self._lock.post(targets, event, data):
             return
-        results = await asyncio.gather(
-            *(self.notifier.notify(t.route, t.sid, event, data) for t in targets), return_exceptions=True
+        await self._send_notifications([(targets, event, data)])
+
+    async def _send_notifications(self, batch: list[Notification]) -> None:
+        failures = await send_in_order(
+            batch, lambda t, event, data: self.notifier.notify(t.route, t.sid, event, data), key=lambda t: t.id
         )
-        for target, result in zip(targets, results):
-            if isinstance(result, BaseException):
-                logger.warning("room %s: %s to %s failed: %r", self.id, event, target.id, result)
+        for target, event, exc in failures:
+            logger.warning("room %s: %s to %s failed: %r", self.id, event, target.id, exc)

@@ -283,7 +283,8 @@ class RoomService:
         return joined[0] if joined else None
 
     def dump(self) -> dict:
-        return {"hostId": self.host_id, "rooms": [room.dump() for room in self.rooms.values()]}
+        return {"hostId": self.host_id, "rooms": [room.dump() for room in self.rooms.values()],
+                "sockets": len(self._by_sid), "rateLimiters": len(self._limiters)}
 
 
 class _TracedWorkerPort:

@@ -19,6 +19,7 @@ class WorkerOptions:
     socket_buffer_bytes: int = 4 * 1024 * 1024
     nack_buffer_packets: int = 256
     keyframe_request_interval_s: float = 1.0
+    memory_trim_delay_s: float = 2.0
     max_incoming_bitrate_bps: int | None = None
     certificate_validity_days: int = 365
     enable_udp: bool = True  # offer the UDP host candidate

@@ -19,6 +19,8 @@ from ..ids import new_id
 from ..media import fastpath
 from ..net.dtls import make_certificate
 from .counters import WorkerCounters
+from .loop_load import LoopLoad
+from .memory import MemoryTrimmer
 from .options import WorkerOptions
 from .router import Router
 
@@ -43,12 +45,16 @@ class Worker:
         self.counters = WorkerCounters()  # closed entities' final counters (studyrooms/sfu/counters.py)
         self.started_at = time.monotonic()
         self._cpu_mark = (time.monotonic(), time.process_time())
+        self.loop_load = LoopLoad(self.clock)  # started in create(), on the worker's loop
+        self.memory = MemoryTrimmer(self.clock, options.memory_trim_delay_s)  # freed pages back after closes
 
     @classmethod
     async def create(
         cls, worker_id: str | None = None, options: WorkerOptions | None = None, *, index: int = 0,
-        clock: Clock | None = None,
+        clock: Clock | None = None, measure_load: bool = True,
     ) -> "Worker":
+        """``measure_load``: sample this loop's CPU and lag (``loopCpu`` in the stats, read by
+        admission control); off where the loop is not the worker's own (in-process tests)."""
         # STUDYROOMS_MEDIA_FAST_PATH: 'on' without the compiled core refuses to start (raises here)
         if options is not None and options.fast_path is not None:
             fastpath.configure(options.fast_path)
@@ -66,6 +72,8 @@ class Worker:
                 buffer_bytes=opts.socket_buffer_bytes,
                 enable_tcp=opts.enable_tcp,
             )
+        if measure_load:
+            worker.loop_load.start()
         logger.info("worker %s started (pid %s, port mode %s, forwarding %s)", worker.id, worker.pid,
                     worker.options.port_mode, "compiled" if fastpath.active() else "python")
         return worker
@@ -89,6 +97,7 @@ class Worker:
 
     def _router_closed(self, router: Router) -> None:
         self.routers.pop(router.id, None)
+        self.memory.closed_something()
 
     # ------------------------------------------------------------------ registries (for the channel)
     def _register(self, kind: str, entity: Any) -> None:
@@ -99,6 +108,8 @@ class Worker:
         if registry.get(entity.id) is entity:
             del registry[entity.id]
             self.counters.retire(kind, entity)
+            if kind == "transport":
+                self.memory.closed_something()
 
     def traffic_totals(self) -> dict[str, int]:
         """Every packet and byte this worker ever handled (live entities + closed ones), per counter."""
@@ -113,6 +124,8 @@ class Worker:
         if self.closed:
             return
         self.closed = True
+        self.loop_load.stop()
+        self.memory.stop()
         for router in list(self.routers.values()):
             router.close()
         if self.webrtc_server is not None:
@@ -160,6 +173,8 @@ class Worker:
             "rtpPacketsSent": tx,
             "cpu": self.cpu_utilization(),  # fraction of one core since the previous get_stats
             "cpuSeconds": round(usage.ru_utime + usage.ru_stime, 3),  # user + system, since start
+            **self.loop_load.snapshot(),  # loopCpu (fraction of a core), loopLagMs, loopCpuPeak
             "maxRssKb": usage.ru_maxrss,
+            "memory": self.memory.stats(),  # rssBytes now, trims, releasedBytes
             "udp": self.webrtc_server.get_stats() if self.webrtc_server is not None else None,
         }

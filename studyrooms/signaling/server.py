@@ -95,6 +95,8 @@ class SignalingServer:
             async_mode="aiohttp",
             cors_allowed_origins=cors_allowed_origins,
             max_http_buffer_size=max(4 * self.max_payload_bytes, 1_000_000),
+            ping_interval=settings.server.ping_interval_s,
+            ping_timeout=settings.server.ping_timeout_s,
             logger=False,
             engineio_logger=False,
         )

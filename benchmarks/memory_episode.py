@@ -1,0 +1,98 @@
+"""Memory of a media worker across a load episode: baseline, peak, and after everyone left.
+
+    python -m benchmarks.memory_episode --participants 12 --duration 15 --after 10
+
+Starts the actor app on a local Ray (one media worker, admission control off), has synthetic
+participants (benchmarks/loadgen: audio + camera, everyone receiving everyone) join one room, run
+for ``--duration`` seconds and leave, then samples the worker's RSS for ``--after`` seconds.
+Writes ``benchmarks/results/memory/<run>.json``: ``{parameters, rss_mib: {baseline, peak, after,
+samples: [[t_s, rss_mib, phase]]}, worker: {...stats after}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+RESULTS = Path(__file__).resolve().parent / "results" / "memory"
+
+
+async def episode(participants: int, duration_s: float, after_s: float, trim_delay_s: float = 2.0) -> dict:
+    from actors.app import start_app
+    from actors.hop import call
+    from actors.runtime import init_ray
+    from studyrooms.config import Settings
+
+    from .loadgen.participant import Participant, Profile
+
+    started = init_ray(num_cpus=2, log_to_driver=False)
+    settings = Settings(server={"port": 0, "num_workers": 1}, rooms={"worker_cpu_limit": 1.0},
+                        media={"memory_trim_delay_s": trim_delay_s})
+    app = await start_app(settings, prefix=f"mem-{uuid.uuid4().hex[:6]}", health_interval_s=1.0)
+    (worker,) = app.workers.values()
+    proc = psutil.Process((await call(worker.get_stats.remote()))["pid"])
+    samples: list[list] = []
+    t0 = time.monotonic()
+
+    def sample(phase: str) -> float:
+        rss = proc.memory_info().rss / (1 << 20)
+        samples.append([round(time.monotonic() - t0, 2), round(rss, 1), phase])
+        return rss
+
+    try:
+        await asyncio.sleep(2.0)
+        baseline = sample("baseline")
+        people = [Participant(app.url, "mem", f"p{i}", Profile(audio=True, video=True)) for i in range(participants)]
+        for p in people:
+            await p.join()
+            sample("joining")
+        end = time.monotonic() + duration_s
+        while time.monotonic() < end:
+            await asyncio.sleep(1.0)
+            sample("load")
+        peak = max(s[1] for s in samples)
+        await asyncio.gather(*(p.close() for p in people), return_exceptions=True)
+        end = time.monotonic() + after_s
+        while time.monotonic() < end:
+            await asyncio.sleep(1.0)
+            sample("after")
+        stats = await call(worker.get_stats.remote())
+        return {"parameters": {"participants": participants, "duration_s": duration_s, "after_s": after_s,
+                               "memory_trim_delay_s": trim_delay_s},
+                "rss_mib": {"baseline": round(baseline, 1), "peak": round(peak, 1), "after": samples[-1][1],
+                            "samples": samples},
+                "worker": {k: stats.get(k) for k in ("transportCount", "consumerCount", "producerCount",
+                                                      "routerCount", "memory")}}
+    finally:
+        await app.stop()
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--participants", type=int, default=12)
+    p.add_argument("--duration", type=float, default=15.0)
+    p.add_argument("--after", type=float, default=10.0)
+    p.add_argument("--trim-delay", type=float, default=2.0, help="media.memory_trim_delay_s (0: no trimming)")
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args()
+    result = asyncio.run(episode(args.participants, args.duration, args.after, args.trim_delay))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=1))
+    rss = result["rss_mib"]
+    print(f"worker RSS MiB: baseline {rss['baseline']}, peak {rss['peak']}, after {rss['after']} -> {path}")
+
+
+if __name__ == "__main__":
+    main()
