@@ -193,9 +193,6 @@ class RoomHost:
         """The signaling front ``route`` died: its participants leave (their sockets are gone)."""
         return await self.service.drop_route(route) if self.service is not None else 0
 
-    async def dump(self) -> dict:
-        return self.service.dump() if self.service is not None else {}
-
     async def on_worker_event(self, name: str, data: dict) -> None:
         if self.service is not None:
             await self.service.on_worker_event(name, data)

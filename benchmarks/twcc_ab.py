@@ -35,7 +35,7 @@ async def main():
         t = w.transports[info["id"]]
         t._srtp = FakeSrtp(); t._tuple = ("127.0.0.1", 9); t._send_to = lambda d, a: True
         t._set_media_ready()
-        c = await ch.request("consume", {"transportId": info["id"], "producerId": prod["id"], "rtpCapabilities": caps, "paused": False})
+        await ch.request("consume", {"transportId": info["id"], "producerId": prod["id"], "rtpCapabilities": caps, "paused": False})
         trs.append(t)
     producer = w.producers[prod["id"]]
     pkts = [build_rtp(payload_type=96, seq=i & 0xFFFF, ts=i * 3000, ssrc=1234, payload=bytes([0x10, 0x00 if i == 0 else 0x01]) + bytes(1000), extensions=[(1, b"0"), (3, b"\x01\x02\x03")]) for i in range(20000)]
