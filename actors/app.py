@@ -114,15 +114,19 @@ async def start_app(
     media = settings.media.model_dump()
     created: list[Any] = []
     telemetry = actor_options()  # OTEL_* / STUDYROOMS_SPANS_DIR of the driver reach every actor
+    # Ray restarts a killed actor (handles stay valid; actors/supervision.py heals the rest)
+    restarts = dict(max_restarts=settings.server.actor_max_restarts)
+    worker_restarts = dict(max_restarts=settings.server.worker_max_restarts)
     try:
         directory = DirectoryActor.options(
             name=f"{prefix}:directory", get_if_exists=True,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(head.node_id, soft=True),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(head.node_id, soft=True), **restarts,
         ).remote(health_interval_s=health_interval_s)
         created.append(directory)
         route = f"{prefix}:signaling-0"
         signaling = SignalingActor.options(
             name=route, scheduling_strategy=NodeAffinitySchedulingStrategy(head.node_id, soft=False), **telemetry,
+            **restarts,
         ).remote(settings, route, f"{prefix}:directory", factory=server_factory)
         created.append(signaling)
         workers: dict[str, Any] = {}
@@ -132,6 +136,7 @@ async def start_app(
             options: dict = dict(
                 name=f"{prefix}:media-{slot.index}",
                 scheduling_strategy=NodeAffinitySchedulingStrategy(slot.node_id, soft=False), **telemetry,
+                **worker_restarts,
             )
             if slot.use_resource:
                 options["resources"] = {MEDIA_SLOTS: 1}
@@ -146,7 +151,7 @@ async def start_app(
             hosts[host_id] = RoomHostActor.options(
                 name=f"{prefix}:{host_id}",
                 scheduling_strategy=NodeAffinitySchedulingStrategy(media_nodes[j % len(media_nodes)], soft=False),
-                **telemetry,
+                **telemetry, **restarts,
             ).remote(settings, host_id, f"{prefix}:directory", routes={route: signaling}, factory=service_factory)
             created.append(hosts[host_id])
         handle = AppHandle(prefix, settings.server.host, settings.server.port, directory, signaling,

@@ -71,6 +71,10 @@ class ServerSettings(_Model):
     token_ttl_s: int = Field(6 * 3600, ge=60)
     num_workers: int | None = Field(None, ge=1)  # default: one per CPU core
     room_hosts: int = Field(1, ge=1)
+    #: Ray restarts a dead media worker this many times, then gives up on it (crash loop; its rooms move)
+    worker_max_restarts: int = Field(3, ge=0)
+    #: restarts of the room hosts, the directory and the signaling actor (-1: no limit)
+    actor_max_restarts: int = Field(-1, ge=-1)
     ray_address: str | None = None
     web_root: str | None = None
 

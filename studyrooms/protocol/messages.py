@@ -154,6 +154,20 @@ class ConsumerLayersChanged(OutModel):
     temporal_layer: int | None
 
 
+class MediaReset(OutModel):
+    """This participant's transports, producers and consumers on the server are gone (e.g. their
+    media worker died); membership stays. ``producers``: what to consume on the new transports."""
+
+    reason: str
+    producers: list[ProducerInfo]
+
+
+class RoomReset(OutModel):
+    """The room's state was lost (e.g. its room host restarted): join again with ``join-room``."""
+
+    reason: str
+
+
 class ErrorEvent(OutModel):
     """The guide-style ``error`` event sent when a request fails."""
 
@@ -173,4 +187,6 @@ NOTIFICATIONS: dict[str, type[OutModel]] = {
     "recommend-audio-only": RecommendAudioOnly,
     "active-speaker": ActiveSpeaker,
     "consumer-layers-changed": ConsumerLayersChanged,
+    "media-reset": MediaReset,
+    "room-reset": RoomReset,
 }

@@ -42,6 +42,7 @@ from ..protocol import messages as m
 from ..protocol import requests as rq
 from .participant import Participant
 from .ports import DirectoryPort, NotifierPort, WorkerPort
+from .recovery import RoomRecovery
 
 logger = logging.getLogger("studyrooms.room")
 
@@ -50,7 +51,7 @@ logger = logging.getLogger("studyrooms.room")
 BUDGET_TOLERANCE = 1.1
 
 
-class Room:
+class Room(RoomRecovery):
     def __init__(
         self,
         room_id: str,
