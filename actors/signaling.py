@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import ray
 
-from .hop import call
+from .hop import call, call_restarting
 from .media_worker import node_name, resolve
 
 logger = logging.getLogger("studyrooms.actors.signaling")
@@ -64,8 +64,8 @@ class RayRoomsPort:
         if joining:
             self.by_sid[sid] = host  # before the call: a disconnect racing the join finds the host
         try:
-            result, new_session = await call(host[1].request.remote(session, method, data),
-                                             what=f"room host {host[0]}", timeout_s=self.timeout_s)
+            result, new_session = await call_restarting(lambda: host[1].request.remote(session, method, data),
+                                                        what=f"room host {host[0]}", timeout_s=self.timeout_s)
         except BaseException:
             if joining and self.by_sid.get(sid) is host:
                 del self.by_sid[sid]
@@ -180,6 +180,7 @@ class Signaling:
                            sum(n for n in left if isinstance(n, int)))
         except Exception:  # noqa: BLE001 - listen anyway: clients must be able to come back
             logger.exception("signaling %s: old participants not cleared", self.route)
+        self._dev_secret = where.get("devSecret")  # tokens issued before the restart stay valid
         deadline = asyncio.get_running_loop().time() + 10
         while True:
             try:
@@ -215,6 +216,8 @@ class Signaling:
             directory = await asyncio.to_thread(ray.get_actor, self.directory_name)
             self.rooms = RayRoomsPort(directory)
             self.server = resolve(self.factory)(self.settings, self.rooms, self.route)
+            if getattr(self, "_dev_secret", None) and getattr(self.server, "dev_mode", False):
+                self.server._secret = self._dev_secret
             from .telemetry import MetricsHub, ray_source, setup_actor_telemetry
 
             if setup_actor_telemetry("signaling", prometheus=True):  # GET /metrics on this server's port
@@ -230,8 +233,10 @@ class Signaling:
         from ray.experimental import internal_kv
 
         try:
-            await asyncio.to_thread(internal_kv._internal_kv_put, self._kv_key(),
-                                    json.dumps({"host": host, "port": self.port}).encode(), True)
+            where: dict = {"host": host, "port": self.port}
+            if getattr(self.server, "dev_mode", False):  # loopback-only development mode
+                where["devSecret"] = self.server._secret
+            await asyncio.to_thread(internal_kv._internal_kv_put, self._kv_key(), json.dumps(where).encode(), True)
             me = ray.get_runtime_context().current_actor
             await call(directory.register_route.remote(self.route, me), what="directory", timeout_s=10)
         except Exception:  # noqa: BLE001 - outside an actor (tests) or no directory: no healing

@@ -90,6 +90,7 @@ class DirectorySupervision:
         self._side_tasks: set[asyncio.Task] = set()
         self._restarts_seen: dict[str, int] = {}  # actor id -> NumRestarts already handled
         self._reviving: set[str] = set()
+        self._restarts_logged: dict[str, int] = {}
         self._rebuilt: asyncio.Event | None = None
         self._rebuilding = was_restarted()
         if self._rebuilding:
@@ -256,9 +257,12 @@ class DirectorySupervision:
                 await self.unregister_host(name)
             elif entry.restarts_handled < restarts:
                 entry.restarts_handled = restarts
-                logger.warning("room host %s died and was restarted (restart %d): its rooms are reset", name, restarts)
-                await self._host_reset(name, f"room host {name} restarted")
-        elif kind == "signaling" and state != "DEAD":
+                entry.down = True
+                logger.warning("room host %s died (restart %d): its rooms are reset once it answers again",
+                               name, restarts)
+                self._spawn(lambda: self._reset_when_back(name))
+        elif kind == "signaling" and state != "DEAD" and self._restarts_logged.get(name, 0) < restarts:
+            self._restarts_logged[name] = restarts
             logger.warning("signaling actor %s died (%s, restart %d): it listens again on its port and "
                            "its clients reconnect", name, state.lower(), restarts)
         elif kind == "signaling":
@@ -312,6 +316,20 @@ class DirectorySupervision:
         for route, e in list(self.routes.items()):
             self._spawn(lambda h=e["handle"], r=route: call(h.host_reset.remote(host_id, reason),
                                                             what=f"signaling {r}", timeout_s=10))
+
+    async def _reset_when_back(self, host_id: str, wait_s: float = 20.0) -> None:
+        """Room-reset the restarted host's rooms once it answers (the clients' joins then succeed)."""
+        deadline = time.monotonic() + wait_s
+        entry = self.hosts.get(host_id)
+        while entry is not None and time.monotonic() < deadline:
+            try:
+                await call(entry.handle.rooms_held.remote(), what=f"room host {host_id}", timeout_s=2.0)
+                break
+            except Exception:  # noqa: BLE001 - still restarting
+                await asyncio.sleep(0.1)
+        if entry is not None:
+            entry.down = False
+        await self._host_reset(host_id, f"room host {host_id} restarted")
 
     def _tell_hosts(self, method: str, *args: Any) -> None:
         for host_id, host in list(self.hosts.items()):

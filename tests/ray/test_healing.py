@@ -79,7 +79,7 @@ async def call_(app):
             clients[name] = client
     await wait_all_decoding(clients, since=0.0, new_only=False, timeout=40)
     yield clients
-    for client in clients.values():
+    for client in list(clients.values()):
         await client.close()
 
 
@@ -205,3 +205,112 @@ async def test_media_worker_killed(app, call_):
     assert status == 200
     healing_ = await call(app.directory.healing.remote(), what="directory")
     assert healing_["restarts"]["media-worker"] == 1 and healing_["mediaResets"] == 3, healing_
+
+
+async def test_room_host_killed(app, call_):
+    clients = call_
+    d = await dump(app)
+    host_a, host_b = d["rooms"][ROOM_A], d["rooms"][ROOM_B]
+    assert host_a != host_b, "the rooms should start on different room hosts"
+    handle = app.hosts[host_a]
+    t_kill = await kill(handle)
+    figures = await wait_all_decoding(clients, since=t_kill, new_only=True, timeout=10.0, only_room=ROOM_A)
+    FIGURES["room host"] = figures
+    for c in rooms_of(clients)[ROOM_A]:
+        assert any(e == "join" and t >= t_kill for t, e in c.events), f"{c.name} got no room-reset"
+    assert_never_stopped(clients, ROOM_B, t_kill, time.monotonic())
+    await wait_alive(handle, 1)
+    assert await call(handle.ping.remote(), what="room host") == host_a
+    healing_ = await call(app.directory.healing.remote(), what="directory")
+    assert healing_["restarts"]["room-host"] == 1 and healing_["roomResets"] == 3, healing_
+
+
+async def test_directory_killed(app, call_):
+    clients = call_
+    before = await dump(app)
+    t_kill = await kill(app.directory)
+    await wait_alive(app.directory, 1)
+    # media never needed the directory: it kept flowing in both rooms
+    await asyncio.sleep(1.5)
+    for room in (ROOM_A, ROOM_B):
+        assert_never_stopped(clients, room, t_kill, time.monotonic())
+    FIGURES["directory"] = {c.name: 0.0 for c in clients.values()}
+    after = await dump(app)  # rebuilt from the live workers and room hosts
+    assert set(after["workers"]) == set(before["workers"]) and set(after["hosts"]) == set(before["hosts"])
+    assert after["rooms"] == before["rooms"]
+    status, body = await http(app, "GET", "healthz")
+    assert status == 200 and body["status"] == "ok", body
+    status, rooms = await http(app, "GET", "api/rooms")
+    assert {r["roomId"] for r in rooms["rooms"]} == {ROOM_A, ROOM_B}
+    # placement works again: a room on the restarted directory gets a router (and is closed after)
+    worker = await call(app.directory.place_router.remote("probe-room"), what="directory")
+    assert worker in app.workers
+    await call(app.directory.release_router.remote("probe-room", worker), what="directory")
+    healing_ = await call(app.directory.healing.remote(), what="directory")
+    assert healing_["restarts"]["directory"] == 1, healing_
+
+
+async def test_signaling_killed(app, call_):
+    clients = call_
+    t_kill = await kill(app.signaling)
+    figures = await wait_all_decoding(clients, since=t_kill, new_only=True, timeout=10.0)
+    FIGURES["signaling"] = figures
+    for c in clients.values():  # reconnected (a new socket, same token) and joined again
+        assert any(e == "disconnect" and t >= t_kill for t, e in c.events), c.name
+        assert c.sio.connected
+    status, body = await http(app, "GET", "healthz")  # the same URL: the same port
+    assert status == 200, body
+    await wait_alive(app.signaling, 1)
+    status, rooms = await http(app, "GET", "api/rooms")
+    counts = {r["roomId"]: r["participantCount"] for r in rooms["rooms"]}
+    assert counts == {ROOM_A: 3, ROOM_B: 2}, counts  # the old sockets' participants are gone
+
+
+async def test_crash_loop_worker_given_up(app, call_, caplog):
+    """The worker killed in the first test dies again, with no restart left (worker_max_restarts=1):
+    the directory gives up on it with a clear log line and its rooms move to the other worker."""
+    clients = call_
+    d = await dump(app)
+    flaky = next(w for w, e in d["workers"].items() if (await actor_state(app.workers[w]))[1] == 1)
+    other = next(w for w in app.workers if w != flaky)
+    # first the other worker dies once: both rooms move onto the flaky one
+    t1 = await kill(app.workers[other])
+    await wait_all_decoding(clients, since=t1, new_only=True, timeout=8.0)
+    d = await dump(app)
+    assert {w for r in (ROOM_A, ROOM_B) for w in d["roomRouters"][r]} == {flaky}, d
+    await wait_alive(app.workers[other], 1)
+    deadline = time.monotonic() + 10
+    while other in (await dump(app))["down"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    # then the flaky one dies a second time: Ray gives up, so does the directory; rooms move
+    t2 = await kill(app.workers[flaky])
+    figures = await wait_all_decoding(clients, since=t2, new_only=True, timeout=8.0)
+    FIGURES["crash loop (worker given up)"] = figures
+    assert (await actor_state(app.workers[flaky]))[0] == "DEAD"
+    d = await dump(app)
+    assert d["givenUp"] == [flaky] and flaky not in d["workers"], d
+    assert {w for r in (ROOM_A, ROOM_B) for w in d["roomRouters"][r]} == {other}, d
+    healing_ = await call(app.directory.healing.remote(), what="directory")
+    assert healing_["workersGivenUp"] == 1
+    status, body = await http(app, "GET", "healthz")
+    assert status == 200 and body.get("givenUp") == [flaky], body
+    status, metrics = await http_text(app, "metrics")
+    assert status == 200
+    assert 'studyrooms_actor_restarts_total{kind="media-worker"}' in metrics, metrics[:2000]
+    assert "studyrooms_media_resets_total" in metrics and "studyrooms_room_resets_total" in metrics
+
+
+async def http_text(app, path):
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        async with session.get(app.url + path) as resp:
+            return resp.status, await resp.text()
+
+
+async def test_everyone_leaves_no_object_left(app, call_):
+    for client in list(call_.values()):
+        await client.close()
+    call_.clear()
+    deadline = time.monotonic() + 20
+    while (t := await totals(app)) != dict.fromkeys(t, 0) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert t == {"routerCount": 0, "transportCount": 0, "producerCount": 0, "consumerCount": 0}
