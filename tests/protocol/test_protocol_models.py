@@ -133,6 +133,7 @@ def test_registry_matches_the_protocol_table():
     assert set(NOTIFICATIONS) == {
         "participant-joined", "participant-left", "new-producer", "producer-closed", "consumer-closed",
         "consumer-paused", "consumer-resumed", "recommend-audio-only", "active-speaker", "consumer-layers-changed",
+        "media-reset", "room-reset",
     }
     assert set(ERROR_CODES) == set(WIRE_CODES)
 
@@ -264,3 +265,14 @@ def test_mutated_good_payloads_only_ever_raise_invalid_request(data):
         assert exc.message.startswith(event + ":")
     else:
         parse_request(event, model.wire())  # what we forward validates again
+
+
+def test_healing_notifications_have_the_contract_shapes():
+    from studyrooms.protocol import messages as m
+
+    producer = m.ProducerInfo(producer_id="p1", participant_id="a", kind="video", source="camera")
+    assert m.MediaReset(reason="media worker worker-0 died", producers=[producer]).wire() == {
+        "reason": "media worker worker-0 died",
+        "producers": [{"producerId": "p1", "participantId": "a", "kind": "video", "source": "camera"}],
+    }
+    assert m.RoomReset(reason="room host restarted").wire() == {"reason": "room host restarted"}

@@ -179,7 +179,10 @@ export class RoomClient extends Emitter {
     on('room-reset', ({ reason }) => this._heal(() => this._rejoin(), `room-reset: ${reason}`));
     signaling.on('disconnect', (reason) => {
       if (this._leaving || (!this.joined && !this.joining)) return;
-      if (this.joined && signaling.socket.active) { // socket.io reconnects by itself: then we join again
+      const manager = signaling.socket.io;
+      const willReconnect = signaling.socket.active
+        && !(manager && typeof manager.reconnection === 'function' && !manager.reconnection());
+      if (this.joined && willReconnect) { // socket.io reconnects by itself: then we join again
         this.reconnecting = true;
         this.emit('reconnecting', { reason });
         this.emit('change');
