@@ -58,6 +58,23 @@ def gcs_states(actor_ids: list[str]) -> dict[str, tuple[str, int]]:
     return out
 
 
+def _kv(op: str, counts: dict | None = None) -> dict | None:
+    """The directory's reset counters in Ray's GCS key-value store (per application name)."""
+    import json
+
+    try:
+        from ray.experimental import internal_kv
+
+        key = f"studyrooms-healing:{ray.get_runtime_context().get_actor_name()}".encode()
+        if op == "put":
+            internal_kv._internal_kv_put(key, json.dumps(counts).encode(), True)
+            return None
+        raw = internal_kv._internal_kv_get(key)
+        return json.loads(raw) if raw else None
+    except Exception:  # noqa: BLE001 - outside Ray (unit tests): counters stay in memory
+        return None
+
+
 def was_restarted() -> bool:
     """True inside an actor process that Ray re-created after a failure."""
     try:
@@ -137,8 +154,16 @@ class DirectorySupervision:
                         await self.register_route(actor_name, handle)
                 except Exception as exc:  # noqa: BLE001 - a dead one is simply not registered
                     logger.warning("directory rebuild: %s not registered: %r", actor_name, exc)
-            states = await asyncio.to_thread(gcs_states, [ctx.get_actor_id()])
-            self.counts["restarts"]["directory"] = next(iter(states.values()), ("", 1))[1]
+            saved = await asyncio.to_thread(_kv, "get") or {}
+            for key in ("mediaResets", "roomResets", "workersGivenUp"):
+                self.counts[key] = int(saved.get(key, 0))
+            ids = {e.actor_id: "media-worker" for e in self.workers.values()}
+            ids.update({e.actor_id: "room-host" for e in self.hosts.values()})
+            ids.update({e["actorId"]: "signaling" for e in self.routes.values()})
+            ids[ctx.get_actor_id()] = "directory"
+            for actor_id, (_, restarts) in (await asyncio.to_thread(gcs_states, [i for i in ids if i])).items():
+                self.counts["restarts"][ids[actor_id]] += restarts  # restarts over the actors' lifetimes
+                self._restarts_seen[actor_id] = restarts
             logger.warning("directory restarted: rebuilt in %.2f s (%d workers, %d room hosts, %d rooms, %d routes)",
                            time.monotonic() - t0, len(self.workers), len(self.hosts), len(self.room_host),
                            len(self.routes))
@@ -160,9 +185,11 @@ class DirectorySupervision:
 
     # ------------------------------------------------------------------ counters and health
     async def record(self, what: str, n: int = 1) -> None:
-        """A room host counts ``mediaResets``, a signaling actor ``roomResets``."""
+        """A room host counts ``mediaResets``, a signaling actor ``roomResets`` (kept in Ray's GCS
+        key-value store too, so a restarted directory keeps counting from there)."""
         if what in ("mediaResets", "roomResets"):
             self.counts[what] += int(n)
+            await asyncio.to_thread(_kv, "put", self.counts)
 
     async def healing(self) -> dict:
         await self._wait_rebuilt()
@@ -294,6 +321,7 @@ class DirectorySupervision:
             routers.pop(worker_id, None)
         logger.error("media worker %s given up (crash loop: %s); its rooms move to the other workers (%d left)",
                      worker_id, why, len(self.workers))
+        await asyncio.to_thread(_kv, "put", self.counts)
         self._tell_hosts("worker_lost", worker_id, f"media worker {worker_id} given up")
 
     async def worker_back(self, worker_id: str, load: dict) -> None:
