@@ -129,10 +129,13 @@ async def start_app(
     media = settings.media.model_dump()
     created: list[Any] = []
     telemetry = actor_options()  # OTEL_* / STUDYROOMS_SPANS_DIR of the driver reach every actor
+    # Ray restarts a killed actor (handles stay valid; actors/supervision.py heals the rest)
+    restarts = dict(max_restarts=settings.server.actor_max_restarts)
+    worker_restarts = dict(max_restarts=settings.server.worker_max_restarts)
     try:
         directory = DirectoryActor.options(
             name=f"{prefix}:directory", get_if_exists=True,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(head.node_id, soft=True),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(head.node_id, soft=True), **restarts,
         ).remote(health_interval_s=health_interval_s, max_rooms=settings.rooms.max_rooms,
                  cpu_limit=settings.rooms.worker_cpu_limit)
         created.append(directory)
@@ -144,7 +147,7 @@ async def start_app(
         for i, (node_id, _port) in enumerate(plan):
             fronts[f"{prefix}:signaling-{i}"] = SignalingActor.options(
                 name=f"{prefix}:signaling-{i}",
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False), **telemetry,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False), **telemetry, **restarts,
             ).remote(settings, f"{prefix}:signaling-{i}", f"{prefix}:directory", factory=server_factory,
                      dev_secret=shared_secret)
             created.append(fronts[f"{prefix}:signaling-{i}"])
@@ -157,6 +160,7 @@ async def start_app(
             options: dict = dict(
                 name=f"{prefix}:media-{slot.index}",
                 scheduling_strategy=NodeAffinitySchedulingStrategy(slot.node_id, soft=False), **telemetry,
+                **worker_restarts,
             )
             if slot.use_resource:
                 options["resources"] = {MEDIA_SLOTS: 1}
@@ -171,7 +175,7 @@ async def start_app(
             hosts[host_id] = RoomHostActor.options(
                 name=f"{prefix}:{host_id}",
                 scheduling_strategy=NodeAffinitySchedulingStrategy(media_nodes[j % len(media_nodes)], soft=False),
-                **telemetry,
+                **telemetry, **restarts,
             ).remote(settings, host_id, f"{prefix}:directory", routes=dict(fronts), factory=service_factory)
             created.append(hosts[host_id])
         handle = AppHandle(prefix, settings.server.host, settings.server.port, directory, signaling,

@@ -22,6 +22,7 @@ from ray.exceptions import ActorDiedError
 from studyrooms.errors import NotFoundError, ResourceExhaustedError
 
 from .hop import call
+from .supervision import DirectorySupervision, actor_id_of
 
 logger = logging.getLogger("studyrooms.actors.directory")
 
@@ -38,6 +39,11 @@ class WorkerEntry:
     load: dict = field(default_factory=dict)
     failures: int = 0
     placed_since_poll: int = 0  # routers placed since the last load report (optimistic)
+    actor_id: str | None = None
+    pid: int | None = None
+    down: bool = False  # dead or restarting: no placement until it answers load() again
+    down_since: float = 0.0
+    incarnation_lost: int = 0  # the highest restart count already handled
 
     @property
     def loop_cpu(self) -> float:
@@ -56,6 +62,9 @@ class HostEntry:
     order: int
     node: str = ""
     rooms: set = field(default_factory=set)
+    actor_id: str | None = None
+    down: bool = False
+    restarts_handled: int = 0
 
 
 @dataclass
@@ -66,9 +75,9 @@ class FrontEntry:
     failures: int = 0
 
 
-class Directory:
+class Directory(DirectorySupervision):
     def __init__(self, *, health_interval_s: float = 2.0, max_failures: int = 2, call_timeout_s: float = 5.0,
-                 max_rooms: int | None = None, cpu_limit: float = 1.0):
+                 max_rooms: int | None = None, cpu_limit: float = 1.0, watch_interval_s: float = 0.25):
         self.max_rooms = max_rooms  # cluster-wide (``rooms.max_rooms``); None: each host counts its own
         self.reserved: dict[str, str] = {}  # roomId -> hostId: the rooms that exist, cluster-wide
         self.fronts: dict[str, FrontEntry] = {}  # route -> signaling front
@@ -86,6 +95,7 @@ class Directory:
         self._last_host_order = -1
         self._health_task: asyncio.Task | None = None
         self.dropped: list[str] = []
+        self._init_supervision(watch_interval_s)
 
     # ------------------------------------------------------------------ registry
     async def register_worker(self, worker_id: str, handle: Any, info: dict | None = None) -> None:
@@ -93,7 +103,8 @@ class Directory:
         self._order += 1
         self.workers[worker_id] = WorkerEntry(worker_id, handle, self._order, node=info.get("node", ""),
                                               load={"workerId": worker_id, "pid": info.get("pid"),
-                                                    "node": info.get("node", ""), "cpu": 0.0})
+                                                    "node": info.get("node", ""), "cpu": 0.0},
+                                              actor_id=actor_id_of(handle), pid=info.get("pid"))
         self._start_health()
 
     async def unregister_worker(self, worker_id: str) -> None:
@@ -101,7 +112,9 @@ class Directory:
 
     async def register_host(self, host_id: str, handle: Any, info: dict | None = None) -> None:
         self._order += 1
-        self.hosts[host_id] = HostEntry(host_id, handle, self._order, node=(info or {}).get("node", ""))
+        self.hosts[host_id] = HostEntry(host_id, handle, self._order, node=(info or {}).get("node", ""),
+                                        actor_id=actor_id_of(handle))
+        self._start_watch()
 
     async def unregister_host(self, host_id: str) -> None:
         entry = self.hosts.pop(host_id, None)
@@ -159,6 +172,7 @@ class Directory:
         return entry.handle
 
     async def worker_handles(self) -> dict[str, Any]:
+        await self._wait_rebuilt()
         return {wid: e.handle for wid, e in self.workers.items()}
 
     async def worker_nodes(self) -> dict[str, str]:
@@ -166,16 +180,19 @@ class Directory:
         return {wid: e.node for wid, e in self.workers.items()}
 
     async def host_handles(self) -> dict[str, Any]:
+        await self._wait_rebuilt()
         return {hid: e.handle for hid, e in self.hosts.items()}
 
     async def ready(self) -> bool:
-        return bool(self.workers) and bool(self.hosts)
+        await self._wait_rebuilt()
+        return any(not w.down for w in self.workers.values()) and bool(self.hosts)
 
     # ------------------------------------------------------------------ rooms -> hosts
     async def host_for_room(self, room_id: str, create: bool = True, join: bool = False) -> tuple[str, Any] | None:
         """The (hostId, handle) serving ``room_id``; assign the least busy host on first use.
 
         ``join``: a join is routed there; the caller calls :meth:`join_finished` when it is over."""
+        await self._wait_rebuilt()
         host_id = self.room_host.get(room_id)
         if host_id is not None and host_id in self.hosts:
             if create and join:
@@ -208,6 +225,7 @@ class Directory:
             await self.room_closed(room_id)
 
     async def any_host(self) -> tuple[str, Any]:
+        await self._wait_rebuilt()
         if not self.hosts:
             raise ResourceExhaustedError("no room host available")
         entry = min(self.hosts.values(), key=lambda h: h.order)
@@ -227,7 +245,8 @@ class Directory:
     async def place_router(self, room_id: str, exclude: tuple | list = (), host_id: str | None = None) -> str:
         """Pick the least-loaded live worker (measured loop CPU, consumers, routers); round robin on
         ties; never one whose loop is busier than ``cpu_limit`` (admission control)."""
-        candidates = [w for w in self.workers.values() if w.worker_id not in set(exclude)]
+        await self._wait_rebuilt()
+        candidates = [w for w in self.workers.values() if w.worker_id not in set(exclude) and not w.down]
         if not candidates:
             raise ResourceExhaustedError("no media worker available")
         candidates = [w for w in candidates if w.loop_cpu < self.cpu_limit]
@@ -279,13 +298,13 @@ class Directory:
         entry.failures = 0
 
     async def worker_failed(self, worker_id: str, reason: str) -> bool:
-        """A call to the worker failed for good (actor died): no placement on it from now on (the
-        room hosts report it at once; the health poll would only notice within its interval).
-        Returns whether it was still placeable."""
-        entry = self.workers.pop(worker_id, None)
-        if entry is None:
+        """A call to the worker failed because its actor died (the room hosts report it at once; the
+        GCS watch and the health poll would notice a moment later): no placement on it until Ray's
+        restart answers again (``worker_lost``). Returns whether it was still placeable."""
+        entry = self.workers.get(worker_id)
+        if entry is None or entry.down:
             return False
-        logger.warning("dropping media worker %s: %s", worker_id, reason)
+        await self.worker_lost(worker_id, f"media worker {worker_id} died: {reason}")
         return True
 
     async def check_health(self) -> list[str]:
@@ -298,12 +317,27 @@ class Directory:
                 load = await call(entry.handle.load.remote(), what=f"worker {entry.worker_id}",
                                   timeout_s=self.call_timeout_s)
             except Exception as exc:  # noqa: BLE001
+                if entry.down:
+                    return  # still restarting
                 entry.failures += 1
                 died = isinstance(exc.__cause__, ActorDiedError)
                 if died or entry.failures >= self.max_failures:
-                    await self.worker_failed(entry.worker_id, str(exc))
+                    logger.warning("media worker %s does not answer: %s", entry.worker_id, exc)
                     dropped.append(entry.worker_id)
+                    if died:
+                        await self.give_up_worker(entry.worker_id, f"{type(exc.__cause__).__name__}")
+                    else:
+                        await self.worker_lost(entry.worker_id, f"media worker {entry.worker_id} stopped answering")
                 return
+            if entry.pid is not None and load.get("pid") not in (None, entry.pid) and not entry.down:
+                # restarted between two watches (or without a GCS answer): its objects are gone
+                await self.worker_lost(entry.worker_id, f"media worker {entry.worker_id} restarted "
+                                       f"(pid {entry.pid} -> {load.get('pid')})")
+            if entry.down:
+                if load.get("started") is False:
+                    return
+                await self.worker_back(entry.worker_id, load)
+            entry.pid = load.get("pid", entry.pid)
             if entry.worker_id in self.workers:
                 placed = entry.placed_since_poll - started_placed  # placed while the poll was in flight
                 await self.report_load(entry.worker_id, load)
@@ -327,12 +361,14 @@ class Directory:
             except Exception as exc:  # noqa: BLE001
                 if isinstance(exc.__cause__, ActorDiedError):
                     logger.warning("dropping room host %s: %s", host.host_id, exc)
+                    await self._host_reset(host.host_id, f"room host {host.host_id} died")
                     await self.unregister_host(host.host_id)
                     dropped.append(host.host_id)
         self.dropped.extend(dropped)
         return dropped
 
     def _start_health(self) -> None:
+        self._start_watch()
         if self._health_task is None and self.health_interval_s > 0:
             try:
                 self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
@@ -350,6 +386,7 @@ class Directory:
 
     # ------------------------------------------------------------------ introspection
     async def loads(self) -> list[dict]:
+        await self._wait_rebuilt()
         out = []
         for entry in sorted(self.workers.values(), key=lambda e: e.order):
             load = dict(entry.load) or {"workerId": entry.worker_id, "node": entry.node}
@@ -373,6 +410,8 @@ class Directory:
             "dropped": list(self.dropped),
             "reserved": dict(self.reserved),
             "fronts": sorted(self.fronts),
+            "down": sorted(w for w, e in self.workers.items() if e.down),
+            "givenUp": list(self.given_up),
         }
 
     async def ping(self) -> float:
@@ -382,8 +421,12 @@ class Directory:
         if self._health_task is not None:
             self._health_task.cancel()
             self._health_task = None
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            self._watch_task = None
 
 
+#: ``max_restarts`` is set by start_app (``server.actor_max_restarts``)
 DIRECTORY_OPTIONS = dict(num_cpus=0, max_restarts=0, max_concurrency=1000)
 DirectoryActor = ray.remote(**DIRECTORY_OPTIONS)(Directory)
 

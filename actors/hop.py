@@ -60,6 +60,25 @@ async def call(ref: Awaitable[Any], *, what: str = "actor", timeout_s: float | N
         raise to_studyrooms_error(exc, what) from exc  # __cause__: the Ray error, for callers that care
 
 
+async def call_restarting(make_ref: Any, *, what: str = "actor", timeout_s: float = DEFAULT_TIMEOUT_S,
+                          retry_s: float = 8.0) -> Any:
+    """:func:`call` of ``make_ref()``, submitted again while the actor is restarting (Ray answers
+    ``ActorUnavailableError`` until the new process is up, design/ray.md §5). Only for calls whose
+    first try cannot have had an effect that survives: the actor's process and state are new."""
+    from ray.exceptions import ActorUnavailableError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + retry_s
+    while True:
+        try:
+            return await call(make_ref(), what=what, timeout_s=timeout_s)
+        except StudyRoomsError as exc:
+            if not isinstance(exc.__cause__, ActorUnavailableError) or loop.time() > deadline:
+                raise
+            logger.info("%s is restarting: trying again", what)
+            await asyncio.sleep(0.2)
+
+
 def _as_future(ref: Any) -> Any:
     if isinstance(ref, ray.ObjectRef):
         return asyncio.wrap_future(ref.future())  # wait_for can cancel a future, not an ObjectRef

@@ -78,10 +78,29 @@ class MediaWorker:
         self.closed = False
         self._pending_events: set[asyncio.Task] = set()
         self._proc: Any = None
+        self._starting: asyncio.Lock | None = None
+        from .supervision import call_self_later, was_restarted
+
+        #: Ray re-created this actor after its process died: every router, transport, producer and
+        #: consumer of the previous process is gone; the Worker starts again by itself
+        self.restarted = was_restarted()
+        if self.restarted:
+            logger.warning("media worker %s restarted (pid %d): starting a fresh Worker", worker_id, os.getpid())
+            call_self_later("start")
 
     async def start(self) -> dict:
-        if self.worker is not None:
-            return await self.info()
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self.worker is None and not self.closed:
+                await self._start()
+        return await self.info()
+
+    async def _ensure_started(self) -> None:
+        if self.worker is None and self.restarted and not self.closed:
+            await self.start()
+
+    async def _start(self) -> None:
         if self.pin_cpu and hasattr(os, "sched_setaffinity"):
             cpus = sorted(os.sched_getaffinity(0))
             os.sched_setaffinity(0, {cpus[self.index % len(cpus)]})
@@ -101,18 +120,19 @@ class MediaWorker:
             self._proc.cpu_percent(None)  # prime the counter
         except Exception:  # noqa: BLE001
             self._proc = None
-        return await self.info()
 
     async def info(self) -> dict:
         loop = type(asyncio.get_running_loop())
         return {"workerId": self.worker_id, "pid": os.getpid(), "node": self.node, "index": self.index,
-                "loop": f"{loop.__module__}.{loop.__name__}"}
+                "loop": f"{loop.__module__}.{loop.__name__}", "restarted": self.restarted,
+                "started": self.worker is not None}
 
     async def ping(self) -> str:
         return self.worker_id
 
     # ------------------------------------------------------------------ control API
     async def request(self, method: str, data: dict | None = None, owner: Any = None) -> dict:
+        await self._ensure_started()
         if self.closed or self.channel is None:
             raise InvalidStateError(f"media worker {self.worker_id} is {'closed' if self.closed else 'not started'}")
         data = dict(data or {})
@@ -155,6 +175,7 @@ class MediaWorker:
 
     # ------------------------------------------------------------------ load and lifecycle
     async def load(self) -> dict:
+        await self._ensure_started()
         stats: dict = {}
         if self.worker is not None:
             try:
@@ -176,7 +197,27 @@ class MediaWorker:
             "loopCpu": float(stats.get("loopCpu", 0.0)),  # admission control (studyrooms.sfu.loop_load)
             "loopLagMs": float(stats.get("loopLagMs", 0.0)),
             "closed": self.closed,
+            "started": self.worker is not None,
         }
+
+    async def close_routers_of(self, owner: Any) -> int:
+        """Close every router registered by ``owner`` (a room host that restarted: the routers of
+        its previous process have no room any more). Returns how many were closed."""
+        from .supervision import actor_id_of
+
+        if self.channel is None:
+            return 0
+        wanted = actor_id_of(owner)
+        stale = [rid for rid, o in list(self.owners.items()) if wanted is not None and actor_id_of(o) == wanted]
+        for router_id in stale:
+            self.owners.pop(router_id, None)
+            try:
+                await self.channel.request("close_router", {"routerId": router_id})
+            except Exception as exc:  # noqa: BLE001 - already closed
+                logger.debug("close_router %s: %r", router_id, exc)
+        if stale:
+            logger.warning("media worker %s: closed %d router(s) of a restarted room host", self.worker_id, len(stale))
+        return len(stale)
 
     async def telemetry(self) -> dict:
         """Counters for the metrics endpoint (actors/telemetry.py: summed per scrape, not per packet)."""
@@ -205,5 +246,6 @@ class MediaWorker:
 
 
 #: ``num_cpus=0`` + one ``media_slots`` (design/ray.md P7: a custom resource alone reserves a CPU).
+#: ``max_restarts`` is set by start_app (``server.worker_max_restarts``; then Ray gives up: crash loop)
 MEDIA_WORKER_OPTIONS = dict(num_cpus=0, max_restarts=0, max_concurrency=1000)
 MediaWorkerActor = ray.remote(**MEDIA_WORKER_OPTIONS)(MediaWorker)

@@ -158,19 +158,48 @@ class RoomHost:
         self.service: Any = None
         self.directory_port: RayDirectoryPort | None = None
         self.node = node_name()
+        self.media_resets = 0
+        self._starting: asyncio.Lock | None = None
+        from .supervision import call_self_later, was_restarted
+
+        #: Ray re-created this host after its process died: its rooms are gone (the directory tells
+        #: the signaling actors, which send room-reset); it starts again by itself
+        self.restarted = was_restarted()
+        if self.restarted:
+            logger.warning("room host %s restarted: starting again", host_id)
+            call_self_later("start")
 
     async def start(self) -> dict:
-        if self.service is None:
-            directory = await asyncio.to_thread(ray.get_actor, self.directory_name)
-            try:
-                me = ray.get_runtime_context().current_actor
-            except Exception:  # noqa: BLE001 - used outside an actor (tests)
-                me = None
-            self.directory_port = RayDirectoryPort(directory, self.host_id, owner=me)
-            await self.directory_port.refresh()
-            self.notifier = RayNotifierPort(self.routes)
-            self.service = resolve(self.factory)(self.settings, self.directory_port, self.notifier, self.host_id)
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self.service is None:
+                await self._start()
         return {"hostId": self.host_id, "node": self.node}
+
+    async def _ensure_started(self) -> None:
+        if self.service is None and self.restarted:
+            await self.start()
+
+    async def _start(self) -> None:
+        directory = await asyncio.to_thread(ray.get_actor, self.directory_name)
+        try:
+            me = ray.get_runtime_context().current_actor
+        except Exception:  # noqa: BLE001 - used outside an actor (tests)
+            me = None
+        self.directory_port = RayDirectoryPort(directory, self.host_id, owner=me)
+        await self.directory_port.refresh()
+        self.notifier = RayNotifierPort(self.routes)
+        self.service = resolve(self.factory)(self.settings, self.directory_port, self.notifier, self.host_id)
+        if self.restarted and me is not None:  # the routers of the previous process have no room now
+            await asyncio.gather(*(self._close_stale_routers(port, me)
+                                   for port in self.directory_port.ports.values()))
+
+    async def _close_stale_routers(self, port: "RayWorkerPort", me: Any) -> None:
+        try:
+            await call(port.handle.close_routers_of.remote(me), what=f"media worker {port.worker_id}", timeout_s=10)
+        except Exception as exc:  # noqa: BLE001 - a dead worker lost them anyway
+            logger.warning("room host %s: stale routers on %s not closed: %r", self.host_id, port.worker_id, exc)
 
     async def add_route(self, route: str, handle: Any) -> None:
         self.routes[route] = handle
@@ -182,10 +211,12 @@ class RoomHost:
 
     async def request(self, session: dict, method: str, data: dict) -> tuple[Any, dict]:
         """Returns ``(result, session)``: the session as the service left it (it may annotate it)."""
+        await self._ensure_started()
         result = await self.service.request(session, method, data)
         return result, session
 
     async def disconnect(self, session: dict) -> dict:
+        await self._ensure_started()
         await self.service.disconnect(session)
         return session
 
@@ -196,6 +227,31 @@ class RoomHost:
     async def on_worker_event(self, name: str, data: dict) -> None:
         if self.service is not None:
             await self.service.on_worker_event(name, data)
+
+    # ------------------------------------------------------------------ healing
+    async def worker_lost(self, worker_id: str, reason: str) -> int:
+        """From the directory: a media worker died; the rooms with a router there heal."""
+        await self._ensure_started()
+        if self.service is None:
+            return 0
+        reset = await self.service.worker_lost(worker_id, reason)
+        if reset:
+            self.media_resets += reset
+            try:
+                await call(self.directory_port.directory.record.remote("mediaResets", reset), what="directory")
+            except Exception:  # noqa: BLE001 - a counter
+                logger.debug("mediaResets not recorded", exc_info=True)
+        return reset
+
+    async def forget_route(self, route: str) -> int:
+        """From a restarted signaling actor: its old sockets' participants leave."""
+        await self._ensure_started()
+        return await self.service.forget_route(route) if self.service is not None else 0
+
+    async def rooms_held(self) -> dict:
+        await self._ensure_started()
+        rooms = self.service.rooms_held() if self.service is not None else {}
+        return {"hostId": self.host_id, "node": self.node, "rooms": rooms}
 
     async def list_rooms(self) -> Any:
         return await _value(self.service.list_rooms()) if self.service else []
@@ -217,5 +273,6 @@ async def _value(value: Any) -> Any:
     return await value if asyncio.iscoroutine(value) else value
 
 
+#: ``max_restarts`` is set by start_app (``server.actor_max_restarts``)
 ROOM_HOST_OPTIONS = dict(num_cpus=0, max_restarts=0, max_concurrency=1000)
 RoomHostActor = ray.remote(**ROOM_HOST_OPTIONS)(RoomHost)

@@ -9,13 +9,14 @@ remembers it per socket, and calls that host. RoomHosts push notifications with 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from typing import Any, Callable
 
 import ray
 
-from .hop import call
+from .hop import call, call_restarting
 from .media_worker import node_name, resolve
 
 logger = logging.getLogger("studyrooms.actors.signaling")
@@ -77,8 +78,8 @@ class RayRoomsPort:
         if joining:
             self.by_sid[sid] = host  # before the call: a disconnect racing the join finds the host
         try:
-            result, new_session = await call(host[1].request.remote(session, method, data),
-                                             what=f"room host {host[0]}", timeout_s=self.timeout_s)
+            result, new_session = await call_restarting(lambda: host[1].request.remote(session, method, data),
+                                                        what=f"room host {host[0]}", timeout_s=self.timeout_s)
         except BaseException:
             if joining and self.by_sid.get(sid) is host:
                 del self.by_sid[sid]
@@ -141,6 +142,20 @@ class RayRoomsPort:
         except Exception:  # noqa: BLE001
             return False
 
+    async def health(self) -> dict:
+        """``{"status": "ok" | "degraded", "reasons": [...]}`` for ``/healthz``."""
+        try:
+            return await call(self.directory.health.remote(), what="directory", timeout_s=3.0)
+        except Exception as exc:  # noqa: BLE001
+            return {"status": "degraded", "reasons": [f"directory unavailable ({getattr(exc, 'message', exc)})"]}
+
+    def sids_on_host(self, host_id: str) -> list[str]:
+        """Forget (and return) the sockets whose room was on ``host_id``."""
+        sids = [sid for sid, (hid, _) in self.by_sid.items() if hid == host_id]
+        for sid in sids:
+            del self.by_sid[sid]
+        return sids
+
 
 def _merge(session: dict, new_session: Any) -> None:
     """Keep annotations the room layer made on its (pickled) copy of the session."""
@@ -160,13 +175,77 @@ class Signaling:
         self.rooms: RayRoomsPort | None = None
         self.port: int | None = None
         self.node = node_name()
+        self.room_resets = 0
+        from .supervision import call_self_later, was_restarted
+
+        #: Ray re-created this actor after its process died: every socket is gone; it listens again
+        #: on the same address by itself (clients reconnect and join again)
+        self.restarted = was_restarted()
+        if self.restarted:
+            logger.warning("signaling %s restarted: listening again", route)
+            call_self_later("restart")
+
+    def _kv_key(self) -> bytes:
+        return f"studyrooms-listen:{self.route}".encode()
+
+    async def restart(self) -> int | None:
+        """After a restart: the participants of the old sockets leave their rooms, then listen on
+        the address the previous process had (kept in Ray's GCS key-value store)."""
+        from ray.experimental import internal_kv
+
+        raw = await asyncio.to_thread(internal_kv._internal_kv_get, self._kv_key())
+        if not raw:
+            logger.error("signaling %s restarted but its listen address is unknown", self.route)
+            return None
+        where = json.loads(raw)
+        directory = await asyncio.to_thread(ray.get_actor, self.directory_name)
+        try:
+            hosts = await call(directory.host_handles.remote(), what="directory", timeout_s=15)
+            left = await asyncio.gather(*(call(h.forget_route.remote(self.route), what=f"room host {hid}", timeout_s=15)
+                                          for hid, h in hosts.items()), return_exceptions=True)
+            logger.warning("signaling %s: %d participant(s) of the old sockets left their rooms", self.route,
+                           sum(n for n in left if isinstance(n, int)))
+        except Exception:  # noqa: BLE001 - listen anyway: clients must be able to come back
+            logger.exception("signaling %s: old participants not cleared", self.route)
+        self._dev_secret = where.get("devSecret")  # tokens issued before the restart stay valid
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            try:
+                return await self.start(where["host"], where["port"])
+            except OSError as exc:  # the old socket may linger for a moment
+                if asyncio.get_running_loop().time() > deadline:
+                    logger.error("signaling %s cannot listen on %s:%s again: %s", self.route, where["host"],
+                                 where["port"], exc)
+                    raise
+                self.server = None
+                await asyncio.sleep(0.2)
+
+    async def host_reset(self, host_id: str, reason: str) -> int:
+        """From the directory: room host ``host_id`` restarted and lost its rooms; the sockets that
+        were in them get ``room-reset`` (they join again)."""
+        if self.rooms is None or self.server is None:
+            return 0
+        sids = self.rooms.sids_on_host(host_id)
+        for sid in sids:
+            await self.server.room_reset(sid, reason)
+        if sids:
+            self.room_resets += len(sids)
+            logger.warning("signaling %s: room-reset to %d socket(s) (%s)", self.route, len(sids), reason)
+            try:
+                await call(self.rooms.directory.record.remote("roomResets", len(sids)), what="directory")
+            except Exception:  # noqa: BLE001 - a counter
+                logger.debug("roomResets not recorded", exc_info=True)
+        return len(sids)
 
     async def start(self, host: str, port: int) -> int:
         """Bind the HTTP/Socket.IO server; returns the bound port (``port=0``: any free one)."""
         if self.server is None:
             directory = await asyncio.to_thread(ray.get_actor, self.directory_name)
             self.rooms = RayRoomsPort(directory)
-            extra = {"dev_secret": self.dev_secret} if self.dev_secret else {}
+            # the fronts' shared development secret; after a restart the one the previous incarnation
+            # used (tokens issued before the restart stay valid)
+            secret = getattr(self, "_dev_secret", None) or self.dev_secret
+            extra = {"dev_secret": secret} if secret else {}
             self.server = resolve(self.factory)(self.settings, self.rooms, self.route, **extra)
             from .telemetry import MetricsHub, ray_source, setup_actor_telemetry
 
@@ -174,7 +253,23 @@ class Signaling:
                 MetricsHub.get().add_source(self.route, ray_source(directory))
                 self.server.metrics_provider = MetricsHub.get().render
             self.port = await self.server.start(host, port)
+            await self._remember(host, directory)
         return self.port
+
+    async def _remember(self, host: str, directory: Any) -> None:
+        """Keep the bound address (a restarted process listens there again) and register with the
+        directory (it watches this actor)."""
+        from ray.experimental import internal_kv
+
+        try:
+            where: dict = {"host": host, "port": self.port}
+            if getattr(self.server, "dev_mode", False):  # loopback-only development mode
+                where["devSecret"] = self.server._secret
+            await asyncio.to_thread(internal_kv._internal_kv_put, self._kv_key(), json.dumps(where).encode(), True)
+            me = ray.get_runtime_context().current_actor
+            await call(directory.register_route.remote(self.route, me), what="directory", timeout_s=10)
+        except Exception:  # noqa: BLE001 - outside an actor (tests) or no directory: no healing
+            logger.warning("signaling %s: restart data not kept", self.route, exc_info=True)
 
     async def deliver(self, sid: str, event: str, data: dict) -> None:
         if self.server is not None:
@@ -192,5 +287,6 @@ class Signaling:
             await server.stop()
 
 
+#: ``max_restarts`` is set by start_app (``server.actor_max_restarts``)
 SIGNALING_OPTIONS = dict(num_cpus=0, max_restarts=0, max_concurrency=1000)
 SignalingActor = ray.remote(**SIGNALING_OPTIONS)(Signaling)

@@ -380,6 +380,14 @@ class MetricsHub:
         counter("studyrooms.rtp.packets.lost", [self._directional("lost_in", "lost_out")],
                 description="packets lost: in = missing from producers' streams (seen by the SFU), "
                             "out = reported lost by consumers' receiver reports")
+        # healing (actors/supervision.py): restarts seen by the directory, resets sent to clients
+        counter("studyrooms.actor.restarts", [self._restarts], description="actor restarts after a crash, by kind")
+        counter("studyrooms.media.resets", [self._healing("mediaResets")],
+                description="media-reset notifications (participants whose media worker died)")
+        counter("studyrooms.room.resets", [self._healing("roomResets")],
+                description="room-reset notifications (sockets whose room host restarted)")
+        gauge("studyrooms.workers.given_up", [self._healing("workersGivenUp")],
+              description="media workers given up after too many restarts (crash loop)")
 
     @classmethod
     def get(cls) -> "MetricsHub":
@@ -412,6 +420,23 @@ class MetricsHub:
         return await asyncio.to_thread(generate_latest, REGISTRY), CONTENT_TYPE_LATEST
 
     # --- callbacks (read the last snapshots; never block) ---
+    def _healing_snapshots(self) -> list[dict]:
+        return [snap["healing"] for snap in list(self.snapshots.values()) if isinstance(snap.get("healing"), dict)]
+
+    def _restarts(self, options: CallbackOptions) -> list[Observation]:
+        totals: dict[str, int] = {}
+        for healing in self._healing_snapshots():
+            for kind, n in (healing.get("restarts") or {}).items():
+                totals[kind] = totals.get(kind, 0) + int(n or 0)
+        return [Observation(n, {"kind": kind}) for kind, n in sorted(totals.items())]
+
+    def _healing(self, key: str) -> Callable[[CallbackOptions], list[Observation]]:
+        def callback(options: CallbackOptions) -> list[Observation]:
+            snaps = self._healing_snapshots()
+            return [Observation(sum(int(h.get(key, 0) or 0) for h in snaps))] if snaps else []
+
+        return callback
+
     def _all_workers(self) -> list[dict]:
         out = []
         for snap in list(self.snapshots.values()):
@@ -511,7 +536,11 @@ def ray_source(directory: Any, timeout_s: float = 5.0) -> Source:
         for part in hosts:
             if isinstance(part, dict):
                 rooms.extend(part.get("rooms", []))
-        return {"workers": [w for w in workers if isinstance(w, dict)], "rooms": rooms}
+        out = {"workers": [w for w in workers if isinstance(w, dict)], "rooms": rooms}
+        healing = await safe(directory.healing.remote(), "directory")
+        if isinstance(healing, dict):
+            out["healing"] = healing
+        return out
 
     return snapshot
 

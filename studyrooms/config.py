@@ -114,6 +114,10 @@ class ServerSettings(_Model):
     # signaling fronts (HTTP + Socket.IO, each on `port` of its node): default one per node advertising
     # the `signaling` Ray resource (the head when none does); more than nodes: the k-th on a node binds port + k
     signaling_fronts: int | None = Field(None, ge=1, le=64)
+    #: Ray restarts a dead media worker this many times, then gives up on it (crash loop; its rooms move)
+    worker_max_restarts: int = Field(3, ge=0)
+    #: restarts of the room hosts, the directory and the signaling actor (-1: no limit)
+    actor_max_restarts: int = Field(-1, ge=-1)
     ray_address: str | None = None
     web_root: str | None = None
     # engine.io heartbeat: a client that misses a pong for ping_timeout_s after a ping (sent every

@@ -188,6 +188,18 @@ class ForwardingChanged(OutModel):
 
     video: list[str]
     on_stage: list[str]
+class MediaReset(OutModel):
+    """This participant's transports, producers and consumers on the server are gone (e.g. their
+    media worker died); membership stays. ``producers``: what to consume on the new transports."""
+
+    reason: str
+    producers: list[ProducerInfo]
+
+
+class RoomReset(OutModel):
+    """The room's state was lost (e.g. its room host restarted): join again with ``join-room``."""
+
+    reason: str
 
 
 class ErrorEvent(OutModel):
@@ -210,4 +222,6 @@ NOTIFICATIONS: dict[str, type[OutModel]] = {
     "active-speaker": ActiveSpeaker,
     "consumer-layers-changed": ConsumerLayersChanged,
     "forwarding-changed": ForwardingChanged,
+    "media-reset": MediaReset,
+    "room-reset": RoomReset,
 }

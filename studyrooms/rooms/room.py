@@ -50,6 +50,7 @@ from .forwarding import RoomForwarding
 from .outbox import Notification, OutboxLock, send_in_order
 from .participant import Participant
 from .ports import DirectoryPort, NotifierPort, WorkerPort
+from .recovery import RoomRecovery
 
 logger = logging.getLogger("studyrooms.room")
 
@@ -60,7 +61,7 @@ BUDGET_TOLERANCE = 1.1
 PLACEMENT_ATTEMPTS = 3
 
 
-class Room:
+class Room(RoomRecovery):
     def __init__(
         self,
         room_id: str,

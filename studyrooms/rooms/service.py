@@ -254,6 +254,41 @@ class RoomService:
                 return
         logger.debug("worker event %s for no room of this host: %r", name, data)
 
+    # --- healing (docs/protocol.md "Healing") ---------------------------------------------------
+
+    async def worker_lost(self, worker_id: str, reason: str) -> int:
+        """A media worker died: every room with a router there heals (``media-reset`` to the
+        participants whose media was there). Returns how many participants were reset."""
+        rooms = [room for room in list(self.rooms.values()) if worker_id in room.routers]
+        results = await asyncio.gather(*(room.recover_worker(worker_id, reason) for room in rooms),
+                                       return_exceptions=True)
+        total = 0
+        for room, result in zip(rooms, results):
+            if isinstance(result, BaseException):
+                logger.error("room %s: healing after the loss of %s failed", room.id, worker_id, exc_info=result)
+            else:
+                total += result
+        return total
+
+    async def forget_route(self, route: str) -> int:
+        """The signaling server ``route`` restarted: its sockets are gone, so their participants
+        leave (others get producer-closed / participant-left). Returns how many left."""
+        keys = [key for key in list(self._by_sid) if key[0] == route]
+        for key in keys:
+            self._limiters.pop(key, None)
+            try:
+                await self._leave(key)
+            except Exception:  # noqa: BLE001 - the others must still go
+                logger.exception("leave of %s after the restart of %s failed", key[1], route)
+        if keys:
+            logger.warning("signaling %s restarted: %d participant(s) of its old sockets left their rooms",
+                           route, len(keys))
+        return len(keys)
+
+    def rooms_held(self) -> dict:
+        """``{roomId: [workerIds]}`` of the open rooms (a restarted directory rebuilds from it)."""
+        return {room.id: sorted(room.routers) for room in self.rooms.values() if not room.closed}
+
     # --- introspection --------------------------------------------------------------------------
 
     def list_rooms(self) -> list[dict]:

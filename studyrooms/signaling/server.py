@@ -342,6 +342,15 @@ class SignalingServer:
         if sid in self._sessions:
             await self._emit(event, data, sid)
 
+    async def room_reset(self, sid: str, reason: str) -> None:
+        """The socket's room was lost on the server: forget it and tell the client to join again."""
+        session = self._sessions.get(sid)
+        if session is None:
+            return
+        session.pop("roomId", None)
+        session.pop("participantId", None)
+        await self._emit("room-reset", {"reason": reason}, sid)
+
     @property
     def connected_sids(self) -> list[str]:
         return list(self._sessions)
@@ -349,6 +358,17 @@ class SignalingServer:
     # --- HTTP -----------------------------------------------------------------------------------
 
     async def _healthz(self, request: web.Request) -> web.Response:
+        health = getattr(self.rooms, "health", None)
+        if health is not None and not self._stopping:  # actors: ok, or degraded with the reasons
+            try:
+                report = dict(await health())
+            except Exception as exc:  # noqa: BLE001
+                report = {"status": "degraded", "reasons": [f"rooms unavailable: {exc}"]}
+            reasons = [str(r) for r in report.get("reasons") or []]
+            if report.get("status") == "ok":
+                return web.json_response({**report, "status": "ok"})
+            logger.warning("healthz: degraded: %s", "; ".join(reasons))
+            return web.json_response({**report, "status": "degraded", "reason": "; ".join(reasons)}, status=503)
         try:
             ready = bool(await self.rooms.ready())
         except Exception:  # noqa: BLE001

@@ -148,6 +148,7 @@ def test_registry_matches_the_protocol_table():
         "participant-joined", "participant-left", "new-producer", "producer-closed", "consumer-closed",
         "consumer-paused", "consumer-resumed", "recommend-audio-only", "active-speaker", "consumer-layers-changed",
         "forwarding-changed",
+        "media-reset", "room-reset",
     }
     assert set(ERROR_CODES) == set(WIRE_CODES)
 
@@ -300,3 +301,12 @@ def test_validation_errors_read_as_words(event, payload, expected):
         parse_request(event, payload)
     assert info.value.message == expected
     assert "should" not in info.value.message and "Input" not in info.value.message
+def test_healing_notifications_have_the_contract_shapes():
+    from studyrooms.protocol import messages as m
+
+    producer = m.ProducerInfo(producer_id="p1", participant_id="a", kind="video", source="camera")
+    assert m.MediaReset(reason="media worker worker-0 died", producers=[producer]).wire() == {
+        "reason": "media worker worker-0 died",
+        "producers": [{"producerId": "p1", "participantId": "a", "kind": "video", "source": "camera"}],
+    }
+    assert m.RoomReset(reason="room host restarted").wire() == {"reason": "room host restarted"}

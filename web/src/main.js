@@ -20,7 +20,13 @@ const client = new RoomClient({
   connect: (token) => new Signaling(io(window.location.origin, {
     auth: { token },
     transports: ['websocket', 'polling'],
-    reconnection: false, // a new socket is a new participant: we rejoin explicitly instead
+    // A lost connection (server restarting, network blip) is retried by socket.io; the client then
+    // joins the room again with the same token (RoomClient heals). After the last attempt the page
+    // says the server is lost and offers Rejoin.
+    reconnection: true,
+    reconnectionAttempts: 20,
+    reconnectionDelay: 300,
+    reconnectionDelayMax: 2000,
   })),
   createDevice: () => new Device(),
   forceRelay: params.get('relay') === '1', // media only through TURN (docs/deployment.md)
@@ -32,6 +38,7 @@ function scheduleRender() {
   renderQueued = true;
   queueMicrotask(() => {
     renderQueued = false;
+    $('reconnecting').hidden = !(client.joined && client.reconnecting);
     if (client.joined) renderRoom(client);
   });
 }
@@ -55,6 +62,7 @@ client.on('disconnected', ({ reason }) => {
   });
   toLobby();
 });
+client.on('reconnecting', scheduleRender);
 
 let lastJoin = null;
 

@@ -75,6 +75,8 @@ export class RoomClient extends Emitter {
     this.simulcast = true;
     this._consuming = new Set(); // producerIds being consumed
     this._leaving = false;
+    this.reconnecting = false; // healing in progress (media-reset, room-reset, socket reconnection)
+    this._healing = Promise.resolve();
   }
 
   // ------------------------------------------------------------------ join / leave
@@ -181,11 +183,114 @@ export class RoomClient extends Emitter {
     // last-N: the participants whose video the server forwards to us (layout.js shows the rest as avatars)
     on('forwarding-changed', (data) => { this.forwarding = data; this.emit('change'); });
     on('error', ({ event, code, message }) => console.warn('server error event', event, code, message));
+    on('media-reset', ({ reason, producers }) => this._heal(() => this._resetMedia(producers || []), `media-reset: ${reason}`));
+    on('room-reset', ({ reason }) => this._heal(() => this._rejoin(), `room-reset: ${reason}`));
     signaling.on('disconnect', (reason) => {
       if (this._leaving || (!this.joined && !this.joining)) return;
-      this.emit('disconnected', { reason });
-      this._teardown().then(() => this.emit('change'));
+      const manager = signaling.socket.io;
+      const willReconnect = signaling.socket.active
+        && !(manager && typeof manager.reconnection === 'function' && !manager.reconnection());
+      if (this.joined && willReconnect) { // socket.io reconnects by itself: then we join again
+        this.reconnecting = true;
+        this.emit('reconnecting', { reason });
+        this.emit('change');
+        return;
+      }
+      this._lost(reason);
     });
+    signaling.on('connect', () => {
+      if (this.joined && this.reconnecting && !this._leaving) this._heal(() => this._rejoin(), 'reconnected');
+    });
+    if (signaling.socket.io && typeof signaling.socket.io.on === 'function') {
+      signaling.socket.io.on('reconnect_failed', () => { if (this.joined && !this._leaving) this._lost('the server is unreachable'); });
+    }
+  }
+
+  _lost(reason) {
+    this.emit('disconnected', { reason });
+    this._teardown().then(() => this.emit('change'));
+  }
+
+  // ------------------------------------------------------------------ healing (docs/protocol.md "Healing")
+
+  /** Run one healing step after the previous one; the "reconnecting" indicator shows meanwhile. */
+  _heal(step, why) {
+    console.info('healing:', why);
+    this.reconnecting = true;
+    this.emit('change');
+    this._healing = this._healing.then(step).catch((err) => {
+      if (this.joined) this._error(err, `reconnect (${why})`);
+    }).finally(() => {
+      if (this.signaling && this.signaling.socket.connected) this.reconnecting = false;
+      this.emit('change');
+    });
+    return this._healing;
+  }
+
+  /** After room-reset or a socket reconnection: join-room again (same token), then reset media. */
+  async _rejoin() {
+    if (!this.joined || !this.signaling) return;
+    const joinData = await this.signaling.request('join-room', { roomId: this.roomId, displayName: this.displayName });
+    this.participantId = joinData.participantId;
+    this.participants = new Map();
+    for (const p of joinData.participants || []) {
+      if (p.participantId !== this.participantId) this.participants.set(p.participantId, { ...p });
+    }
+    await this._resetMedia((joinData.producers || []).filter((p) => p.participantId !== this.participantId));
+  }
+
+  /**
+   * media-reset: the server's transports, producers and consumers of ours are gone. Close ours
+   * (keeping the local tracks), create new transports, publish again with the same on/off state,
+   * consume `producers` (and later new-producer).
+   */
+  async _resetMedia(producers) {
+    if (!this.joined || !this.signaling) return;
+    const kept = {};
+    for (const source of Object.keys(this.producers)) {
+      const producer = this.producers[source];
+      if (producer && producer.track && producer.track.readyState === 'live') {
+        kept[source] = { track: producer.track, paused: producer.paused };
+      }
+      this.producers[source] = null;
+    }
+    for (const { consumer } of this.consumers.values()) { try { consumer.close(); } catch { /* closed */ } }
+    this.consumers.clear();
+    const [oldSend, oldRecv] = [this.sendTransport, this.recvTransport];
+    this.sendTransport = null;
+    this.recvTransport = null;
+    for (const t of [oldSend, oldRecv]) { if (t) { try { t.close(); } catch { /* closed */ } } }
+    this.remoteProducers = new Map();
+    for (const p of producers) this._addRemoteProducer(p);
+    this.emit('change');
+    const [sendParams, recvParams] = await Promise.all([
+      this.signaling.request('create-transport', { direction: 'send' }),
+      this.signaling.request('create-transport', { direction: 'recv' }),
+    ]);
+    const send = this.device.createSendTransport(transportOptions(sendParams));
+    const recv = this.device.createRecvTransport(transportOptions(recvParams));
+    this._wireTransport(send, 'send');
+    this._wireTransport(recv, 'recv');
+    send.on('produce', ({ kind, rtpParameters, appData }, callback, errback) => {
+      this.signaling
+        .request('produce', { transportId: send.id, kind, rtpParameters, appData: { source: appData.source } })
+        .then(({ producerId }) => callback({ id: producerId }), errback);
+    });
+    this.sendTransport = send;
+    this.recvTransport = recv;
+    await Promise.all([...this.remoteProducers.values()].map((p) => this._consume(p)));
+    if (kept.mic) await this._produceMic(kept.mic.track);
+    if (kept.camera) await this._produceCamera(kept.camera.track);
+    if (kept.screen) {
+      const stream = this.localStreams.screen;
+      this.localStreams.screen = null;
+      await this.startScreenShare(kept.screen.track);
+      if (!this.producers.screen) stopStream(stream);
+    }
+    for (const source of ['mic', 'camera']) { // keep a muted mic muted, a paused camera paused
+      if (kept[source] && kept[source].paused && this.producers[source]) await this._setProducerPaused(this.producers[source], true);
+    }
+    this.emit('change');
   }
 
   _onRecommendAudioOnly({ participantCount, threshold }) {
@@ -585,6 +690,7 @@ export class RoomClient extends Emitter {
       },
       incomingVideo: this.incomingVideo,
       recommendAudioOnly: this.recommendAudioOnly,
+      reconnecting: this.reconnecting,
       tiles,
     };
   }

@@ -227,15 +227,75 @@ test('denied camera and microphone: joined, nothing published, a media-denied er
   await client.leave();
 });
 
-test('a dropped connection tears the room down and says so', async () => {
+test('a connection that will not come back tears the room down and says so', async () => {
   const server = new FakeServer({ participants: [bob], producers: [bobMic] });
   const { client, socket } = makeClient(server);
   await client.join({ roomId: 'r1', displayName: 'Ann', token: 't' });
   const lost = new Promise((resolve) => client.on('disconnected', resolve));
   socket.connected = false;
-  socket.fire('disconnect', 'transport close');
-  assert.deepEqual(await lost, { reason: 'transport close' });
+  socket.active = false; // socket.io will not reconnect (e.g. the server closed the socket)
+  socket.fire('disconnect', 'io server disconnect');
+  assert.deepEqual(await lost, { reason: 'io server disconnect' });
   await tick(10);
   assert.equal(client.joined, false);
   assert.equal(client.consumers.size, 0);
+});
+
+test('media-reset: new transports, the same tracks published again (a muted mic stays muted), listed producers consumed', async () => {
+  const server = new FakeServer({ participants: [bob], producers: [bobMic] });
+  const { client, socket, errors } = makeClient(server);
+  await client.join({ roomId: 'r1', displayName: 'Ann', token: 't' });
+  await tick(10);
+  await client.toggleMic(); // mute
+  const micTrack = client.producers.mic.track;
+  const oldSend = client.sendTransport.id;
+  const before = server.calls.length;
+  server.producers = [bobCam]; // Bob's mic was on the dead worker; his camera was not
+  socket.fire('media-reset', { reason: 'media worker worker-0 died', producers: [bobCam] });
+  assert.equal(client.snapshot().reconnecting, true);
+  await client._healing;
+  await tick(10);
+  assert.deepEqual(errors, []);
+  const after = server.calls.slice(before).map(([e]) => e);
+  assert.equal(after.filter((e) => e === 'create-transport').length, 2);
+  assert.equal(after.includes('join-room'), false, 'membership is kept: no join-room');
+  assert.notEqual(client.sendTransport.id, oldSend);
+  const produced = server.calls.slice(before).filter(([e]) => e === 'produce').map(([, p]) => p.appData.source).sort();
+  assert.deepEqual(produced, ['camera', 'mic']);
+  assert.equal(client.producers.mic.track, micTrack, 'the same microphone track');
+  assert.equal(client.producers.mic.paused, true, 'a muted mic stays muted');
+  assert.ok(after.includes('pause-producer'));
+  assert.deepEqual(server.calls.slice(before).filter(([e]) => e === 'consume').map(([, p]) => p.producerId), ['bob-cam']);
+  const snap = client.snapshot();
+  assert.equal(snap.reconnecting, false);
+  assert.deepEqual(snap.consumers.map((c) => c.producerId), ['bob-cam']);
+  await client.leave();
+});
+
+test('room-reset and a socket reconnection: join-room again with the same socket and token, no teardown', async () => {
+  const server = new FakeServer({ participants: [bob], producers: [bobMic] });
+  const { client, socket, errors } = makeClient(server);
+  const lost = [];
+  client.on('disconnected', (e) => lost.push(e));
+  await client.join({ roomId: 'r1', displayName: 'Ann', token: 't' });
+  await tick(10);
+  socket.fire('room-reset', { reason: 'room host restarted' });
+  await client._healing;
+  assert.equal(server.payloads('join-room').length, 2);
+  socket.connected = false; // socket.io keeps `active` and reconnects by itself
+  socket.fire('disconnect', 'transport close');
+  assert.equal(client.joined, true);
+  assert.equal(client.snapshot().reconnecting, true);
+  socket.connected = true;
+  socket.fire('connect');
+  await tick(0);
+  await client._healing;
+  await tick(10);
+  assert.equal(server.payloads('join-room').length, 3);
+  assert.deepEqual(server.payloads('join-room')[2], { roomId: 'r1', displayName: 'Ann' });
+  assert.deepEqual(lost, []);
+  assert.deepEqual(errors, []);
+  assert.equal(client.snapshot().reconnecting, false);
+  assert.equal(client.snapshot().consumers.length, 1);
+  await client.leave();
 });

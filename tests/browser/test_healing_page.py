@@ -1,0 +1,87 @@
+"""The page heals by itself: three people in a call in real headless Chromium (`studyrooms serve`),
+the media worker hosting their room is killed (SIGKILL on its process, pid from /api/stats); every
+page decodes the others' camera video again within 8 s, nobody clicks anything, no connection-lost
+message appears, and each keeps its own mic and camera published. The time from the kill to the
+first new frame at each page is printed (``-s``) and quoted in the README.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+from playwright.async_api import async_playwright
+
+from browser.conftest import http_json
+from browser.test_study_room import Person, run_with_diagnostics, wait_receiving
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOM = "heal-page"
+HEAL_TIMEOUT_S = 8.0
+
+
+async def frames_by_sender(person: Person) -> dict[str, tuple[str, int]]:
+    """participantId -> (consumerId, framesDecoded) of their camera at this page."""
+    return {s["participantId"]: (s["consumerId"], s["framesDecoded"]) for s in await person.stats()
+            if s["source"] == "camera"}
+
+
+@pytest.mark.timeout(240)
+async def test_pages_heal_after_their_media_worker_is_killed(server, chromium_path, chromium_args, artifacts_dir):
+    people: list[Person] = []
+
+    async def scenario() -> None:
+        for name in ("Ann", "Ben", "Cy"):
+            person = await Person.open(browser, server.base_url, name)
+            people.append(person)
+            await person.join(ROOM)
+        for person in people:
+            await person.wait_joined_and_publishing()
+        for person in people:
+            await wait_receiving(person, [(o.participant_id, "camera") for o in people if o is not person])
+        status, stats = http_json(server.base_url + "/api/stats")
+        room = next(r for r in stats["rooms"] if r["roomId"] == ROOM)
+        worker_id = room["workers"][0]["workerId"]
+        pid = next(w["pid"] for w in stats["workers"] if w["workerId"] == worker_id)
+        before = {p.name: await frames_by_sender(p) for p in people}
+        os.kill(pid, signal.SIGKILL)
+        t_kill = time.monotonic()
+        healed: dict[str, float] = {}
+        seen_reconnecting = set()
+        while len(healed) < len(people) and time.monotonic() - t_kill < HEAL_TIMEOUT_S:
+            for p in people:
+                if p.name in healed:
+                    continue
+                state = await p.state()
+                if state.get("reconnecting"):
+                    seen_reconnecting.add(p.name)
+                now = await frames_by_sender(p)
+                others = [o.participant_id for o in people if o is not p]
+                # a NEW consumer of each other person, decoding
+                if all(pid_ in now and now[pid_][0] != before[p.name].get(pid_, ("", 0))[0] and now[pid_][1] > 0
+                       for pid_ in others):
+                    healed[p.name] = time.monotonic() - t_kill
+            await asyncio.sleep(0.1)
+        print("\npage: kill -> first decoded frame of both others: "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(healed.items())))
+        assert len(healed) == len(people), f"not healed within {HEAL_TIMEOUT_S} s: only {healed}"
+        for p in people:
+            state = await p.state()
+            assert state["joined"] and state["local"]["mic"] and state["local"]["camera"], state["local"]
+            assert not state["reconnecting"]
+            codes = [m["code"] for m in await p.page.evaluate("() => window.studyrooms.messages()")]
+            assert "connection-lost" not in codes, codes
+            await wait_receiving(p, [(o.participant_id, "camera") for o in people if o is not p], timeout_s=20)
+        for p in people:
+            await p.page.click("#btn-leave")
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium_path, headless=True, args=chromium_args)
+        try:
+            await run_with_diagnostics(people, server, scenario, artifacts_dir)
+        finally:
+            await browser.close()
