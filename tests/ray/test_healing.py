@@ -34,7 +34,6 @@ import pytest_asyncio
 
 from actors.app import start_app
 from actors.hop import call
-from actors.supervision import gcs_states
 from studyrooms.config import Settings
 
 healing = pytest.importorskip("support.healing")

@@ -267,8 +267,9 @@ export class RoomClient extends Emitter {
       this.signaling.request('create-transport', { direction: 'send' }),
       this.signaling.request('create-transport', { direction: 'recv' }),
     ]);
-    const send = this.device.createSendTransport(transportOptions(sendParams));
-    const recv = this.device.createRecvTransport(transportOptions(recvParams));
+    // same TURN servers / relay policy as the join that handed them out
+    const send = this.device.createSendTransport({ ...transportOptions(sendParams), ...this.ice });
+    const recv = this.device.createRecvTransport({ ...transportOptions(recvParams), ...this.ice });
     this._wireTransport(send, 'send');
     this._wireTransport(recv, 'recv');
     send.on('produce', ({ kind, rtpParameters, appData }, callback, errback) => {
