@@ -77,10 +77,13 @@ def _kv(op: str, counts: dict | None = None) -> dict | None:
 
 def was_restarted() -> bool:
     """True inside an actor process that Ray re-created after a failure."""
-    try:
-        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    try:  # (RuntimeContext.was_current_actor_reconstructed logs a deprecation warning in 2.60)
+        actor_id = ray.get_runtime_context().get_actor_id()
     except Exception:  # noqa: BLE001 - outside Ray
         return False
+    if not actor_id:
+        return False
+    return gcs_states([actor_id]).get(actor_id, ("", 0))[1] > 0
 
 
 def call_self_later(method: str, *args: Any) -> None:
