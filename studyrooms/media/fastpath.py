@@ -430,3 +430,18 @@ class Fanout:
 
     def event(self, i: int) -> int:
         return self._events[i]
+
+
+
+_webrtc = False
+
+
+def set_webrtc(enabled: bool) -> None:
+    """Let WebRtcTransports use the compiled core too (benchmarks and the WebRTC compiled-path
+    tests); off by default, see WebRtcTransport."""
+    global _webrtc
+    _webrtc = bool(enabled)
+
+
+def webrtc_enabled() -> bool:
+    return _webrtc

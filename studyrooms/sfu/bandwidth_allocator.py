@@ -190,11 +190,17 @@ class BandwidthAllocator:
         # fit: lowest rungs first in priority order, then upgrades in priority order
         left = budget
         exhausted = False  # once one does not fit, everyone after it is paused too
-        for plan in plans:
+        for index, plan in enumerate(plans):
             cost = plan[2][0][2]
             if not may_pause or (not exhausted and cost <= left):
                 plan[3] = 0
                 left -= cost
+            elif index == 0:
+                # the receiver's most important video (a screen share, the on-stage person) always
+                # flows at its lowest layer: what is sent is what the estimate can grow from
+                plan[3] = 0
+                left -= cost
+                exhausted = True
             else:
                 exhausted = True
         for plan in plans:

@@ -96,8 +96,12 @@ class WebRtcTransport(Transport):
         self._tuple: Address | None = None  # ICE-selected tuple, cached for send
         self._connect_task: asyncio.Task | None = None
         self._connected_called = False
-        # the compiled core sends UDP datagrams only: a worker that offers ICE-TCP forwards in Python
-        if fastpath.active() and not worker_options.enable_tcp:
+        # WebRTC consumers forward in Python for now: the compiled core has neither transport-wide
+        # sequence numbers nor temporal-layer dropping, and with a core cell on these transports the
+        # browsers' downlink estimate did not hold (seen in tests/browser/test_bandwidth.py). The
+        # core serves plain and pipe transports; ``fastpath.set_webrtc(True)`` turns it on here too
+        # (benchmarks, and the compiled-path tests of WebRTC forwarding).
+        if fastpath.active() and fastpath.webrtc_enabled() and not worker_options.enable_tcp:
             self.fast_cell = fastpath.TransportCell(require_srtp=True)
         self._now = clock.now
         self.bwe = TransportBwe(

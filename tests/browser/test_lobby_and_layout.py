@@ -73,8 +73,11 @@ async def test_lobby_rules_avatars_screen_layout_and_room_list(server, chromium_
                 assert layout["scrollY"] == 0 and stage[0]["height"] >= 180, layout
                 assert all(t["bottom"] <= layout["barTop"] for t in cameras), layout
 
-                # 4. Ann's connection drops; the lobby's list shows a room opened afterwards
-                await ann.page.evaluate("() => window.studyrooms.client.signaling.socket.io.engine.close()")
+                # 4. Ann's server is lost for good (no reconnection: a short drop would heal by itself);
+                # the lobby's list shows a room opened afterwards
+                await ann.page.evaluate(
+                    "() => { const io = window.studyrooms.client.signaling.socket.io; io.reconnection(false);"
+                    " io.engine.close(); }")
                 lost = ann.page.locator('#messages .message[data-code="connection-lost"]')
                 await lost.wait_for(state="visible", timeout=EVENT_TIMEOUT_S * 1000)
                 await ben.page.click("#btn-leave")

@@ -22,7 +22,9 @@ async def worker(request):
 
     port_mode, path = request.param
     fastpath.configure("on" if path == "compiled" else "off")
+    fastpath.set_webrtc(path == "compiled")  # these clients are WebRTC (pymediasoup)
     request.addfinalizer(fastpath.configure)
+    request.addfinalizer(lambda: fastpath.set_webrtc(False))
     options = WorkerOptions(port_mode=port_mode, rtc_min_port=42000, rtc_max_port=42999)
     worker = await Worker.create("w-test", options)
     events: list[tuple[str, dict]] = []

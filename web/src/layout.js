@@ -14,7 +14,7 @@ const MAX_AUTO_LAST_N = 25;
 const SEND_DEBOUNCE_MS = 200;
 
 /** The receive constraints for what is visible (pure: unit-tested in web/test/layout.test.js). */
-export function constraintsFor({ audioOnly, lastN = null, pinned = null, width = 1280, height = 720, dpr = 1 }) {
+export function constraintsFor({ audioOnly, lastN = null, pinned = null, width = 1280, height = 720, dpr = 1, small = false }) {
   const cols = Math.max(1, Math.floor(width / MIN_TILE_WIDTH));
   const tileW = width / cols;
   const tileH = (tileW * 9) / 16;
@@ -23,7 +23,8 @@ export function constraintsFor({ audioOnly, lastN = null, pinned = null, width =
   const n = audioOnly ? 0 : (Number.isInteger(lastN) && lastN >= 0 ? lastN : fit);
   const wantHeight = Math.ceil(tileH * dpr);
   const maxHeight = HEIGHT_STEPS.find((h) => h >= wantHeight) || HEIGHT_STEPS[HEIGHT_STEPS.length - 1];
-  return { lastN: n, onStage: pinned ? [pinned] : [], maxHeight };
+  // the small layout (under 6 people) shows every video large: no thumbnail cap (bandwidth decides)
+  return { lastN: n, onStage: pinned ? [pinned] : [], maxHeight: small ? null : maxHeight };
 }
 
 /**
@@ -118,7 +119,8 @@ export class Layout {
       tile.title = tile.dataset.self === 'true' ? '' : (this.pinned === tile.dataset.participantId ? 'Click to unpin' : 'Click to pin on stage');
     }
     this._send(constraintsFor({ audioOnly, lastN: this.lastN, pinned: this.pinned, width: this.grid.clientWidth || this.win.innerWidth,
-      height: this.win.innerHeight, dpr: this.win.devicePixelRatio || 1 }), snap.participantId);
+      height: this.win.innerHeight, dpr: this.win.devicePixelRatio || 1, small: this.grid.dataset.layout === 'small' }),
+    snap.participantId);
   }
 
   _send(constraints, participantId) {
