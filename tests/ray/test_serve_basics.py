@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -51,22 +52,19 @@ class Server:
         self.proc, self.url, self.tmp = proc, url, tmp
         self.stdout_first = ""
         self.err_lines: list[str] = []
+        # a reader thread: select() on the pipe cannot see lines already in Python's read buffer
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.err_lines.append(line.rstrip("\n"))
 
     def read_err(self, until: float = 0.0) -> list[str]:
-        """Drain stderr lines available now (or until ``until``, monotonic)."""
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stderr, selectors.EVENT_READ)
-        while True:
-            timeout = max(0.0, until - time.monotonic())
-            if not sel.select(timeout=timeout or 0.05):
-                if time.monotonic() >= until:
-                    break
-                continue
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            self.err_lines.append(line.rstrip("\n"))
-        sel.close()
+        """The stderr lines so far, after waiting until ``until`` (monotonic) for more."""
+        delay = until - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
         return self.err_lines
 
     def json_logs(self) -> list[dict]:
