@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import socket
 from typing import Callable
 
-from ..errors import InvalidRequestError, ResourceExhaustedError
-from .udp import Address, MAX_WRITE_BUFFER_BYTES
+from ..errors import ResourceExhaustedError
+from .udp import Address, MAX_WRITE_BUFFER_BYTES, ports_in_range
 
 logger = logging.getLogger("studyrooms.net.tcp")
 
@@ -221,11 +220,7 @@ async def bind_tcp(
     if port is not None:
         candidates.append(port)
     if port_range is not None:
-        lo, hi = port_range
-        if not (0 < lo <= hi <= 65535):
-            raise InvalidRequestError(f"invalid TCP port range {lo}-{hi}")
-        start = random.randrange(hi - lo + 1)
-        candidates += [lo + (start + i) % (hi - lo + 1) for i in range(hi - lo + 1)]
+        candidates += ports_in_range(port_range, "TCP")
     if not candidates:
         candidates.append(0)
     sock: socket.socket | None = None

@@ -174,6 +174,17 @@ def _try_bind(ip: str, port: int, family: int, buffer_bytes: int | None) -> sock
     return sock
 
 
+def ports_in_range(port_range: tuple[int, int], proto: str) -> list[int]:
+    """Every port of ``(min, max)`` (inclusive) once, from a random start (mediasoup's PortManager);
+    InvalidRequestError for a range that is not one."""
+    lo, hi = port_range
+    if not (0 < lo <= hi <= 65535):
+        raise InvalidRequestError(f"invalid {proto} port range {lo}-{hi}")
+    count = hi - lo + 1
+    start = random.randrange(count)
+    return [lo + (start + i) % count for i in range(count)]
+
+
 async def bind_udp(
     ip: str,
     port: int | None = None,
@@ -194,17 +205,14 @@ async def bind_udp(
         if sock is None:
             raise ResourceExhaustedError(f"UDP port {ip}:{port} is already in use")
     elif port_range is not None:
-        lo, hi = port_range
-        if not (0 < lo <= hi <= 65535):
-            raise InvalidRequestError(f"invalid UDP port range {lo}-{hi}")
-        count = hi - lo + 1
-        start = random.randrange(count)
-        for i in range(count):
-            sock = _try_bind(ip, lo + (start + i) % count, family, buffer_bytes)
+        ports = ports_in_range(port_range, "UDP")
+        for candidate in ports:
+            sock = _try_bind(ip, candidate, family, buffer_bytes)
             if sock is not None:
                 break
         if sock is None:
-            raise ResourceExhaustedError(f"no free UDP port on {ip} in range {lo}-{hi} ({count} ports tried)")
+            lo, hi = port_range
+            raise ResourceExhaustedError(f"no free UDP port on {ip} in range {lo}-{hi} ({len(ports)} ports tried)")
     else:
         sock = _try_bind(ip, 0, family, buffer_bytes)
         if sock is None:  # pragma: no cover - the kernel always has an ephemeral port or errors
