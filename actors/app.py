@@ -137,7 +137,8 @@ async def start_app(
             name=f"{prefix}:directory", get_if_exists=True,
             scheduling_strategy=NodeAffinitySchedulingStrategy(head.node_id, soft=True), **restarts,
         ).remote(health_interval_s=health_interval_s, max_rooms=settings.rooms.max_rooms,
-                 cpu_limit=settings.rooms.worker_cpu_limit)
+                 cpu_limit=settings.rooms.worker_cpu_limit,
+                 consumer_limit=settings.rooms.max_consumers_per_worker)
         created.append(directory)
         plan = plan_fronts(nodes, settings.server.signaling_fronts, settings.server.port)
         # development mode (no auth secret) with several fronts: one random secret, so a token

@@ -22,6 +22,7 @@ from ray.exceptions import ActorDiedError
 from studyrooms.errors import NotFoundError, ResourceExhaustedError
 
 from .hop import call
+from .placement import home_node, spread_candidates
 from .supervision import DirectorySupervision, actor_id_of
 
 logger = logging.getLogger("studyrooms.actors.directory")
@@ -77,7 +78,9 @@ class FrontEntry:
 
 class Directory(DirectorySupervision):
     def __init__(self, *, health_interval_s: float = 2.0, max_failures: int = 2, call_timeout_s: float = 5.0,
-                 max_rooms: int | None = None, cpu_limit: float = 1.0, watch_interval_s: float = 0.25):
+                 max_rooms: int | None = None, cpu_limit: float = 1.0, watch_interval_s: float = 0.25,
+                 consumer_limit: int | None = None):
+        self.consumer_limit = consumer_limit  # rooms.max_consumers_per_worker: a worker this full is skipped by spreads
         self.max_rooms = max_rooms  # cluster-wide (``rooms.max_rooms``); None: each host counts its own
         self.reserved: dict[str, str] = {}  # roomId -> hostId: the rooms that exist, cluster-wide
         self.fronts: dict[str, FrontEntry] = {}  # route -> signaling front
@@ -244,7 +247,8 @@ class Directory(DirectorySupervision):
     # ------------------------------------------------------------------ placement
     async def place_router(self, room_id: str, exclude: tuple | list = (), host_id: str | None = None) -> str:
         """Pick the least-loaded live worker (measured loop CPU, consumers, routers); round robin on
-        ties; never one whose loop is busier than ``cpu_limit`` (admission control)."""
+        ties; never one whose loop is busier than ``cpu_limit`` (admission control). A room that
+        already has a router spreads to its own node first (actors/placement.py)."""
         await self._wait_rebuilt()
         candidates = [w for w in self.workers.values() if w.worker_id not in set(exclude) and not w.down]
         if not candidates:
@@ -253,6 +257,8 @@ class Directory(DirectorySupervision):
         if not candidates:
             raise ResourceExhaustedError(f"every media worker is at capacity (load over {self.cpu_limit:.0%}); "
                                          "try again later")
+        node = home_node(self.room_routers.get(room_id, {}), self.workers)
+        candidates = spread_candidates(candidates, node, self.consumer_limit)
         entry = self._pick(candidates, WorkerEntry.key, "_last_worker_order")
         entry.router_count += 1
         entry.placed_since_poll += 1

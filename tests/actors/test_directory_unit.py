@@ -79,3 +79,27 @@ async def test_health_drops_dead_workers():
     await d.register_host("h", _DeadHandle())
     dropped = await d.check_health()
     assert set(dropped) == {"dead", "h"} and not d.workers and not d.hosts
+
+
+async def test_a_spreading_room_prefers_its_own_node_then_another():
+    """Nodes n0 (w0, w2, w4) and n1 (w1, w3): a room homed on n0 spreads to n0's other workers while
+    they have room (plain pipe), to n1 only when n0's are full (SRTP pipe), and to the least loaded
+    full worker when every worker is full."""
+    d = Directory(health_interval_s=0, consumer_limit=10)
+    for i in range(5):
+        await d.register_worker(f"w{i}", object(), {"node": f"n{i % 2}"})
+    # n1's workers are idle, n0's other workers carry some load: plain least-loaded would pick n1
+    await d.report_load("w2", {"consumerCount": 4, "node": "n0"})
+    await d.report_load("w4", {"consumerCount": 6, "node": "n0"})
+    assert await d.place_router("big") == "w0"  # the home router (w0 was first in round robin)
+    assert await d.place_router("big", exclude=["w0"]) == "w2"  # same node, least loaded there
+    assert await d.place_router("big", exclude=["w0", "w2"]) == "w4"
+    # n0 fills up: the next router goes to the other node
+    await d.report_load("w4", {"consumerCount": 10, "node": "n0"})
+    assert d.workers[await d.place_router("big", exclude=["w0", "w2", "w4"])].node == "n1"
+    # a room without routers is placed by load alone (n1's idle w1 / w3, not n0)
+    assert d.workers[await d.place_router("other")].node == "n1"
+    # every worker full: the least loaded one still takes it (the room's soft limit)
+    for wid in ("w0", "w1", "w2", "w3", "w4"):
+        await d.report_load(wid, {"consumerCount": 20 if wid != "w1" else 12, "node": f"n{int(wid[1]) % 2}"})
+    assert await d.place_router("big", exclude=["w0"]) == "w1"
