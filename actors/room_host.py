@@ -22,6 +22,7 @@ from studyrooms.errors import NotFoundError
 
 from .hop import call
 from .media_worker import node_name, resolve
+from .notify_batch import NotificationBatcher
 
 logger = logging.getLogger("studyrooms.actors.rooms")
 
@@ -123,6 +124,7 @@ class RayNotifierPort:
     def __init__(self, routes: dict[str, Any] | None = None, timeout_s: float = 5.0) -> None:
         self.routes: dict[str, Any] = dict(routes or {})
         self.timeout_s = timeout_s
+        self.batcher = NotificationBatcher(self._deliver_many)  # one call per front per batch (notify_batch.py)
 
     async def _handle(self, route: str) -> Any:
         handle = self.routes.get(route)
@@ -132,12 +134,15 @@ class RayNotifierPort:
         return handle
 
     async def notify(self, route: str, sid: str, event: str, data: dict) -> None:
+        await self.batcher.notify(route, sid, event, data)  # never raises: a lost batch is logged
+
+    async def _deliver_many(self, route: str, items: list) -> None:
         try:
             handle = await self._handle(route)
-            await call(handle.deliver.remote(sid, event, data), what=f"signaling {route}", timeout_s=self.timeout_s)
-        except Exception:  # noqa: BLE001 - a lost notification must not fail the room operation
-            self.routes.pop(route, None)
-            logger.warning("notification %s to %s/%s not delivered", event, route, sid, exc_info=True)
+            await call(handle.deliver_many.remote(items), what=f"signaling {route}", timeout_s=self.timeout_s)
+        except Exception:
+            self.routes.pop(route, None)  # looked up again next time (the front may have restarted)
+            raise
 
 
 class RoomHost:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import ray
 
 from .hop import call, call_restarting
+from .notify_batch import SocketOutboxes
 from .media_worker import node_name, resolve
 
 logger = logging.getLogger("studyrooms.actors.signaling")
@@ -176,6 +177,7 @@ class Signaling:
         self.port: int | None = None
         self.node = node_name()
         self.room_resets = 0
+        self._outboxes: SocketOutboxes | None = None  # room hosts' batched notifications
         from .supervision import call_self_later, was_restarted
 
         #: Ray re-created this actor after its process died: every socket is gone; it listens again
@@ -274,6 +276,13 @@ class Signaling:
     async def deliver(self, sid: str, event: str, data: dict) -> None:
         if self.server is not None:
             await self.server.deliver(sid, event, data)
+
+    async def deliver_many(self, items: list) -> int:
+        """A room host's batch of ``(sid, event, data)`` (actors/notify_batch.py): queued per socket,
+        emitted in order by one drain per socket; returns at once."""
+        if self._outboxes is None:
+            self._outboxes = SocketOutboxes(self.deliver)
+        return self._outboxes.accept(items)
 
     async def ping(self) -> str:
         return self.route
