@@ -116,8 +116,7 @@ async def _serve(settings, started_ray: bool) -> int:
     stopping.cancel()
     app = starting.result()  # raises a StudyRoomsError if the start failed
     where = "local Ray" if started_ray else "Ray cluster"
-    print(f"StudyRooms serving on {app.url} ({len(app.workers)} media workers, {where}, "
-          f"up in {time.monotonic() - t0:.1f} s)", flush=True)
+    print(serving_line(app.urls, len(app.workers), where, time.monotonic() - t0), flush=True)
     progress(f"ready: open {app.url} in a browser (Ctrl-C stops the server)")
     try:
         await stop.wait()
@@ -125,6 +124,14 @@ async def _serve(settings, started_ray: bool) -> int:
         print("StudyRooms stopping...", file=sys.stderr, flush=True)
         await app.stop()
     return 0
+
+
+def serving_line(urls: list[str], workers: int, where: str, up_s: float) -> str:
+    """The one stdout line: every signaling front's URL (the first is the one to open; any of them
+    serves any room, so a load balancer may spread clients over all of them)."""
+    fronts = f", {len(urls)} signaling fronts" if len(urls) > 1 else ""
+    return (f"StudyRooms serving on {' '.join(urls)} ({workers} media workers{fronts}, {where}, "
+            f"up in {up_s:.1f} s)")
 
 
 def progress(message: str) -> None:

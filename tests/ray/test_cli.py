@@ -26,6 +26,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_pair() -> int:
+    """A port p with p and p + 1 free (bounded tries)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two adjacent free ports")
+
+
 def clean_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STUDYROOMS_", "RAY_ADDRESS"))}
     env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
@@ -55,20 +68,24 @@ def test_bad_setting_exits_2_with_one_line(args, env, needle):
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # a local Ray start takes 4-6 s idle, up to a minute on a loaded 2-core box
 def test_serve_starts_answers_and_stops_on_sigterm():
+    """Two signaling fronts on the one local node (the second on port + 1): the stdout line names
+    both URLs, first the one to open, and both serve."""
     tmp = tempfile.mkdtemp(prefix="sr-cli-")
-    port = free_port()
+    port = free_port_pair()
     t0 = time.monotonic()
     proc = subprocess.Popen([str(BIN), "serve", "--port", str(port), "--workers", "1"],
-                            env=clean_env(RAY_TMPDIR=tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            env=clean_env(RAY_TMPDIR=tmp, STUDYROOMS_SERVER_SIGNALING_FRONTS="2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         line = _read_line(proc, timeout=150)
-        url = f"http://127.0.0.1:{port}/"
-        assert url in line, line
+        urls = [f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{port + 1}/"]
+        assert line.startswith(f"StudyRooms serving on {urls[0]} {urls[1]} ("), line
+        assert "2 signaling fronts" in line, line
         started = time.monotonic() - t0
-        with urllib.request.urlopen(url + "healthz", timeout=10) as resp:
-            assert resp.status == 200 and b'"ok"' in resp.read()
-        print(f"studyrooms serve: URL printed and /healthz ok after {started:.1f} s")
+        for url in urls:
+            with urllib.request.urlopen(url + "healthz", timeout=10) as resp:
+                assert resp.status == 200 and b'"ok"' in resp.read()
+        print(f"studyrooms serve: both front URLs printed and /healthz ok on each after {started:.1f} s")
         t1 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
