@@ -17,17 +17,14 @@ import signal
 import time
 import uuid
 
-import aiohttp
 import pytest
 import pytest_asyncio
-import socketio
 
 from actors.app import start_app
 from actors.hop import call
 from studyrooms.config import Settings
+from support.scaleout import Client, http, room_dump, wait_all_gone
 from support.wire import capture_or_skip, check_srtp
-
-peer_mod = pytest.importorskip("support.peer")
 
 pytestmark = [pytest.mark.multinode, pytest.mark.ray, pytest.mark.slow,
               pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
@@ -62,61 +59,6 @@ async def app(cluster):
     handle = await start_app(settings, prefix=f"so-{uuid.uuid4().hex[:6]}", health_interval_s=0.5)
     yield handle
     await handle.stop()
-
-
-async def http(url, method, path, body=None):
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        async with session.request(method, url + path, json=body) as resp:
-            return resp.status, await resp.json()
-
-
-class Client:
-    """A participant: a Socket.IO connection to one front and a pymediasoup device."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.events: list = []
-        self.sio = None
-        self.peer = None
-
-    async def join(self, url: str, room: str, *, media: bool = True) -> dict:
-        status, body = await http(url, "POST", "api/token", {"roomId": room, "displayName": self.name})
-        assert status == 200, body
-        self.sio = socketio.AsyncClient(reconnection=False)
-        self.sio.on("*", lambda event, data=None: self.events.append((event, data)))
-        await self.sio.connect(url, auth={"token": body["token"]}, transports=["websocket"], wait_timeout=20)
-        reply = await self.sio.call("join-room", {"roomId": room, "displayName": self.name}, timeout=30)
-        if reply["ok"] and media:
-            self.peer = peer_mod.Peer(peer_mod.SocketIOSignal(self.sio, timeout=30), video=True)
-            await self.peer.load(reply["data"]["rtpCapabilities"])
-        return reply
-
-    async def close(self) -> None:
-        if self.peer is not None:
-            await self.peer.close()
-        if self.sio is not None and self.sio.connected:
-            await self.sio.disconnect()
-
-
-async def room_dump(app, room: str) -> dict:
-    directory = await call(app.directory.dump.remote())
-    host = await call(app.hosts[directory["rooms"][room]].dump.remote())
-    return next(r for r in host["rooms"] if r["roomId"] == room)
-
-
-async def wait_all_gone(app, timeout: float = 20.0) -> dict:
-    """Workers hold no router/transport/producer/consumer, no room is listed or reserved."""
-    deadline = time.monotonic() + timeout
-    while True:
-        loads = [await call(w.load.remote()) for w in app.workers.values()]
-        totals = {k: sum(load[k] for load in loads)
-                  for k in ("routerCount", "transportCount", "producerCount", "consumerCount")}
-        _, rooms = await http(app.url, "GET", "api/rooms")
-        directory = await call(app.directory.dump.remote())
-        state = {**totals, "rooms": len(rooms["rooms"]), "reserved": len(directory["reserved"])}
-        if not any(state.values()) or time.monotonic() > deadline:
-            return state
-        await asyncio.sleep(0.1)
 
 
 async def test_fronts_on_two_nodes_room_spreads_over_an_srtp_pipe(app, cluster, aioice_loopback):
