@@ -122,7 +122,8 @@ async def run(args: argparse.Namespace) -> Path:
                        room_prefix="seed")
         for i, entry in enumerate(entries):
             entry["url"] = urls[i % len(urls)]
-            entry["profile"]["max_consumed"] = args.max_consumed
+            entry["profile"].update(max_consumed=args.max_consumed or None, media_scale=args.media_scale,
+                                    audio_levels=True, talking=entry["index"] < args.talkers)
         groups = shard(entries, args.shards)
         Shard = shard_actor_class()
         shards_actors = [Shard.options(scheduling_strategy="SPREAD",
@@ -173,6 +174,9 @@ async def run(args: argparse.Namespace) -> Path:
     participants = [p for s in measured["shards"] for p in s["participants"]]
     ok = [p for p in participants if p.get("ok")]
     errors = [{"name": p["name"], "room": p["room"], "error": p.get("error")} for p in participants if not p.get("ok")]
+    errors += [{"name": p["name"], "room": p["room"], "error": f"consume: {e}"}
+               for p in participants for e in p.get("consume_errors") or []]
+    consumed = [len(p.get("streams") or []) for p in ok]
     actors = []
     idle, joined, end = snapshots.get("idle", {}), snapshots.get("joined", {}), snapshots.get("end", {})
     for pid, first in sorted(idle.items(), key=lambda kv: kv[1]["kind"]):
@@ -192,7 +196,9 @@ async def run(args: argparse.Namespace) -> Path:
         })
     params = {"rooms": args.rooms, "participants": args.participants, "duration": args.duration,
               "join_timeout": args.join_timeout,
-              "video": args.video, "audio": True, "max_consumed": args.max_consumed,
+              "video": args.video, "audio": True, "max_consumed": args.max_consumed or "all (server last-N + audio selection)",
+              "media_scale": args.media_scale, "audio_pps": 50 * args.media_scale,
+              "talkers_per_room": args.talkers,
               "room_concurrency": args.room_concurrency or args.participants, "shards": len(groups),
               "media_slots_per_node": args.media_slots, "nodes": "head (signaling) + a (signaling, media) + b (media)",
               "fronts": len(urls), "server": "ray-cluster-sim", "loadgen": "ray-actors",
@@ -207,6 +213,8 @@ async def run(args: argparse.Namespace) -> Path:
         "join_ack_s": _percentiles([p.get("joined_s") for p in ok]),
         "media_ready_s": _percentiles([p.get("media_ready_s") for p in ok]),
         "first_remote_rtp_s": _percentiles([p.get("join_s") for p in ok if p.get("join_s") is not None]),
+        "streams_consumed_per_participant": _percentiles(consumed),
+        "uptime_before": getattr(args, "uptime_before", None), "uptime_after": _uptime(),
         "actors": actors,
         "leftovers_after_leave": left,
         "load_generator_cpu_s": _r(sum(s["loadgen"].get("cpu_s", 0) for s in measured["shards"]), 2),
@@ -214,6 +222,12 @@ async def run(args: argparse.Namespace) -> Path:
     with open(folder / "cluster.json", "w") as fh:
         json.dump(cluster, fh, indent=2, default=str)
     return folder
+
+
+def _uptime() -> str:
+    import subprocess
+
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 def start_cluster(media_slots: int) -> Any:
@@ -235,7 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--participants", type=int, default=50)
     parser.add_argument("--duration", type=float, default=30.0, help="media window after the joins, s")
     parser.add_argument("--video", action="store_true", help="also produce VP8 (default: audio only)")
-    parser.add_argument("--max-consumed", type=int, default=4, help="remote producers each participant consumes")
+    parser.add_argument("--max-consumed", type=int, default=0,
+                        help="client-side cap on remote producers consumed (0: all of them; the server's "
+                             "last-N and audio selection decide what is forwarded)")
+    parser.add_argument("--media-scale", type=float, default=1.0,
+                        help="multiplies every packet rate (1: Opus 50 pps, camera at its full rate)")
+    parser.add_argument("--talkers", type=int, default=2,
+                        help="participants per room whose mic carries a speaking audio level")
     parser.add_argument("--room-concurrency", type=int, default=0, help="participants of a room joining at once (0: all)")
     parser.add_argument("--shards", type=int, default=4, help="load-generator actors")
     parser.add_argument("--media-slots", type=int, default=1, help="media workers per media node")
@@ -258,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     t0 = time.monotonic()
+    args.uptime_before = _uptime()
     cluster = start_cluster(args.media_slots)
     try:
         folder = asyncio.run(run(args))

@@ -43,6 +43,7 @@ class Profile:
     max_consumed: int | None = None  # consume at most this many remote producers (None: all of them)
     audio_levels: bool = False  # mic packets carry ssrc-audio-level (silent until set_talking)
     media_scale: float = 1.0  # multiplies audio and camera packet rates (reduced-rate big rooms)
+    talking: bool = False  # with audio_levels: the mic carries a speaking level from the start
 
 
 @dataclass
@@ -119,6 +120,7 @@ class ParticipantResult:
     latencies_ms: list = field(default_factory=list)
     srtp_errors: int = 0
     consent_checks: int = 0  # consent refreshes answered by the server
+    consume_errors: list = field(default_factory=list)  # failed consume / resume-consumer requests
 
 
 class Participant:
@@ -247,6 +249,8 @@ class Participant:
                                         "rtpParameters": src.rtp_parameters(), "appData": {"source": src.source}})
             for enc in src.encodings:
                 self.by_ssrc_out[enc.ssrc] = src
+        if self.profile.audio_levels and self.profile.talking:
+            self.set_talking(True)
 
     # ------------------------------------------------------------------ large rooms
     def set_talking(self, talking: bool, level: int = 20) -> None:
@@ -287,6 +291,8 @@ class Participant:
                 await self.call("resume-consumer", {"consumerId": c["id"]})
             except Exception as exc:  # noqa: BLE001 - the producer may be gone already
                 logger.debug("%s: consume %s failed: %s", self.name, pid, exc)
+                if len(self.result.consume_errors) < 20:
+                    self.result.consume_errors.append(f"{type(exc).__name__}: {exc}"[:200])
 
     def _on_rtp(self, pkt: bytes) -> None:
         if len(pkt) < 12:

@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 @pytest.mark.parametrize("name, plots", [
-    ("capacity", {"capacity_vs_fanout.png", "workers.png", "cpu_per_stream.png", "deployment_10x50.png"}),
+    ("capacity", {"capacity_vs_fanout.png", "workers.png", "cpu_per_stream.png", "deployment_10x50.png",
+                  "cluster_load.png"}),
     ("latency", {"latency.png", "latency_per_receiver.png", "join_times.png", "loss_jitter.png"}),
 ])
 def test_notebook_executes_against_smoke_results(name, plots, smoke_results, tmp_path, monkeypatch):
