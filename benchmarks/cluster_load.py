@@ -138,22 +138,35 @@ async def run(args: argparse.Namespace) -> Path:
 
         async def start() -> list[dict]:
             return list(await asyncio.gather(*(
-                call(a.run.remote(app.url, g, args.duration, None, 0.0, concurrency, args.join_timeout),
-                     what="load shard", timeout_s=args.duration * 3 + 120 + args.join_timeout + len(g) * 10) for a, g in zip(shards_actors, groups))))
+                call(a.run.remote(app.url, g, args.duration, None, 0.0, concurrency, args.join_timeout,
+                                  args.consume_timeout),
+                     what="load shard", timeout_s=args.duration * 3 + 120 + args.join_timeout + args.consume_timeout
+                     + len(g) * 10) for a, g in zip(shards_actors, groups))))
 
         async def poll() -> dict:
             parts = await asyncio.gather(*(call(a.progress.remote(), what="load shard") for a in shards_actors))
             joined = sum(p.get("joined", 0) for p in parts)
+            consumed = sum(p.get("consumed", 0) for p in parts)
             if joined >= len(entries) and "s" not in all_joined:
                 all_joined["s"] = time.monotonic() - t_start
                 snapshots["joined"] = actor_processes()
-            return {"joined": joined}
+            if consumed >= expected_consumers and "consumed" not in all_joined:
+                all_joined["consumed"] = time.monotonic() - t_start
+                snapshots["consumed"] = actor_processes()
+            return {"joined": joined, "consumed": consumed}
+
+        # every participant consumes every other participant's producers (no client-side cap)
+        kinds = 1 + int(args.video)
+        expected_consumers = (len(entries) * min(args.participants - 1, args.max_consumed or 10**9) * kinds
+                              if args.max_consumed == 0 or args.max_consumed >= kinds else 0)
 
         async def stop() -> None:
             snapshots["end"] = actor_processes()
             await asyncio.gather(*(call(a.stop.remote(), what="load shard") for a in shards_actors))
 
-        measured = await drive(app.url, len(entries), args.duration, start=start, progress=poll, stop=stop)
+        measured = await drive(app.url, len(entries), args.duration, start=start, progress=poll, stop=stop,
+                               settled=lambda prog: prog["consumed"] >= expected_consumers,
+                               settle_timeout_s=args.consume_timeout)
         left = await leftovers(app, args.leave_timeout)
         worker_info = {info.get("pid"): wid for wid, info in
                        zip(app.workers, await asyncio.gather(*(call(w.info.remote()) for w in app.workers.values())))}
@@ -179,10 +192,12 @@ async def run(args: argparse.Namespace) -> Path:
     consumed = [len(p.get("streams") or []) for p in ok]
     actors = []
     idle, joined, end = snapshots.get("idle", {}), snapshots.get("joined", {}), snapshots.get("end", {})
+    settled = snapshots.get("consumed", {})
     for pid, first in sorted(idle.items(), key=lambda kv: kv[1]["kind"]):
         j, e = joined.get(pid, {}), end.get(pid, {})
+        c = settled.get(pid) or j  # the media window starts once every consumer exists
         name = worker_info.get(pid) or front_info.get(pid) or f"{first['kind']}-{pid}"
-        growth = (j.get("rss_bytes", 0) - first["rss_bytes"]) if j else None
+        growth = (c.get("rss_bytes", 0) - first["rss_bytes"]) if c else None  # joined and consuming
         actors.append({
             "actor": name, "kind": first["kind"], "pid": pid,
             "rss_idle_mb": _r(first["rss_bytes"] / 2**20, 1),
@@ -190,9 +205,11 @@ async def run(args: argparse.Namespace) -> Path:
             "rss_end_mb": _r(e["rss_bytes"] / 2**20, 1) if e else None,
             "rss_per_participant_kb": _r(growth / 1024 / len(ok), 1) if growth is not None and ok else None,
             "cpu_s_join_phase": _r(j["cpu_s"] - first["cpu_s"], 2) if j else None,
-            "cpu_s_media_window": _r(e["cpu_s"] - j["cpu_s"], 2) if j and e else None,
-            "cpu_pct_media_window": _r(100 * (e["cpu_s"] - j["cpu_s"]) / measured["window_s"], 1)
-            if j and e and measured["window_s"] else None,
+            "rss_consumed_mb": _r(settled[pid]["rss_bytes"] / 2**20, 1) if pid in settled else None,
+            "cpu_s_consume_phase": _r(settled[pid]["cpu_s"] - j["cpu_s"], 2) if pid in settled and j else None,
+            "cpu_s_media_window": _r(e["cpu_s"] - c["cpu_s"], 2) if c and e else None,
+            "cpu_pct_media_window": _r(100 * (e["cpu_s"] - c["cpu_s"]) / measured["window_s"], 1)
+            if c and e and measured["window_s"] else None,
         })
     params = {"rooms": args.rooms, "participants": args.participants, "duration": args.duration,
               "join_timeout": args.join_timeout,
@@ -209,11 +226,19 @@ async def run(args: argparse.Namespace) -> Path:
     cluster = {
         "parameters": params,
         "time_until_all_joined_s": _r(all_joined.get("s")),
+        # connect of the first -> every consumer of every participant resumed (None: not within --consume-timeout)
+        "time_until_all_consumed_s": _r(all_joined.get("consumed")),
+        "consumers_expected": expected_consumers,
         "participants": len(participants), "participants_ok": len(ok), "errors": errors,
         "join_ack_s": _percentiles([p.get("joined_s") for p in ok]),
         "media_ready_s": _percentiles([p.get("media_ready_s") for p in ok]),
         "first_remote_rtp_s": _percentiles([p.get("join_s") for p in ok if p.get("join_s") is not None]),
         "streams_consumed_per_participant": _percentiles(consumed),
+        # connect -> the participant's last consumer resumed (every producer of the room consumed)
+        "all_consumed_s": _percentiles([p.get("last_consume_s") for p in ok]),
+        # streams that carried packets during the run (what last-N and audio selection forward)
+        "streams_with_packets_per_participant": _percentiles(
+            [sum(1 for st in p.get("streams") or [] if st.get("packets")) for p in ok]),
         "uptime_before": getattr(args, "uptime_before", None), "uptime_after": _uptime(),
         "actors": actors,
         "leftovers_after_leave": left,
@@ -262,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--join-timeout", type=float, default=180.0,
                         help="per participant: connect -> producing, else counted as an error")
     parser.add_argument("--leave-timeout", type=float, default=60.0)
+    parser.add_argument("--consume-timeout", type=float, default=900.0,
+                        help="after the joins, wait at most this long for every consumer before the media window")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--smoke", action="store_true", help="2 rooms x 5 participants, 5 s")
     args = parser.parse_args(argv)

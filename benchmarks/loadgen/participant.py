@@ -121,6 +121,7 @@ class ParticipantResult:
     srtp_errors: int = 0
     consent_checks: int = 0  # consent refreshes answered by the server
     consume_errors: list = field(default_factory=list)  # failed consume / resume-consumer requests
+    last_consume_s: float | None = None  # connect -> the last consumer so far resumed
 
 
 class Participant:
@@ -155,6 +156,7 @@ class Participant:
         self._ice: list[tuple[LoadPeer, dict]] = []  # (peer, the server's iceParameters) per transport
         self._measuring = True
         self.forwarding: dict | None = None  # the last forwarding-changed {video, onStage}
+        self.on_consumed = None  # called after each consumer is resumed (progress of a load run)
         host = self.url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
         self.bind_ip = "127.0.0.1" if host in ("127.0.0.1", "localhost", "::1") else "0.0.0.0"
 
@@ -201,7 +203,6 @@ class Participant:
             await self._produce(send_id)
         self.result.media_ready_s = time.monotonic() - self._t0
         self._send_task = asyncio.ensure_future(self._send_loop())
-        self._consent_task = asyncio.ensure_future(self._consent_loop())
 
     async def _transport(self, direction: str) -> tuple[LoadPeer, str]:
         info = await self.call("create-transport", {"direction": direction})
@@ -221,6 +222,10 @@ class Participant:
         if state != "connected":
             raise RuntimeError(f"DTLS {state}")
         self._ice.append((peer, info["iceParameters"]))
+        if self._consent_task is None:  # like a browser: consent from the first connected transport on,
+            # not only once the whole join is over (a join slower than the server's consent timeout
+            # would otherwise lose its first transport)
+            self._consent_task = asyncio.ensure_future(self._consent_loop())
         return peer, info["id"]
 
     async def _consent_loop(self) -> None:
@@ -289,6 +294,9 @@ class Participant:
                     self.streams[enc["ssrc"]] = RecvStats(c["id"], pid, c["kind"], info.get("source", ""),
                                                          info.get("participantId", ""), codec["clockRate"])
                 await self.call("resume-consumer", {"consumerId": c["id"]})
+                self.result.last_consume_s = time.monotonic() - self._t0
+                if self.on_consumed is not None:
+                    self.on_consumed()
             except Exception as exc:  # noqa: BLE001 - the producer may be gone already
                 logger.debug("%s: consume %s failed: %s", self.name, pid, exc)
                 if len(self.result.consume_errors) < 20:

@@ -48,7 +48,8 @@ def shard(entries: list[dict], count: int) -> list[list[dict]]:
 async def run_shard(url: str, entries: list[dict], *, duration_s: float, start_at: float | None = None,
                     join_gap_s: float = 0.3, join_timeout_s: float = 60.0,
                     progress: Callable[[str, int], None] | None = None, stop: asyncio.Event | None = None,
-                    room_concurrency: int = 1, consent_interval_s: float = CONSENT_INTERVAL_S) -> dict:
+                    room_concurrency: int = 1, consent_interval_s: float = CONSENT_INTERVAL_S,
+                    stop_bound_s: float = 0.0) -> dict:
     """Join ``entries``, exchange media for ``duration_s`` after the last join (or until ``stop`` is
     set, when given: the driver then owns the measured window), leave.
 
@@ -63,6 +64,8 @@ async def run_shard(url: str, entries: list[dict], *, duration_s: float, start_a
     by_room: dict[str, list[Participant]] = {}
     for p in people:
         by_room.setdefault(p.room, []).append(p)
+        if progress:
+            p.on_consumed = lambda: progress("consumed", 1)
 
     async def join_one(p: Participant) -> None:
         try:
@@ -84,7 +87,8 @@ async def run_shard(url: str, entries: list[dict], *, duration_s: float, start_a
     joined_s = time.monotonic() - t_join
     t_media = time.time()
     t0 = time.monotonic()
-    end = t0 + (duration_s if stop is None else 3 * duration_s + 120)  # stop: a bound if the driver dies
+    # with ``stop``: a bound if the driver dies (``stop_bound_s``: the driver may wait that much longer)
+    end = t0 + (duration_s if stop is None else 3 * duration_s + 120 + stop_bound_s)
     while time.monotonic() < end and not (stop is not None and stop.is_set()):
         if stop is not None:
             try:
@@ -136,25 +140,29 @@ class LoadShard:
         return dict(self.events)
 
     async def run(self, url: str, entries: list[dict], duration_s: float, start_at: float | None = None,
-                  join_gap_s: float = 0.3, room_concurrency: int = 1, join_timeout_s: float = 60.0) -> dict:
+                  join_gap_s: float = 0.3, room_concurrency: int = 1, join_timeout_s: float = 60.0,
+                  stop_bound_s: float = 0.0) -> dict:
         if self._stop is None:
             self._stop = asyncio.Event()
         out = await run_shard(url, entries, duration_s=duration_s, start_at=start_at, join_gap_s=join_gap_s,
                               progress=self._progress, stop=self._stop, room_concurrency=room_concurrency,
-                              join_timeout_s=join_timeout_s)
+                              join_timeout_s=join_timeout_s, stop_bound_s=stop_bound_s)
         out["loadgen"]["shard"] = self.shard_id
         return out
 
 
 async def drive(url: str, total: int, duration_s: float, *, start: Callable[[], Any],
                 progress: Callable[[], Any], stop: Callable[[], Any], bar: Any = None,
-                poll_s: float = 0.25) -> dict:
+                poll_s: float = 0.25, settled: Callable[[dict], bool] | None = None,
+                settle_timeout_s: float = 0.0) -> dict:
     """The measured window, driver side: scrape ``/metrics`` (idle), ``start()`` the shards (returns
     an awaitable of their results), wait until ``total`` participants joined, scrape, let media flow
     for ``duration_s``, scrape, ``stop()`` the shards and collect them.
 
     ``progress()`` -> awaitable ``{"joined": n, ...}``; ``bar`` (tqdm-like, optional) advances by
-    participants joined then by seconds. Returns ``{shards, idle, start, end, window_s}``."""
+    participants joined then by seconds. ``settled(progress)``, when given, is waited for (at most
+    ``settle_timeout_s``) after the joins and before the window. Returns ``{shards, idle, start,
+    end, window_s, settle_s}`` (``settle_s``: None when not given or not reached)."""
     from .results import scrape
 
     idle = await scrape(url)
@@ -168,6 +176,14 @@ async def drive(url: str, total: int, duration_s: float, *, start: Callable[[], 
         if joined >= total:
             break
         await asyncio.sleep(poll_s)
+    settle_s = None
+    if settled is not None and not pending.done():  # e.g. every consumer created: media flows as planned
+        t_settle, deadline = time.monotonic(), time.monotonic() + settle_timeout_s
+        while not pending.done() and time.monotonic() < deadline:
+            if settled(await progress()):
+                settle_s = time.monotonic() - t_settle
+                break
+            await asyncio.sleep(poll_s)
     first = await scrape(url)
     t0 = time.monotonic()
     while time.monotonic() - t0 < duration_s and not pending.done():
@@ -178,4 +194,4 @@ async def drive(url: str, total: int, duration_s: float, *, start: Callable[[], 
     window = time.monotonic() - t0
     await stop()
     shards = await pending
-    return {"shards": shards, "idle": idle, "start": first, "end": last, "window_s": window}
+    return {"shards": shards, "idle": idle, "start": first, "end": last, "window_s": window, "settle_s": settle_s}

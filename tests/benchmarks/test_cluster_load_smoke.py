@@ -30,6 +30,9 @@ def test_cluster_load_smoke(tmp_path):
     assert result["parameters"]["fronts"] == 2
     assert result["join_ack_s"]["n"] == 10 and 0 < result["join_ack_s"]["p50"] <= result["join_ack_s"]["p99"]
     assert result["time_until_all_joined_s"] > 0
+    # everyone consumes every other mic (the server's audio selection decides what flows)
+    assert result["streams_consumed_per_participant"]["p50"] == 4 == result["streams_consumed_per_participant"]["max"]
+    assert "load average" in result["uptime_before"] and "load average" in result["uptime_after"]
     kinds = {a["kind"] for a in result["actors"]}
     assert {"Directory", "Signaling", "RoomHost", "MediaWorker"} <= kinds
     workers = [a for a in result["actors"] if a["kind"] == "MediaWorker"]
