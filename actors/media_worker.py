@@ -22,6 +22,8 @@ import ray
 from studyrooms import observability as obs
 from studyrooms.errors import InvalidStateError
 
+from .fdlimit import raise_nofile_limit
+
 logger = logging.getLogger("studyrooms.actors.media")
 
 DEFAULT_WORKER_FACTORY = "actors.media_worker:create_worker"
@@ -66,6 +68,7 @@ class MediaWorker:
         factory: str | Callable = DEFAULT_WORKER_FACTORY,
         pin_cpu: bool = False,
     ) -> None:
+        raise_nofile_limit()  # a socket per transport (actors/fdlimit.py)
         self.worker_id = worker_id
         self.media_settings = dict(media_settings)
         self.index = index

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import ray
 
+from .fdlimit import raise_nofile_limit
 from .hop import call, call_restarting
 from .notify_batch import SocketOutboxes
 from .media_worker import node_name, resolve
@@ -167,6 +168,7 @@ def _merge(session: dict, new_session: Any) -> None:
 class Signaling:
     def __init__(self, settings: Any, route: str, directory_name: str, *,
                  factory: str | Callable = DEFAULT_SERVER_FACTORY, dev_secret: str | None = None) -> None:
+        raise_nofile_limit()  # a WebSocket per participant (actors/fdlimit.py)
         self.settings = settings
         self.dev_secret = dev_secret  # development mode with several fronts: one secret for all
         self.route = route
