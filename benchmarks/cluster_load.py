@@ -116,6 +116,7 @@ async def run(args: argparse.Namespace) -> Path:
     app = await start_app(settings, prefix=f"cl-{uuid.uuid4().hex[:6]}", health_interval_s=2.0)
     shards_actors: list = []
     snapshots: dict[str, dict] = {}
+    stamps: dict[str, float] = {}  # monotonic time of each snapshot
     try:
         urls = app.urls
         entries = plan(args.rooms, args.participants, screen_share=0, audio=True, video=args.video,
@@ -150,9 +151,11 @@ async def run(args: argparse.Namespace) -> Path:
             if joined >= len(entries) and "s" not in all_joined:
                 all_joined["s"] = time.monotonic() - t_start
                 snapshots["joined"] = actor_processes()
+                stamps["joined"] = time.monotonic()
             if consumed >= expected_consumers and "consumed" not in all_joined:
                 all_joined["consumed"] = time.monotonic() - t_start
                 snapshots["consumed"] = actor_processes()
+                stamps["consumed"] = time.monotonic()
             return {"joined": joined, "consumed": consumed}
 
         # every participant consumes every other participant's producers (no client-side cap)
@@ -162,6 +165,7 @@ async def run(args: argparse.Namespace) -> Path:
 
         async def stop() -> None:
             snapshots["end"] = actor_processes()
+            stamps["end"] = time.monotonic()
             await asyncio.gather(*(call(a.stop.remote(), what="load shard") for a in shards_actors))
 
         measured = await drive(app.url, len(entries), args.duration, start=start, progress=poll, stop=stop,
@@ -193,6 +197,7 @@ async def run(args: argparse.Namespace) -> Path:
     actors = []
     idle, joined, end = snapshots.get("idle", {}), snapshots.get("joined", {}), snapshots.get("end", {})
     settled = snapshots.get("consumed", {})
+    window_span = stamps.get("end", 0) - stamps.get("consumed", stamps.get("joined", 0)) if "end" in stamps else 0
     for pid, first in sorted(idle.items(), key=lambda kv: kv[1]["kind"]):
         j, e = joined.get(pid, {}), end.get(pid, {})
         c = settled.get(pid) or j  # the media window starts once every consumer exists
@@ -208,8 +213,9 @@ async def run(args: argparse.Namespace) -> Path:
             "rss_consumed_mb": _r(settled[pid]["rss_bytes"] / 2**20, 1) if pid in settled else None,
             "cpu_s_consume_phase": _r(settled[pid]["cpu_s"] - j["cpu_s"], 2) if pid in settled and j else None,
             "cpu_s_media_window": _r(e["cpu_s"] - c["cpu_s"], 2) if c and e else None,
-            "cpu_pct_media_window": _r(100 * (e["cpu_s"] - c["cpu_s"]) / measured["window_s"], 1)
-            if c and e and measured["window_s"] else None,
+            # over the time from the window's start snapshot (everything consumed, else joined) to the end
+            "cpu_pct_media_window": _r(100 * (e["cpu_s"] - c["cpu_s"]) / window_span, 1)
+            if c and e and window_span else None,
         })
     params = {"rooms": args.rooms, "participants": args.participants, "duration": args.duration,
               "join_timeout": args.join_timeout,
@@ -240,6 +246,7 @@ async def run(args: argparse.Namespace) -> Path:
         "streams_with_packets_per_participant": _percentiles(
             [sum(1 for st in p.get("streams") or [] if st.get("packets")) for p in ok]),
         "uptime_before": getattr(args, "uptime_before", None), "uptime_after": _uptime(),
+        "cpu_window_span_s": _r(window_span, 2),  # what cpu_pct_media_window is a share of
         "actors": actors,
         "leftovers_after_leave": left,
         "load_generator_cpu_s": _r(sum(s["loadgen"].get("cpu_s", 0) for s in measured["shards"]), 2),
