@@ -18,8 +18,8 @@ import ray
 
 from .fdlimit import raise_nofile_limit
 from .hop import call, call_restarting
-from .notify_batch import SocketOutboxes
 from .media_worker import node_name, resolve
+from .notify_batch import SocketOutboxes
 
 logger = logging.getLogger("studyrooms.actors.signaling")
 
