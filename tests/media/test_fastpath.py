@@ -117,7 +117,7 @@ def test_history_is_shared_and_transport_wide_seq_is_stamped(restore):
     try:
         cell = fastpath.TransportCell(require_srtp=False)
         cell.set_destination(tx, rx.getsockname())
-        cell.enable_transport_wide_seq(first_seq=65534)
+        stamper = cell.enable_transport_wide_seq(first_seq=65534, system_clock=False)
         fan = fastpath.Fanout()
         consumers = [_consumer(7000, cell), _consumer(8000, cell)]
         fan.set_consumers(consumers)
@@ -126,18 +126,25 @@ def test_history_is_shared_and_transport_wide_seq_is_stamped(restore):
             # a one-byte extension block with id 5 (2 bytes) reserved for the transport-wide seq
             pkt = build_rtp(payload_type=96, seq=40 + i, ts=3000 * i, ssrc=1111, payload=bytes([i]) * 50,
                             extensions=[(5, b"\x00\x00")])
-            twcc_off = 12 + 4 + 1  # header, extension header, element header
-            assert pkt[16] == 0x51
-            nev, gated = fan.run(bytearray(pkt), 0, _stream(40 + i, pkt, i), True, twcc_off)
+            assert pkt[16] == 0x51  # header, extension header, then the slot's element header
+            nev, gated = fan.run(bytearray(pkt), 0, _stream(40 + i, pkt, i), True)
             assert gated == 0
             sent.append(pkt)
         got = [rx.recv(2000) for _ in range(6)]
         assert [parse_rtp(g)[4] for g in got] == [7000, 8000] * 3
         assert [parse_rtp(g)[2] for g in got] == [1000, 1000, 1001, 1001, 1002, 1002]
         assert [int.from_bytes(g[17:19], "big") for g in got] == [65534, 65535, 0, 1, 2, 3]
-        head, records = cell.send_records(0)
-        assert head == 6 and [r[0] for r in records] == [65534, 65535, 0, 1, 2, 3]
-        assert {r[1] for r in records} == {len(sent[0])} and records[0][2] == 1.0
+        # the send records the estimator joins feedback with: (sent_at, plaintext size, probe cluster)
+        assert [stamper.lookup(s) for s in (65534, 65535, 0, 1, 2, 3)] == [
+            (1.0 + i / 100, len(sent[0]), -1) for i in (0, 0, 1, 1, 2, 2)]
+        assert stamper.lookup(4) is None and stamper.stamped == 6
+        # a packet Python sends (RTX answer, probe padding) takes the next seq from the same counter
+        stamper.cluster = 7
+        rtx = stamper.stamp(sent[0], 5.0)
+        assert int.from_bytes(rtx[17:19], "big") == 4 and stamper.lookup(4) == (5.0, len(sent[0]), 7)
+        assert stamper.seq == 5 and sent[0][17:19] == b"\x00\x00"  # the input is not modified
+        plain = build_rtp(payload_type=96, seq=1, ts=0, ssrc=1, payload=b"x")
+        assert stamper.stamp(plain, 6.0) == plain and stamper.unstamped == 1 and stamper.seq == 5
         assert len(fan._hists) == 1  # one history for the encoding, not one copy per consumer
         for c in consumers:
             ss = c.send_stream
