@@ -161,3 +161,72 @@ def test_history_is_shared_and_transport_wide_seq_is_stamped(restore):
     finally:
         rx.close()
         tx.close()
+
+
+def test_malformed_packets_never_crash_the_core(restore):
+    """Random and truncated packets (VP8 descriptors cut anywhere, bogus extension blocks, offsets past
+    the end) through the core with everything on: VP8 rewriting, temporal-layer dropping, the history,
+    transport-wide seq stamping. A bad bounds check would crash this process (SIGSEGV) or corrupt what
+    the core reports; every packet must be either sent whole or counted."""
+    import random
+
+    fastpath.configure("on")
+    rng = random.Random(1313)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setblocking(False)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        cell = fastpath.TransportCell(require_srtp=False)
+        cell.set_destination(tx, rx.getsockname())
+        stamper = cell.enable_transport_wide_seq(system_clock=False)
+        fan = fastpath.Fanout()
+        consumers = [_consumer(7000 + i, cell) for i in range(3)]
+        for i, c in enumerate(consumers):
+            c.send_stream.cell.vp8 = 1
+            c.send_stream.cell.keyframe_gating = 0
+            c.send_stream.cell.target_temporal = (-1, 0, 1)[i]
+            c.send_stream.cell.current_temporal = (-1, 0, 1)[i]
+        fan.set_consumers(consumers)
+        good = build_rtp(payload_type=96, seq=1, ts=0, ssrc=1111, extensions=[(1, b"0" * 8), (5, b"\x00\x00")],
+                         payload=bytes([0x90, 0xE0, 0x81, 0x23, 0x07, 0x60]) + bytes(100))
+        off = parse_rtp(good)[5]
+        total = 0
+        for i in range(4000):
+            kind = i % 4
+            if kind == 0:  # random bytes, any length (the core's own minimum is 12)
+                pkt = rng.randbytes(rng.randrange(0, 80))
+            elif kind == 1:  # a valid packet truncated anywhere (descriptor, extension block)
+                pkt = good[:rng.randrange(0, len(good) + 1)]
+            else:  # valid header, random descriptor/extension bytes
+                pkt = bytearray(good)
+                for _ in range(rng.randrange(1, 6)):
+                    pkt[rng.randrange(12, min(len(pkt), off + 8))] = rng.getrandbits(8)
+                pkt = bytes(pkt)
+            n = len(pkt)
+            stream = SimpleNamespace(
+                last_seq=i & 0xFFFF, last_ts=i * 3000, last_keyframe=rng.random() < 0.2, ssrc=1111,
+                last_payload_offset=rng.choice((off, rng.randrange(-3, n + 20))),
+                last_payload_end=rng.choice((n, rng.randrange(-3, n + 20))),
+                mid_value_offset=rng.choice((-1, 17, rng.randrange(-3, n + 20))),
+                last_receive_time=1.0 + i / 1000, last_ext_seq=i)
+            nev, gated = fan.run(bytearray(pkt), 0, stream, True)
+            assert nev >= 0 and gated == 0
+            total += n >= 12
+        drained = 0
+        while True:
+            try:
+                rx.recv(4096)
+            except BlockingIOError:
+                break
+            drained += 1
+        sent = sum(c.send_stream.packets for c in consumers)
+        dropped = sum(c.send_stream.cell.tl_dropped for c in consumers)
+        assert 0 < sent and sent + dropped == 3 * total  # every packet >= 12 bytes: sent or dropped by TID
+        assert cell.stats()["rtp"] + cell.stats()["dropped"] == sent
+        assert stamper.stamped + stamper.unstamped == sent and stamper.stamped > 0
+        assert drained <= sent
+    finally:
+        rx.close()
+        tx.close()
