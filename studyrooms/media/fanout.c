@@ -1,6 +1,6 @@
 /* StudyRooms compiled fan-out core (issue 13). The Python twin is SendStream.send +
  * Consumer.forward (temporal-layer dropping included) + Vp8PictureRewriter.rewrite +
- * WebRtcTransport.send_rtp (TwccStamper.stamp included); tests/media/test_fastpath_diff.py
+ * WebRtcTransport.send_rtp (TwccStamper.stamp included); tests/sfu/test_fastpath_*diff*.py
  * checks both produce the same bytes on the wire. No allocation here: every buffer is either the
  * static scratch buffer below or memory Python allocated (cffi) and keeps alive. Called with the
  * GIL held (cffi API mode without release), so Python-visible state is never seen half-updated. */
