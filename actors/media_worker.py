@@ -199,6 +199,10 @@ class MediaWorker:
             "cpu": cpu,
             "loopCpu": float(stats.get("loopCpu", 0.0)),  # admission control (studyrooms.sfu.loop_load)
             "loopLagMs": float(stats.get("loopLagMs", 0.0)),
+            # which forwarding path serves this worker's consumers (issue 13), and its share of the sends
+            "forwardingPath": stats.get("forwardingPath"),
+            "rtpPacketsSent": int(stats.get("rtpPacketsSent", 0)),
+            "rtpPacketsSentByCore": int(stats.get("rtpPacketsSentByCore", 0)),
             "closed": self.closed,
             "started": self.worker is not None,
         }

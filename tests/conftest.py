@@ -126,7 +126,7 @@ def forwarding_path(request):
 
     path = request.param
     fastpath.configure("on" if path == "compiled" else "off")
-    fastpath.set_webrtc(path == "compiled")  # WebRtcTransports too (off by default in the product)
+    fastpath.set_webrtc(path == "compiled")
     yield path
-    fastpath.set_webrtc(False)
+    fastpath.set_webrtc(True)
     fastpath.configure()

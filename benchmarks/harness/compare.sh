@@ -6,6 +6,7 @@
 #   benchmarks/harness/compare.sh OUT_DIR [REPS] [DURATION_S]
 # Repetition r runs every SFU over the whole (pps x N) matrix, the SFU order rotating per repetition.
 # Results: OUT_DIR/results.jsonl (bench.py's schema) and OUT_DIR/summary.md (summarize.py medians).
+# LABELS="a b": the StudyRooms/bare-loop labels to run (default all three; Janus unless NO_JANUS).
 # LOCK=file: each repetition holds `flock LOCK` (a shared machine: heavy runs take turns).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,6 +30,7 @@ run() {  # label, adapter command...
     || echo "bench $label failed (see bench.log)" >&2
 }
 labels=(studyrooms-compiled studyrooms-python pyfwd-blocking)
+[ -n "${LABELS:-}" ] && read -r -a labels <<< "$LABELS"  # e.g. LABELS="studyrooms-compiled pyfwd-blocking"
 [ -z "${NO_JANUS:-}" ] && labels+=(janus)
 [ -n "${BEFORE:-}" ] && labels+=(studyrooms-before)
 one_rep() {

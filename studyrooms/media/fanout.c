@@ -1,5 +1,6 @@
 /* StudyRooms compiled fan-out core (issue 13). The Python twin is SendStream.send +
- * Consumer.forward + Vp8PictureRewriter.rewrite + Transport.send_rtp; tests/media/test_fastpath_diff.py
+ * Consumer.forward (temporal-layer dropping included) + Vp8PictureRewriter.rewrite +
+ * WebRtcTransport.send_rtp (TwccStamper.stamp included); tests/sfu/test_fastpath_*diff*.py
  * checks both produce the same bytes on the wire. No allocation here: every buffer is either the
  * static scratch buffer below or memory Python allocated (cffi) and keeps alive. Called with the
  * GIL held (cffi API mode without release), so Python-visible state is never seen half-updated. */
@@ -8,12 +9,14 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "fanout.h"
 
 #define SR_BUF 2048
 #define SR_MAX_RTP 1500
 #define SR_TRAILER 148
+#define SR_TWCC_SLOT_HEADER ((5 << 4) | 1) /* media/twcc.py TWCC_SLOT_HEADER */
 
 typedef int (*sr_protect_fn)(void *ctx, void *hdr, int *len);
 
@@ -92,24 +95,78 @@ static void sr_rebase(sr_consumer *c, unsigned int seq, unsigned int ts, double 
     c->ts_off = (out_ts - ts) & 0xFFFFFFFFu;
 }
 
+/* media/twcc.py TwccStamper.stamp's slot search, byte for byte: the 2-byte value offset or -1. */
+static int sr_twcc_slot(const unsigned char *d, int n) {
+    int b0 = d[0];
+    if (!(b0 & 0x10)) return -1;
+    int h = 12 + ((b0 & 0x0F) << 2);
+    if (h + 8 > n || d[h] != 0xBE || d[h + 1] != 0xDE) return -1;
+    if (h + 16 <= n && d[h + 13] == SR_TWCC_SLOT_HEADER) return h + 14;
+    if (d[h + 4] == SR_TWCC_SLOT_HEADER) return h + 5;
+    return -1;
+}
+
+static int sr_twcc_take(sr_transport *t, unsigned char *buf, int len, double now) {
+    if (len < 12) { t->twcc_unstamped++; return -1; }
+    int off = sr_twcc_slot(buf, len);
+    if (off < 0) { t->twcc_unstamped++; return -1; }
+    unsigned int s = t->twcc_seq & 0xFFFF;
+    t->twcc_seq = (s + 1) & 0xFFFF;
+    buf[off] = (unsigned char)(s >> 8);
+    buf[off + 1] = (unsigned char)(s & 0xFF);
+    if (t->twcc) {
+        sr_twcc_record *r = &t->twcc[s & t->twcc_mask];
+        if (t->sys_clock) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            now = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+        }
+        r->sent_at = now;
+        r->size = (unsigned int)len;
+        r->cluster = t->twcc_cluster;
+    }
+    t->twcc_stamped++;
+    return (int)s;
+}
+
+void sr_twcc_init(sr_transport *t, sr_twcc_record *ring, unsigned int n, unsigned int first_seq) {
+    for (unsigned int i = 0; i < n; i++) {
+        ring[i].sent_at = -1.0;
+        ring[i].size = 0;
+        ring[i].cluster = -1;
+    }
+    t->twcc = ring;
+    t->twcc_mask = n - 1;
+    t->twcc_seq = first_seq & 0xFFFF;
+    t->twcc_cluster = -1;
+    t->twcc_enabled = 1;
+}
+
+int sr_twcc_stamp(sr_transport *t, unsigned char *buf, int len, double now) {
+    return sr_twcc_take(t, buf, len, now);
+}
+
+int sr_twcc_lookup(sr_transport *t, unsigned int seq, sr_twcc_record *out) {
+    if (!t->twcc) return 0;
+    seq &= 0xFFFF;
+    sr_twcc_record *r = &t->twcc[seq & t->twcc_mask];
+    if (r->sent_at < 0) return 0;
+    unsigned int age = (t->twcc_seq - seq) & 0xFFFF;
+    if (age > t->twcc_mask + 1 || seq == (t->twcc_seq & 0xFFFF)) return 0;
+    *out = *r;
+    return 1;
+}
+
 static void sr_send(sr_transport *t, unsigned char *buf, int len, sr_packet *m) {
     if (t == NULL || t->fd < 0) {
         if (t) t->tx_dropped++;
         return;
     }
-    if (m->twcc_value_offset > 0 && t->twcc_enabled) {
-        unsigned int s = t->twcc_seq & 0xFFFF;
-        buf[m->twcc_value_offset] = (unsigned char)(s >> 8);
-        buf[m->twcc_value_offset + 1] = (unsigned char)(s & 0xFF);
-        t->twcc_seq = (s + 1) & 0xFFFF;
-        if (t->records) {
-            sr_send_record *r = &t->records[t->records_head & t->records_mask];
-            r->seq = s;
-            r->size = (unsigned int)len;
-            r->sent_at = m->now;
-            t->records_head++;
-        }
+    if (t->require_srtp && !t->srtp_ctx) {  /* WebRtcTransport.send_rtp: not connected, nothing stamped */
+        t->tx_dropped++;
+        return;
     }
+    if (t->twcc_enabled) sr_twcc_take(t, buf, len, m->now);
     if (t->srtp_ctx) {
         if (len > SR_MAX_RTP) { t->tx_dropped++; t->srtp_failures++; return; }
         int n = len;
@@ -120,9 +177,6 @@ static void sr_send(sr_transport *t, unsigned char *buf, int len, sr_packet *m) 
         }
         t->srtp_protected++;
         len = n;
-    } else if (t->require_srtp) {
-        t->tx_dropped++;
-        return;
     }
     ssize_t r = t->addrlen ? sendto(t->fd, buf, (size_t)len, MSG_DONTWAIT, (const struct sockaddr *)t->addr,
                                     (socklen_t)t->addrlen)
@@ -133,6 +187,66 @@ static void sr_send(sr_transport *t, unsigned char *buf, int len, sr_packet *m) 
     }
     t->tx_rtp++;
     t->tx_bytes += (unsigned long long)len;
+}
+
+/* media/vp8.py parse_vp8_descriptor, the fields temporal dropping needs. Returns 0 when truncated. */
+static int sr_vp8_desc(const unsigned char *d, int off, int end, int *picture_id, int *bits, int *tid) {
+    *picture_id = -1; *bits = 0; *tid = -1;
+    if (off < 0 || off >= end) return 0;
+    int b0 = d[off];
+    int pos = off + 1;
+    if (b0 & 0x80) {
+        if (pos >= end) return 0;
+        int x = d[pos++];
+        if (x & 0x80) {
+            if (pos >= end) return 0;
+            int p0 = d[pos];
+            if (p0 & 0x80) {
+                if (pos + 1 >= end) return 0;
+                *picture_id = ((p0 & 0x7F) << 8) | d[pos + 1];
+                *bits = 15;
+                pos += 2;
+            } else {
+                *picture_id = p0;
+                *bits = 7;
+                pos += 1;
+            }
+        }
+        if (x & 0x40) {
+            if (pos >= end) return 0;
+            pos++;
+        }
+        if (x & 0x30) {
+            if (pos >= end) return 0;
+            if (x & 0x20) *tid = d[pos] >> 6;
+            pos++;
+        }
+    }
+    return 1;
+}
+
+/* Consumer._drop_temporal: 1 to drop this packet (its TID is above the kept temporal layer). */
+static int sr_drop_temporal(sr_consumer *c, const unsigned char *pkt, int len, sr_packet *m) {
+    int end = m->payload_end <= len ? m->payload_end : len;
+    int picture_id, bits, tid;
+    if (!sr_vp8_desc(pkt, m->payload_offset, end, &picture_id, &bits, &tid) || tid < 0) return 0;
+    int b0 = pkt[m->payload_offset];
+    if ((b0 & 0x10) && !(b0 & 0x07)) {  /* a frame starts: the kept layer may change */
+        int want = c->target_temporal, cur = c->current_temporal;
+        if (want != cur && ((want >= 0 && (cur < 0 || want < cur)) || tid == 0)) c->current_temporal = want;
+    }
+    int keep = c->current_temporal;
+    if (keep < 0 || tid <= keep) return 0;
+    c->tl_dropped++;
+    /* SendStream.skip_packet: the packets after it move down by one (no gap for the receiver) */
+    if (!c->sync_required && c->started) c->seq_off = (c->seq_off - 1) & 0xFFFF;
+    /* Vp8PictureRewriter.skip_picture */
+    if (c->vp8 && picture_id >= 0 && !c->pid_sync && c->pid_in >= 0) {
+        int d = bits == 15 ? (((picture_id - c->pid_in + 0x4000) & 0x7FFF) - 0x4000)
+                           : (((picture_id - c->pid_in + 0x40) & 0x7F) - 0x40);
+        if (d > 0) c->pid_in = picture_id;
+    }
+    return 1;
 }
 
 int sr_fanout(const unsigned char *pkt, int len, sr_packet *m, sr_consumer **cs, int n, int *events) {
@@ -166,6 +280,11 @@ int sr_fanout(const unsigned char *pkt, int len, sr_packet *m, sr_consumer **cs,
             c->current_layer = m->layer;
             c->switched = 1;
             c->sync_required = 1;
+        }
+        if ((c->target_temporal != c->current_temporal || c->current_temporal >= 0)
+            && sr_drop_temporal(c, pkt, len, m)) {
+            if (flags) events[nev++] = (i << 2) | flags;
+            continue;
         }
         unsigned char *b = sr_out;
         memcpy(b, pkt, (size_t)len);

@@ -10,20 +10,24 @@ typedef struct sr_transport {
     void *srtp_protect;           /* libsrtp 2 srtp_protect(srtp_t, void *, int *) */
     int require_srtp;             /* 1 (WebRtcTransport): never send plaintext */
     unsigned long long tx_rtp, tx_bytes, tx_dropped, srtp_protected, srtp_failures;
-    /* transport-wide congestion control (issue 10 hook): when twcc_enabled, every packet sent
-     * whose ingress reserved a 2-byte slot gets twcc_seq (then ++), and one record per send */
+    /* transport-wide congestion control (issue 10): when twcc_enabled, every RTP packet sent gets
+     * the next transport-wide seq in its reserved slot (found exactly as media/twcc.py's
+     * TwccStamper.stamp finds it) and a send record twcc[seq & twcc_mask]; Python-sent packets
+     * (RTX answers, probe padding) take their seq from the same counter (sr_twcc_stamp) */
     int twcc_enabled;
-    unsigned int twcc_seq;        /* next transport-wide seq (low 16 bits used) */
-    struct sr_send_record *records;   /* ring owned by the transport (Python), may be NULL */
-    unsigned int records_mask;        /* ring size - 1 (power of two) */
-    unsigned long long records_head;  /* records written so far */
+    unsigned int twcc_seq;        /* next transport-wide seq (16 bits) */
+    int twcc_cluster;             /* probe cluster of packets sent now (-1: none) */
+    int sys_clock;                /* 1: sent_at = CLOCK_MONOTONIC (time.monotonic); 0: the packet's now */
+    struct sr_twcc_record *twcc;  /* ring indexed by seq & twcc_mask (Python owns it) */
+    unsigned int twcc_mask;
+    unsigned long long twcc_stamped, twcc_unstamped;
 } sr_transport;
 
-typedef struct sr_send_record {
-    unsigned int seq;             /* transport-wide seq stamped */
-    unsigned int size;            /* bytes on the wire */
-    double sent_at;               /* monotonic seconds */
-} sr_send_record;
+typedef struct sr_twcc_record {
+    double sent_at;               /* seconds (the transport's clock); < 0: never written */
+    unsigned int size;            /* plaintext bytes (before SRTP), as TwccStamper records */
+    int cluster;                  /* probe cluster id, -1 none */
+} sr_twcc_record;
 
 typedef struct sr_history {       /* one producer encoding's recent ingress packets (NACK source) */
     unsigned char *data;          /* slots * slot_bytes */
@@ -55,6 +59,9 @@ typedef struct sr_consumer {
     int switched;
     int vp8;                      /* 1: keep VP8 picture id / TL0PICIDX continuous (simulcast) */
     int pid_in, pid_out, max_pid, pid_sync, tl0_off, max_tl0, tl0_sync;
+    /* VP8 temporal-layer dropping (Consumer._drop_temporal): -1 = all layers */
+    int target_temporal, current_temporal;
+    unsigned long long tl_dropped;
     /* send stream (SendStream's forwarding state) */
     unsigned int ssrc;
     int payload_type;
@@ -89,7 +96,7 @@ typedef struct sr_packet {        /* one normalised ingress packet, computed onc
     double now;
     unsigned long long ext_seq;
     sr_history *hist;             /* store the packet here first (NULL: no NACK history) */
-    int twcc_value_offset;        /* > 0: reserved 2-byte transport-wide seq slot value */
+    int twcc_value_offset;        /* unused (the slot is found per copy, as the Python stamper does) */
     int gated;                    /* out: consumers that dropped it waiting for a keyframe */
     int sent;                     /* out: copies handed to a transport */
 } sr_packet;
@@ -105,3 +112,13 @@ int sr_fanout_args(const unsigned char *pkt, int len, int layer, unsigned int se
                    long long source_ssrc, int payload_offset, int payload_end, int mid_value_offset, double now,
                    sr_history *hist, unsigned long long ext_seq, int twcc_value_offset,
                    sr_consumer **cs, int n, int *events, int *counts);
+
+/* Initialise a transport's transport-wide seq ring (n records, a power of two) and turn stamping on. */
+void sr_twcc_init(sr_transport *t, sr_twcc_record *ring, unsigned int n, unsigned int first_seq);
+
+/* Stamp one packet Python sends (RTX, probe padding) from the transport's counter: the slot is filled
+ * in place and the record written. Returns the seq, or -1 (counted unstamped) when it has no slot. */
+int sr_twcc_stamp(sr_transport *t, unsigned char *buf, int len, double now);
+
+/* The record of a recent seq: 1 and *out filled, or 0 when unknown/overwritten (TwccStamper.lookup). */
+int sr_twcc_lookup(sr_transport *t, unsigned int seq, sr_twcc_record *out);

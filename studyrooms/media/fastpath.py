@@ -32,7 +32,7 @@ logger = logging.getLogger("studyrooms.media.fastpath")
 ENV = "STUDYROOMS_MEDIA_FAST_PATH"
 MODES = ("auto", "on", "off")
 SLOT_BYTES = 1536  # history slot: one MTU-sized packet
-RECORD_RING = 1024  # transport-wide send records kept per transport
+TWCC_RING = 1 << 14  # transport-wide send records kept per transport (media/twcc.py RING)
 
 ffi: Any = None
 lib: Any = None
@@ -154,31 +154,63 @@ class TransportCell:
         self.c.fd = -1
         self.c.srtp_ctx = ffi.NULL
 
-    def enable_transport_wide_seq(self, first_seq: int = 0) -> None:
-        """Stamp a transport-wide seq into every packet whose ingress reserved the slot, and keep
-        (seq, size, sent_at) records for feedback (see :meth:`send_records`)."""
-        self._records = ffi.new("sr_send_record[]", RECORD_RING)
-        self.c.records = self._records
-        self.c.records_mask = RECORD_RING - 1
-        self.c.twcc_seq = first_seq & 0xFFFF
-        self.c.twcc_enabled = 1
-
-    def send_records(self, since: int) -> tuple[int, list[tuple[int, int, float]]]:
-        """Records written after ``since`` (a previous return's first item), oldest first."""
-        head = int(self.c.records_head)
+    def enable_transport_wide_seq(self, first_seq: int = 1, system_clock: bool = True) -> "CellStamper":
+        """Stamp a transport-wide seq into every RTP packet the core sends on this transport (when it
+        has the slot RecvStream reserves) and keep the send records; returns the stamper Python uses
+        for the packets it sends itself (RTX answers, probe padding) and for feedback lookups: one
+        counter, one record ring. ``system_clock``: the transport's clock is time.monotonic."""
         if self._records is None:
-            return head, []
-        start = max(since, head - RECORD_RING)
-        out = []
-        for i in range(start, head):
-            r = self._records[i & (RECORD_RING - 1)]
-            out.append((r.seq, r.size, r.sent_at))
-        return head, out
+            self._records = ffi.new("sr_twcc_record[]", TWCC_RING)
+            lib.sr_twcc_init(self.c, self._records, TWCC_RING, first_seq)
+            self.c.sys_clock = 1 if system_clock else 0
+        return CellStamper(self)
 
     def stats(self) -> dict[str, int]:
         c = self.c
         return {"rtp": int(c.tx_rtp), "bytes": int(c.tx_bytes), "dropped": int(c.tx_dropped),
                 "protected": int(c.srtp_protected), "srtpFailures": int(c.srtp_failures)}
+
+
+class CellStamper:
+    """media/twcc.py TwccStamper's interface over a TransportCell: the counter and the send records
+    live in C, shared by the packets the core sends and those Python sends (TransportBwe uses it
+    unchanged: ``stamp``, ``record``, ``lookup``, ``cluster``, ``seq``, ``stamped``/``unstamped``)."""
+
+    __slots__ = ("_cell", "_c", "_out")
+
+    def __init__(self, cell: TransportCell) -> None:
+        self._cell = cell  # keeps the ring alive
+        self._c = cell.c
+        self._out = ffi.new("sr_twcc_record *")
+
+    seq = property(lambda self: int(self._c.twcc_seq),
+                   lambda self, v: setattr(self._c, "twcc_seq", int(v) & 0xFFFF))
+    cluster = property(lambda self: int(self._c.twcc_cluster),
+                       lambda self, v: setattr(self._c, "twcc_cluster", int(v)))
+    stamped = property(lambda self: int(self._c.twcc_stamped))
+    unstamped = property(lambda self: int(self._c.twcc_unstamped))
+
+    def stamp(self, data: bytes, now: float) -> bytes:
+        buf = bytearray(data)
+        if lib.sr_twcc_stamp(self._c, ffi.from_buffer(buf), len(buf), now) < 0:
+            return data
+        return bytes(buf)
+
+    def record(self, size: int, now: float) -> int:
+        """A seq for a packet whose slot the caller fills (TwccStamper.record)."""
+        c = self._c
+        seq = int(c.twcc_seq)
+        c.twcc_seq = (seq + 1) & 0xFFFF
+        r = c.twcc[seq & c.twcc_mask]
+        r.sent_at, r.size, r.cluster = float(now), int(size), int(c.twcc_cluster)
+        c.twcc_stamped += 1
+        return seq
+
+    def lookup(self, seq: int) -> tuple[float, int, int] | None:
+        out = self._out
+        if not lib.sr_twcc_lookup(self._c, seq, out):
+            return None
+        return out.sent_at, int(out.size), int(out.cluster)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,12 +465,12 @@ class Fanout:
 
 
 
-_webrtc = False
+_webrtc = True
 
 
 def set_webrtc(enabled: bool) -> None:
-    """Let WebRtcTransports use the compiled core too (benchmarks and the WebRTC compiled-path
-    tests); off by default, see WebRtcTransport."""
+    """Whether WebRtcTransports use the compiled core (default: yes, when it is active). False keeps
+    them on the Python path while plain/pipe transports stay on the core (tests, diagnosis)."""
     global _webrtc
     _webrtc = bool(enabled)
 

@@ -42,6 +42,10 @@ class FastConsumer(Consumer):
     target_layer = _c_int("target_layer")
     _active = _c_bool("active")
     _switched = _c_bool("switched")
+    # VP8 temporal-layer dropping (the allocator writes target_temporal; the core drops and counts)
+    target_temporal = _c_int("target_temporal")
+    current_temporal = _c_int("current_temporal")
+    tl_dropped = _c_int("tl_dropped")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

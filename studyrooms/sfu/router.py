@@ -18,7 +18,6 @@ from .consumer import Consumer
 from .fast_consumer import FastConsumer
 from .options import PlainTransportOptions, WebRtcTransportOptions
 from .producer import Producer
-from .supported_capabilities import TRANSPORT_CC_URI
 
 if TYPE_CHECKING:
     from .transport import Transport
@@ -250,16 +249,9 @@ class Router:
         consumer_id = consumer_id or new_id()
         if consumer_id in self.worker.consumers:
             raise InvalidStateError(f"consumer id {consumer_id} already exists")
-        # The compiled core does not stamp transport-wide sequence numbers yet: a WebRTC consumer
-        # that negotiated transport-cc (browsers) is forwarded by the Python path, so every packet it
-        # sends carries the seq its receiver's feedback (and our estimate) depends on.
-        twcc = getattr(transport, "bwe", None) is not None and any(
-            e.get("uri") == TRANSPORT_CC_URI for e in rtp_parameters.get("headerExtensions") or ())
-        # Nor does it drop temporal layers (the allocator's temporal choice): streams with several
-        # temporal layers are forwarded by the Python path too.
-        mode = (rtp_parameters.get("encodings") or [{}])[0].get("scalabilityMode") or "L1T1"
-        temporal = not mode.endswith("T1") and not mode.endswith("T1_KEY")
-        consumer_class = FastConsumer if transport.fast_cell is not None and not twcc and not temporal else Consumer
+        # the compiled core serves every consumer of a transport it has a cell for (transport-wide
+        # seqs and VP8 temporal-layer dropping included)
+        consumer_class = FastConsumer if transport.fast_cell is not None else Consumer
         consumer = consumer_class(
             self,
             transport,

@@ -11,9 +11,10 @@ Egress ``send_rtp``/``send_rtcp``: protect -> sendto the ICE-selected tuple. Med
 unencrypted: before DTLS is connected, SRTP is dropped and nothing is sent.
 
 Bandwidth (``self.bwe``, sfu/transport_bwe.py; ``self.allocator``, sfu/bandwidth_allocator.py):
-``send_rtp`` is where every outgoing RTP packet (media, RTX, probe padding) gets its transport-wide
-sequence number — ``self.bwe.stamper.stamp(data, now)`` right before SRTP protect, once a consumer
-negotiated transport-wide-cc. TransportFeedback from the receiver goes to ``bwe.on_feedback``; the
+``send_rtp`` is where every outgoing RTP packet Python sends (media of Python consumers, RTX, probe
+padding) gets its transport-wide sequence number — ``self.bwe.stamper.stamp(data, now)`` right
+before SRTP protect, once a consumer negotiated transport-wide-cc; the compiled core stamps the
+packets it sends from the same counter and record ring (``fastpath.CellStamper``). TransportFeedback from the receiver goes to ``bwe.on_feedback``; the
 allocator (created with the first consumer) turns the estimate into per-consumer layers.
 
 Closes itself with ``closed_reason``: 'ice-timeout' (consent lost), 'dtls-failed', 'dtls-closed'
@@ -96,11 +97,8 @@ class WebRtcTransport(Transport):
         self._tuple: Address | None = None  # ICE-selected tuple, cached for send
         self._connect_task: asyncio.Task | None = None
         self._connected_called = False
-        # WebRTC consumers forward in Python for now: the compiled core has neither transport-wide
-        # sequence numbers nor temporal-layer dropping, and with a core cell on these transports the
-        # browsers' downlink estimate did not hold (seen in tests/browser/test_bandwidth.py). The
-        # core serves plain and pipe transports; ``fastpath.set_webrtc(True)`` turns it on here too
-        # (benchmarks, and the compiled-path tests of WebRTC forwarding).
+        # the compiled core sends for this transport's FastConsumers (UDP only: an ICE-TCP tuple is
+        # framed and sent by Python). Transport-wide seqs: see add_consumer.
         if fastpath.active() and fastpath.webrtc_enabled() and not worker_options.enable_tcp:
             self.fast_cell = fastpath.TransportCell(require_srtp=True)
         self._now = clock.now
@@ -328,6 +326,11 @@ class WebRtcTransport(Transport):
         super().add_consumer(consumer)
         exts = (consumer.rtp_parameters or {}).get("headerExtensions") or []
         if any(e.get("uri") == TRANSPORT_CC_URI for e in exts):
+            if self.fast_cell is not None and self.bwe.stamper is None:
+                # ONE transport-wide sequence and send-record ring for the packets the core sends
+                # and those Python sends (RTX, probe padding): the stamper reads and writes the C cell
+                self.bwe.stamper = self.fast_cell.enable_transport_wide_seq(
+                    system_clock=isinstance(self.clock, SystemClock))
             self.bwe.enable_stamping()
         if self.allocator is None and consumer.kind == "video" and hasattr(consumer, "apply_allocation"):
             self.allocator = BandwidthAllocator(self)

@@ -157,10 +157,12 @@ class Worker:
 
     def get_stats(self) -> dict[str, Any]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        tx = rx = 0
+        tx = rx = core = 0
         for transport in self.transports.values():
             tx += transport.tx_rtp
             rx += transport.rx_rtp
+            if transport.fast_cell is not None:
+                core += transport.fast_cell.c.tx_rtp
         return {
             "workerId": self.id,
             "pid": self.pid,
@@ -171,6 +173,7 @@ class Worker:
             "forwardingPath": "compiled" if fastpath.active() else "python",
             "rtpPacketsReceived": rx,
             "rtpPacketsSent": tx,
+            "rtpPacketsSentByCore": core,  # of those, sent by the compiled core (live transports)
             "cpu": self.cpu_utilization(),  # fraction of one core since the previous get_stats
             "cpuSeconds": round(usage.ru_utime + usage.ru_stime, 3),  # user + system, since start
             **self.loop_load.snapshot(),  # loopCpu (fraction of a core), loopLagMs, loopCpuPeak

@@ -15,6 +15,7 @@ import time
 import pytest
 from playwright.async_api import async_playwright
 
+from .conftest import http_json
 from .test_study_room import Person, run_with_diagnostics
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -106,6 +107,12 @@ async def test_one_to_one_reaches_the_top_layer_and_a_late_joiner_too(server, ch
         assert me["availableOutgoingBitrate"] and me["availableOutgoingBitrate"] > 500_000
         cams = [c for c in me["videoAllocation"] if c["spatialLayer"] == 2]
         assert len(cams) >= 1, me["videoAllocation"]
+        # the browsers' media left through the compiled core (the default), not the Python path
+        _, api = http_json(server.base_url + "/api/stats")
+        workers = [w for w in api["workers"] if w.get("rtpPacketsSent")]
+        print("workers:", [(w["forwardingPath"], w["rtpPacketsSent"], w["rtpPacketsSentByCore"]) for w in workers])
+        assert workers and all(w["forwardingPath"] == "compiled" for w in workers)
+        assert sum(w["rtpPacketsSentByCore"] for w in workers) > 0.9 * sum(w["rtpPacketsSent"] for w in workers)
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=chromium_path, headless=True, args=chromium_args)

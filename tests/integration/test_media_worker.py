@@ -24,7 +24,7 @@ async def worker(request):
     fastpath.configure("on" if path == "compiled" else "off")
     fastpath.set_webrtc(path == "compiled")  # these clients are WebRTC (pymediasoup)
     request.addfinalizer(fastpath.configure)
-    request.addfinalizer(lambda: fastpath.set_webrtc(False))
+    request.addfinalizer(lambda: fastpath.set_webrtc(True))
     options = WorkerOptions(port_mode=port_mode, rtc_min_port=42000, rtc_max_port=42999)
     worker = await Worker.create("w-test", options)
     events: list[tuple[str, dict]] = []
