@@ -78,6 +78,9 @@ class FrontEntry:
 class Directory(DirectorySupervision):
     def __init__(self, *, health_interval_s: float = 2.0, max_failures: int = 2, call_timeout_s: float = 5.0,
                  max_rooms: int | None = None, cpu_limit: float = 1.0, watch_interval_s: float = 0.25):
+        from .logs import ensure_configured
+
+        ensure_configured()  # lines with their level even when the job configured no logging
         self.max_rooms = max_rooms  # cluster-wide (``rooms.max_rooms``); None: each host counts its own
         self.reserved: dict[str, str] = {}  # roomId -> hostId: the rooms that exist, cluster-wide
         self.fronts: dict[str, FrontEntry] = {}  # route -> signaling front

@@ -166,6 +166,9 @@ def _merge(session: dict, new_session: Any) -> None:
 class Signaling:
     def __init__(self, settings: Any, route: str, directory_name: str, *,
                  factory: str | Callable = DEFAULT_SERVER_FACTORY, dev_secret: str | None = None) -> None:
+        from .logs import ensure_configured
+
+        ensure_configured()  # lines with their level even when the job configured no logging
         self.settings = settings
         self.dev_secret = dev_secret  # development mode with several fronts: one secret for all
         self.route = route
