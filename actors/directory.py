@@ -69,10 +69,14 @@ class HostEntry:
 
 @dataclass
 class FrontEntry:
+    """A signaling front (SignalingActor): health-pinged with the workers, and watched in the GCS
+    for restarts (actors/supervision.py). The one registry of signaling actors."""
+
     route: str
     handle: Any
     info: dict = field(default_factory=dict)
     failures: int = 0
+    actor_id: str | None = None
 
 
 class Directory(DirectorySupervision):
@@ -128,10 +132,21 @@ class Directory(DirectorySupervision):
             del self.reserved[room_id]
 
     # ------------------------------------------------------------------ signaling fronts
-    async def register_front(self, route: str, handle: Any, info: dict | None = None) -> None:
-        """A signaling front (its route is its actor name); health-checked like workers."""
-        self.fronts[route] = FrontEntry(route, handle, dict(info or {}))
+    async def register_front(self, route: str, handle: Any, info: dict | None = None, *,
+                             keep_info: bool = False) -> None:
+        """A signaling front (its route is its actor name): health-checked like workers and watched
+        for restarts. A front registers itself when it listens (``keep_info``: what the application
+        registered for it stays) and the application registers it with its address info."""
+        entry = self.fronts.get(route)
+        if entry is None:
+            entry = self.fronts[route] = FrontEntry(route, handle, dict(info or {}))
+        else:
+            entry.handle, entry.failures = handle, 0
+            if info is not None and not (keep_info and entry.info):
+                entry.info = dict(info)
+        entry.actor_id = actor_id_of(handle)
         self._start_health()
+        self._start_watch()
 
     async def unregister_front(self, route: str) -> None:
         self.fronts.pop(route, None)

@@ -8,6 +8,7 @@ first new frame at each page is printed (``-s``) and quoted in the README.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -26,6 +27,29 @@ ROOM = "heal-page"
 # allocation for one sender, under investigation), so the bound asserted is 15 s.
 HEAL_TARGET_S = 8.0
 HEAL_TIMEOUT_S = 15.0
+
+
+DIAGNOSE_AFTER_S = 6.0
+
+
+async def diagnose(person: Person) -> str:
+    """What the server decided for this page's consumers and what the page receives (slow heals)."""
+    js = """async () => {
+      const c = window.studyrooms.client;
+      let server = null;
+      try { server = await c.signaling.request('get-stats', {}); } catch (e) { server = String(e); }
+      const mine = server && server.participants ? server.participants.find((p) => p.participantId === c.participantId) : null;
+      return {page: (await c.stats()).map((s) => [s.kind, s.participantId.slice(0, 6), s.consumerId.slice(0, 6),
+                                                    s.packetsReceived, s.framesDecoded, s.frameWidth]),
+              forwarding: c.forwarding, reconnecting: c.reconnecting,
+              recv: c.recvTransport && c.recvTransport.connectionState, send: c.sendTransport && c.sendTransport.connectionState,
+              allocation: mine ? mine.videoAllocation : server, available: mine ? mine.availableOutgoingBitrate : null};
+    }"""
+    try:
+        found = await asyncio.wait_for(person.page.evaluate(js), 5)
+        return json.dumps(found, default=str)[:4000] + "\nconsole:\n" + "\n".join(person.logs[-25:])
+    except Exception as err:  # noqa: BLE001 - diagnostics only
+        return f"unavailable ({err!r})"
 
 
 async def frames_by_sender(person: Person) -> dict[str, tuple[str, int]]:
@@ -56,10 +80,14 @@ async def test_pages_heal_after_their_media_worker_is_killed(server, chromium_pa
         t_kill = time.monotonic()
         healed: dict[str, float] = {}
         seen_reconnecting = set()
+        diagnosed: set[str] = set()
         while len(healed) < len(people) and time.monotonic() - t_kill < HEAL_TIMEOUT_S:
             for p in people:
                 if p.name in healed:
                     continue
+                if time.monotonic() - t_kill > DIAGNOSE_AFTER_S and p.name not in diagnosed:
+                    diagnosed.add(p.name)
+                    print(f"\n{p.name} not healed {DIAGNOSE_AFTER_S} s after the kill:\n{await diagnose(p)}")
                 state = await p.state()
                 if state.get("reconnecting"):
                     seen_reconnecting.add(p.name)
