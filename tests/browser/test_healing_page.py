@@ -22,11 +22,11 @@ from browser.test_study_room import Person, run_with_diagnostics, wait_receiving
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOM = "heal-page"
-# The target is 8 s (every page decoding both others again); the figures are printed and in
-# the README. One CI-like run of the merged tree had one page of three take longer (its receive-side
-# allocation for one sender, under investigation), so the bound asserted is 15 s.
+# The target: every page decodes both others again within 8 s of the kill. (A consumer whose
+# first keyframe request went nowhere used to wait for good with the bandwidth allocator: it now asks
+# again while it waits, studyrooms/sfu/consumer.py; this was the >8 s page of an earlier CI run.)
 HEAL_TARGET_S = 8.0
-HEAL_TIMEOUT_S = 15.0
+HEAL_TIMEOUT_S = HEAL_TARGET_S
 
 
 DIAGNOSE_AFTER_S = 6.0
@@ -101,9 +101,6 @@ async def test_pages_heal_after_their_media_worker_is_killed(server, chromium_pa
         print("\npage: kill -> first decoded frame of both others: "
               + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(healed.items())))
         assert len(healed) == len(people), f"not healed within {HEAL_TIMEOUT_S} s: only {healed}"
-        late = {k: round(v, 2) for k, v in healed.items() if v > HEAL_TARGET_S}
-        if late:
-            print(f"over the {HEAL_TARGET_S} s target: {late}")
         for p in people:
             state = await p.state()
             assert state["joined"] and state["local"]["mic"] and state["local"]["camera"], state["local"]
