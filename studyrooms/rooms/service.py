@@ -252,7 +252,10 @@ class RoomService:
                                                 attributes={obs.ROOM_ID: joined[0].id,
                                                             obs.PARTICIPANT_ID: joined[1]}), \
                 obs.log_context(room_id=joined[0].id, participant_id=joined[1]):
-            await self._drop(sid)
+            if session.get("leaving"):  # the client closed its socket on purpose: it left
+                await self._leave(sid)
+            else:
+                await self._drop(sid)
 
     # --- rooms lifecycle ------------------------------------------------------------------------
 

@@ -228,6 +228,11 @@ class SignalingServer:
             # while the socket stays open.
             self._requests.add(1, {"event": "unknown", "outcome": "invalid-request"})
             return _reserved_event_error("disconnect")
+        session = self._sessions.get(sid)
+        if session is not None and reason and reason[0] == self.sio.reason.CLIENT_DISCONNECT:
+            # the client closed its socket on purpose (the page does on pagehide): a leave, not a
+            # connection lost, so no session resume (docs/protocol.md "Session resume")
+            session["leaving"] = True
         await self._cleanup(sid)
         return None
 

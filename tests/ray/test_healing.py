@@ -318,7 +318,8 @@ async def test_resume_grace_expired(app, call_):
     left = []
     dan.sio.on("participant-left", lambda data: left.append((time.monotonic(), data.get("participantId"))))
     t_gone = time.monotonic()
-    await eve.sio.disconnect()  # a socket.io disconnect without leave-room: detached, media kept
+    eve.sio.reconnection = False  # away for good (until reconnected below)
+    await eve.sio.eio.ws.close()  # the connection drops (no leave-room, no socket.io disconnect): detached
     await asyncio.sleep(RESUME_GRACE_S / 2)
     assert not left
     assert_never_stopped({"Dan": dan, "Eve": eve}, ROOM_B, t_gone, time.monotonic())  # her media flows on
@@ -328,7 +329,11 @@ async def test_resume_grace_expired(app, call_):
     assert [p for _, p in left] == [old_id]
     assert RESUME_GRACE_S - 0.5 <= left[0][0] - t_gone <= RESUME_GRACE_S + 3, left[0][0] - t_gone
     t_back = time.monotonic()
+    deadline = time.monotonic() + 5
+    while eve.sio.connected and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     await eve.sio.connect(app.url, auth=eve.auth, transports=["websocket"], wait_timeout=10)
+    eve.sio.reconnection = True
     figures = await wait_all_decoding({"Dan": dan, "Eve": eve}, since=t_back, new_only=True, timeout=10.0)
     FIGURES["grace expired, back and rebuilt"] = figures
     assert eve.participant_id != old_id and eve.auth["resumeKey"] != old_key

@@ -157,3 +157,11 @@ async def test_grace_zero_makes_a_disconnect_a_leave(make_service):
     x, y, ack, _, _ = await _in_call(svc)
     await svc.disconnect(x)
     assert ack["participantId"] not in svc.rooms[ROOM].participants
+
+
+async def test_a_socket_closed_on_purpose_is_a_leave(service, notifier):
+    x, y, ack, _, _ = await _in_call(service)
+    await service.disconnect({**x, "leaving": True})  # the client's own disconnect (the page on pagehide)
+    assert ack["participantId"] not in service.rooms[ROOM].participants
+    assert [d["participantId"] for d in notifier.to("y1", "participant-left")] == [ack["participantId"]]
+    assert service.dump()["detached"] == 0

@@ -34,6 +34,12 @@ const client = new RoomClient({
   forceRelay: params.get('relay') === '1', // media only through TURN (docs/deployment.md)
 });
 
+// Closing or leaving the page closes the socket on purpose: the server takes it as leaving the room
+// (a dropped connection instead keeps our participant for a moment, to resume: docs/protocol.md).
+window.addEventListener('pagehide', () => {
+  if (client.signaling) client.signaling.close();
+});
+
 let renderQueued = false;
 function scheduleRender() {
   if (renderQueued) return;
