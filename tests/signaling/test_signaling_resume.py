@@ -66,8 +66,13 @@ async def test_a_dropped_socket_resumes_through_its_key_and_a_closed_one_leaves(
     await bob.call("leave-room", {})
     assert (await ada2.wait_for("participant-left"))[0]["displayName"] == "Bob"
 
-    # closing the socket on purpose (the page does on pagehide) is leaving: Eve is told at once
-    await ada2.sio.disconnect()
+    # closing the socket on purpose (socket.io's DISCONNECT packet reaches the server) is leaving:
+    # Eve is told at once
+    from socketio import packet
+
+    await ada2.sio._send_packet(packet.Packet(packet.DISCONNECT, namespace="/"))
+    await asyncio.sleep(0.2)
+    await drop(ada2)
     left = await eve.wait_for("participant-left", count=2)  # Bob, then Ada
     assert left[-1]["participantId"] == first["participantId"]
     assert stack.service.dump()["detached"] == 0

@@ -37,7 +37,9 @@ const client = new RoomClient({
 // Closing or leaving the page closes the socket on purpose: the server takes it as leaving the room
 // (a dropped connection instead keeps our participant for a moment, to resume: docs/protocol.md).
 window.addEventListener('pagehide', () => {
-  if (client.signaling) client.signaling.close();
+  if (!client.signaling) return;
+  if (client.joined) client.signaling.socket.emit('leave-room', {}); // sent before the close below
+  client.signaling.close();
 });
 
 let renderQueued = false;
