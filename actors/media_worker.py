@@ -77,7 +77,6 @@ class MediaWorker:
         self.node = node_name()
         self.closed = False
         self._pending_events: set[asyncio.Task] = set()
-        self._proc: Any = None
         self._starting: asyncio.Lock | None = None
         from .supervision import call_self_later, was_restarted
 
@@ -113,13 +112,6 @@ class MediaWorker:
         setup_actor_telemetry("media-worker")  # spans (and OTLP metrics when configured)
         self.worker, self.channel = await resolve(self.factory)(self.worker_id, settings, self.index)
         self.worker.observer.on("event", self._on_event)
-        try:
-            import psutil
-
-            self._proc = psutil.Process()
-            self._proc.cpu_percent(None)  # prime the counter
-        except Exception:  # noqa: BLE001
-            self._proc = None
 
     async def info(self) -> dict:
         loop = type(asyncio.get_running_loop())
@@ -182,9 +174,9 @@ class MediaWorker:
                 stats = dict(self.worker.get_stats())
             except Exception:  # noqa: BLE001
                 logger.exception("get_stats failed")
-        cpu = stats.get("cpu")  # fraction of one core since the previous call (Worker.cpu_utilization)
+        cpu = stats.get("cpu")  # fraction of one core, the sampler admission reads (Worker.cpu_utilization)
         if not isinstance(cpu, (int, float)):
-            cpu = self._proc.cpu_percent(None) / 100.0 if self._proc is not None else 0.0
+            cpu = 0.0
         return {
             "workerId": self.worker_id,
             "pid": os.getpid(),
