@@ -192,6 +192,37 @@ class MediaWorker:
             "started": self.worker is not None,
         }
 
+    async def trace_memory(self, action: str, limit: int = 20) -> dict:
+        """Diagnostics (benchmarks.memory_episode): ``start`` tracemalloc and keep a first snapshot;
+        ``diff``: the ``limit`` allocation sites that grew most since it (what an episode left);
+        ``stop``."""
+        import gc
+        import tracemalloc
+
+        if action == "start":
+            tracemalloc.start(8)
+            gc.collect()
+            self._trace_base = tracemalloc.take_snapshot()
+            return {"tracing": True}
+        if action == "diff":
+            base = getattr(self, "_trace_base", None)
+            if base is None or not tracemalloc.is_tracing():
+                return {"tracing": False}
+            gc.collect()
+            now = tracemalloc.take_snapshot()
+            stats = now.compare_to(base, "traceback")
+            top = [{"sizeDiffKiB": round(st.size_diff / 1024, 1), "countDiff": st.count_diff,
+                    "where": [f"{f.filename.rsplit('site-packages/', 1)[-1]}:{f.lineno}" for f in st.traceback][-4:]}
+                   for st in stats[:limit]]
+            traced, peak = tracemalloc.get_traced_memory()
+            return {"tracing": True, "tracedMiB": round(traced / (1 << 20), 2), "peakMiB": round(peak / (1 << 20), 2),
+                    "grownKiB": round(sum(st.size_diff for st in stats) / 1024, 1), "top": top}
+        if action == "stop":
+            tracemalloc.stop()
+            self._trace_base = None
+            return {"tracing": False}
+        raise ValueError(f"trace_memory: unknown action {action!r}")
+
     async def close_routers_of(self, owner: Any) -> int:
         """Close every router registered by ``owner`` (a room host that restarted: the routers of
         its previous process have no room any more). Returns how many were closed."""

@@ -24,7 +24,8 @@ from typing import Callable
 
 from ..clock import Clock, SystemClock, TimerHandle
 from ..config import Settings
-from ..errors import ForbiddenError, InvalidRequestError, InvalidStateError, RateLimitedError, ResourceExhaustedError
+from ..errors import (ForbiddenError, InvalidRequestError, InvalidStateError, NotFoundError, RateLimitedError,
+                      ResourceExhaustedError)
 from ..ids import new_id
 from ..protocol import parse_request
 from ..protocol import requests as rq
@@ -130,7 +131,10 @@ class RoomService:
         if room is not None and resumable and isinstance(key, str) and key:
             mine = room.resumable(_digest(key), str(session.get("userId", "")))
             if mine is not None:
-                return await self._resume(session, room, mine, key)
+                try:
+                    return await self._resume(session, room, mine, key)
+                except NotFoundError:  # it left meanwhile (grace over, room closing): an ordinary join
+                    room = self.rooms.get(req.room_id)
         if room is None:
             if len(self.rooms) >= self.settings.rooms.max_rooms:
                 raise ResourceExhaustedError(
