@@ -22,7 +22,7 @@ from ray.exceptions import ActorDiedError
 from studyrooms.errors import NotFoundError, ResourceExhaustedError
 
 from .hop import call
-from .supervision import DirectorySupervision, actor_id_of
+from .supervision import DirectorySupervision, actor_id_of, gcs_states
 
 logger = logging.getLogger("studyrooms.actors.directory")
 
@@ -153,6 +153,18 @@ class Directory(DirectorySupervision):
 
     async def front_infos(self) -> list[dict]:
         return [dict(e.info, route=r) for r, e in self.fronts.items()]
+
+    async def _front_restarting(self, front: FrontEntry) -> bool:
+        """True while Ray restarts (or has restarted) the front's actor; False when it is dead for
+        good or not a Ray actor."""
+        if not front.actor_id:
+            return False
+        try:
+            states = await asyncio.to_thread(gcs_states, [front.actor_id])
+        except Exception:  # noqa: BLE001 - no GCS answer: judge by the pings
+            return False
+        state = states.get(front.actor_id, ("DEAD", 0))[0]
+        return state in ("RESTARTING", "ALIVE", "PENDING_CREATION", "DEPENDENCIES_UNREADY")
 
     async def _front_gone(self, route: str) -> None:
         """A front died: its sockets are gone, so every room host drops the participants it held."""
@@ -370,6 +382,12 @@ class Directory(DirectorySupervision):
             except Exception as exc:  # noqa: BLE001
                 front.failures += 1
                 if isinstance(exc.__cause__, ActorDiedError) or front.failures >= self.max_failures:
+                    if await self._front_restarting(front):
+                        # Ray brings it back under the same route: the restarted process clears its
+                        # old sockets itself (forget_route) before it listens. Dropping the route
+                        # here could hit the sockets of the new process (same route name).
+                        front.failures = 0
+                        continue
                     logger.warning("dropping signaling front %s: %s", front.route, exc)
                     await self._front_gone(front.route)
                     dropped.append(front.route)
