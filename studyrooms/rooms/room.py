@@ -207,12 +207,13 @@ class Room(RoomRecovery):
                 return p.id
         return None
 
-    async def detach(self, participant_id: str) -> bool:
-        """The participant's socket went without leave-room: keep the participant and its media
-        objects (they keep flowing), send it nothing until a socket is bound again."""
+    async def detach(self, participant_id: str, sid: str, route: str) -> bool:
+        """The participant's socket ``route``/``sid`` went without leave-room: keep the participant
+        and its media objects (they keep flowing), send it nothing until a socket is bound again.
+        False when it is gone or already bound to another socket (a resume came first)."""
         async with self._lock:
             p = self.participants.get(participant_id)
-            if p is None:
+            if p is None or (p.sid, p.route) != (sid, route):
                 return False
             p.detached_at = self.clock.now()
             logger.info("room %s: %s detached (socket %s/%s gone), media kept", self.id, p.id, p.route, p.sid)

@@ -214,7 +214,7 @@ class RoomService:
             await self._leave(sid)
             return
         del self._by_sid[sid]
-        if not await room.detach(participant_id):
+        if not await room.detach(participant_id, sid[1], sid[0]):
             return
         old = self._parked.pop(participant_id, None)
         if old is not None:
