@@ -437,6 +437,7 @@ class Directory(DirectorySupervision):
         return await self.loads()
 
     async def dump(self) -> dict:
+        await self._wait_rebuilt()
         return {
             "workers": {wid: {"node": e.node, "routers": e.router_count, "consumers": e.consumer_count}
                         for wid, e in self.workers.items()},

@@ -36,6 +36,10 @@ logger = logging.getLogger("studyrooms.actors.supervision")
 KINDS = ("media-worker", "room-host", "signaling", "directory")
 
 
+#: rounds of the directory's rebuild over the actors that did not answer (5, 10, 15 s timeouts)
+REBUILD_ATTEMPTS = 3
+
+
 def front_info(info: dict) -> dict:
     """A signaling front's registry info (``node``, ``port``, ``url``) from its ``info()``."""
     host = str(info.get("host") or "127.0.0.1")
@@ -145,25 +149,12 @@ class DirectorySupervision:
             prefix = name.rsplit(":", 1)[0]
             names = await asyncio.to_thread(ray.util.list_named_actors)
             own = sorted(n for n in names if isinstance(n, str) and n.startswith(prefix + ":") and n != name)
-            for actor_name in own:
-                kind = actor_name[len(prefix) + 1:]
-                try:
-                    handle = await asyncio.to_thread(ray.get_actor, actor_name)
-                    if kind.startswith("media-"):
-                        info = await call(handle.info.remote(), what=actor_name, timeout_s=5.0)
-                        await self.register_worker(info["workerId"], handle, info)
-                    elif kind.startswith("room-host-"):
-                        held = await call(handle.rooms_held.remote(), what=actor_name, timeout_s=5.0)
-                        await self.register_host(held["hostId"], handle, held)
-                        for room_id, worker_ids in held.get("rooms", {}).items():
-                            self.room_host[room_id] = held["hostId"]
-                            self.hosts[held["hostId"]].rooms.add(room_id)
-                            self.room_routers[room_id] = {w: 1 for w in worker_ids}
-                    elif kind.startswith("signaling-"):
-                        info = await call(handle.info.remote(), what=actor_name, timeout_s=5.0)
-                        await self.register_front(actor_name, handle, front_info(info))
-                except Exception as exc:  # noqa: BLE001 - a dead one is simply not registered
-                    logger.warning("directory rebuild: %s not registered: %r", actor_name, exc)
+            for attempt in range(REBUILD_ATTEMPTS):  # a loaded machine may miss a timeout: ask again
+                own = [n for n in own if not await self._register_named(prefix, n, timeout_s=5.0 * (attempt + 1))]
+                if not own:
+                    break
+            if own:
+                logger.error("directory rebuild: %s not registered after %d attempts", ", ".join(own), REBUILD_ATTEMPTS)
             saved = await asyncio.to_thread(_kv, "get") or {}
             for key in ("mediaResets", "roomResets", "workersGivenUp"):
                 self.counts[key] = int(saved.get(key, 0))
@@ -184,6 +175,32 @@ class DirectorySupervision:
             self._rebuilt.set()
             self._start_health()
         return {"rebuilt": True, "workers": len(self.workers), "hosts": len(self.hosts)}
+
+    async def _register_named(self, prefix: str, actor_name: str, timeout_s: float) -> bool:
+        """Register one of the application's named actors again (rebuild); False when it did not
+        answer in time (it is asked again) or is gone."""
+        kind = actor_name[len(prefix) + 1:]
+        try:
+            handle = await asyncio.to_thread(ray.get_actor, actor_name)
+            if kind.startswith("media-"):
+                info = await call(handle.info.remote(), what=actor_name, timeout_s=timeout_s)
+                await self.register_worker(info["workerId"], handle, info)
+            elif kind.startswith("room-host-"):
+                held = await call(handle.rooms_held.remote(), what=actor_name, timeout_s=timeout_s)
+                await self.register_host(held["hostId"], handle, held)
+                for room_id, worker_ids in held.get("rooms", {}).items():
+                    self.room_host[room_id] = held["hostId"]
+                    self.hosts[held["hostId"]].rooms.add(room_id)
+                    self.room_routers[room_id] = {w: 1 for w in worker_ids}
+            elif kind.startswith("signaling-"):
+                info = await call(handle.info.remote(), what=actor_name, timeout_s=timeout_s)
+                await self.register_front(actor_name, handle, front_info(info))
+            return True
+        except ValueError:  # no such actor any more (ray.get_actor): nothing to register
+            return True
+        except Exception as exc:  # noqa: BLE001 - asked again by the caller
+            logger.warning("directory rebuild: %s not registered yet: %r", actor_name, exc)
+            return False
 
     # ------------------------------------------------------------------ counters and health
     async def record(self, what: str, n: int = 1) -> None:
