@@ -389,7 +389,7 @@ async def test_a_consumer_waiting_for_its_layer_asks_again_with_an_allocator(env
     seq = 0
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    while loop.time() - t0 < 3.5:  # deltas only: the sender ignores every keyframe request
+    while loop.time() - t0 < 2.3:  # deltas only: the sender ignores every keyframe request
         seq += 1
         for layer in (0, 1):
             sender.sock.sendto(build_rtp(payload_type=96, seq=seq, ts=seq * 3000, ssrc=ssrcs[layer],
@@ -398,7 +398,7 @@ async def test_a_consumer_waiting_for_its_layer_asks_again_with_an_allocator(env
         await asyncio.sleep(0.03)
     asked = [rtcp_bytes.parse_pli(*p) for p in sender.find(206, 1)]
     assert asked.count(ssrcs[1]) >= 2, asked  # asked again while waiting ...
-    assert asked.count(ssrcs[1]) <= 5, asked  # ... throttled (1 s interval)
+    assert asked.count(ssrcs[1]) <= 4, asked  # ... throttled (1 s interval)
     assert not sink.rtp  # nothing before the keyframe
     del c.transport.allocator
 
