@@ -23,7 +23,7 @@ from studyrooms.errors import NotFoundError, ResourceExhaustedError
 
 from .hop import call
 from .placement import home_node, spread_candidates
-from .supervision import DirectorySupervision, actor_id_of
+from .supervision import DirectorySupervision, actor_id_of, gcs_states
 
 logger = logging.getLogger("studyrooms.actors.directory")
 
@@ -70,16 +70,23 @@ class HostEntry:
 
 @dataclass
 class FrontEntry:
+    """A signaling front (SignalingActor): health-pinged with the workers, and watched in the GCS
+    for restarts (actors/supervision.py). The one registry of signaling actors."""
+
     route: str
     handle: Any
     info: dict = field(default_factory=dict)
     failures: int = 0
+    actor_id: str | None = None
 
 
 class Directory(DirectorySupervision):
     def __init__(self, *, health_interval_s: float = 2.0, max_failures: int = 2, call_timeout_s: float = 5.0,
                  max_rooms: int | None = None, cpu_limit: float = 1.0, watch_interval_s: float = 0.25,
                  consumer_limit: int | None = None):
+        from .logs import ensure_configured
+
+        ensure_configured()  # lines with their level even when the job configured no logging
         self.consumer_limit = consumer_limit  # rooms.max_consumers_per_worker: a worker this full is skipped by spreads
         self.max_rooms = max_rooms  # cluster-wide (``rooms.max_rooms``); None: each host counts its own
         self.reserved: dict[str, str] = {}  # roomId -> hostId: the rooms that exist, cluster-wide
@@ -128,16 +135,39 @@ class Directory(DirectorySupervision):
             del self.reserved[room_id]
 
     # ------------------------------------------------------------------ signaling fronts
-    async def register_front(self, route: str, handle: Any, info: dict | None = None) -> None:
-        """A signaling front (its route is its actor name); health-checked like workers."""
-        self.fronts[route] = FrontEntry(route, handle, dict(info or {}))
+    async def register_front(self, route: str, handle: Any, info: dict | None = None, *,
+                             keep_info: bool = False) -> None:
+        """A signaling front (its route is its actor name): health-checked like workers and watched
+        for restarts. A front registers itself when it listens (``keep_info``: what the application
+        registered for it stays) and the application registers it with its address info."""
+        entry = self.fronts.get(route)
+        if entry is None:
+            entry = self.fronts[route] = FrontEntry(route, handle, dict(info or {}))
+        else:
+            entry.handle, entry.failures = handle, 0
+            if info is not None and not (keep_info and entry.info):
+                entry.info = dict(info)
+        entry.actor_id = actor_id_of(handle)
         self._start_health()
+        self._start_watch()
 
     async def unregister_front(self, route: str) -> None:
         self.fronts.pop(route, None)
 
     async def front_infos(self) -> list[dict]:
         return [dict(e.info, route=r) for r, e in self.fronts.items()]
+
+    async def _front_restarting(self, front: FrontEntry) -> bool:
+        """True while Ray restarts (or has restarted) the front's actor; False when it is dead for
+        good or not a Ray actor."""
+        if not front.actor_id:
+            return False
+        try:
+            states = await asyncio.to_thread(gcs_states, [front.actor_id])
+        except Exception:  # noqa: BLE001 - no GCS answer: judge by the pings
+            return False
+        state = states.get(front.actor_id, ("DEAD", 0))[0]
+        return state in ("RESTARTING", "ALIVE", "PENDING_CREATION", "DEPENDENCIES_UNREADY")
 
     async def _front_gone(self, route: str) -> None:
         """A front died: its sockets are gone, so every room host drops the participants it held."""
@@ -358,6 +388,12 @@ class Directory(DirectorySupervision):
             except Exception as exc:  # noqa: BLE001
                 front.failures += 1
                 if isinstance(exc.__cause__, ActorDiedError) or front.failures >= self.max_failures:
+                    if await self._front_restarting(front):
+                        # Ray brings it back under the same route: the restarted process clears its
+                        # old sockets itself (forget_route) before it listens. Dropping the route
+                        # here could hit the sockets of the new process (same route name).
+                        front.failures = 0
+                        continue
                     logger.warning("dropping signaling front %s: %s", front.route, exc)
                     await self._front_gone(front.route)
                     dropped.append(front.route)
@@ -407,6 +443,7 @@ class Directory(DirectorySupervision):
         return await self.loads()
 
     async def dump(self) -> dict:
+        await self._wait_rebuilt()
         return {
             "workers": {wid: {"node": e.node, "routers": e.router_count, "consumers": e.consumer_count}
                         for wid, e in self.workers.items()},

@@ -77,6 +77,13 @@ def configure(level: str | None = None, fmt: str | None = None, *, stream=None) 
     return handler
 
 
+def ensure_configured() -> None:
+    """An actor process whose job set no logging (a driver without :func:`job_runtime_env`, e.g.
+    tests or notebooks) gets the same handler and format, so its lines carry their level."""
+    if not logging.getLogger().handlers:
+        configure()
+
+
 def setup_worker_logging() -> None:
     """Ray's ``worker_process_setup_hook``: runs once in every worker process of the job."""
     configure()

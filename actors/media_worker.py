@@ -80,7 +80,6 @@ class MediaWorker:
         self.node = node_name()
         self.closed = False
         self._pending_events: set[asyncio.Task] = set()
-        self._proc: Any = None
         self._starting: asyncio.Lock | None = None
         from .supervision import call_self_later, was_restarted
 
@@ -116,13 +115,6 @@ class MediaWorker:
         setup_actor_telemetry("media-worker")  # spans (and OTLP metrics when configured)
         self.worker, self.channel = await resolve(self.factory)(self.worker_id, settings, self.index)
         self.worker.observer.on("event", self._on_event)
-        try:
-            import psutil
-
-            self._proc = psutil.Process()
-            self._proc.cpu_percent(None)  # prime the counter
-        except Exception:  # noqa: BLE001
-            self._proc = None
 
     async def info(self) -> dict:
         loop = type(asyncio.get_running_loop())
@@ -185,9 +177,9 @@ class MediaWorker:
                 stats = dict(self.worker.get_stats())
             except Exception:  # noqa: BLE001
                 logger.exception("get_stats failed")
-        cpu = stats.get("cpu")  # fraction of one core since the previous call (Worker.cpu_utilization)
+        cpu = stats.get("cpu")  # fraction of one core, the sampler admission reads (Worker.cpu_utilization)
         if not isinstance(cpu, (int, float)):
-            cpu = self._proc.cpu_percent(None) / 100.0 if self._proc is not None else 0.0
+            cpu = 0.0
         return {
             "workerId": self.worker_id,
             "pid": os.getpid(),
@@ -206,6 +198,37 @@ class MediaWorker:
             "closed": self.closed,
             "started": self.worker is not None,
         }
+
+    async def trace_memory(self, action: str, limit: int = 20) -> dict:
+        """Diagnostics (benchmarks.memory_episode): ``start`` tracemalloc and keep a first snapshot;
+        ``diff``: the ``limit`` allocation sites that grew most since it (what an episode left);
+        ``stop``."""
+        import gc
+        import tracemalloc
+
+        if action == "start":
+            tracemalloc.start(8)
+            gc.collect()
+            self._trace_base = tracemalloc.take_snapshot()
+            return {"tracing": True}
+        if action == "diff":
+            base = getattr(self, "_trace_base", None)
+            if base is None or not tracemalloc.is_tracing():
+                return {"tracing": False}
+            gc.collect()
+            now = tracemalloc.take_snapshot()
+            stats = now.compare_to(base, "traceback")
+            top = [{"sizeDiffKiB": round(st.size_diff / 1024, 1), "countDiff": st.count_diff,
+                    "where": [f"{f.filename.rsplit('site-packages/', 1)[-1]}:{f.lineno}" for f in st.traceback][-4:]}
+                   for st in stats[:limit]]
+            traced, peak = tracemalloc.get_traced_memory()
+            return {"tracing": True, "tracedMiB": round(traced / (1 << 20), 2), "peakMiB": round(peak / (1 << 20), 2),
+                    "grownKiB": round(sum(st.size_diff for st in stats) / 1024, 1), "top": top}
+        if action == "stop":
+            tracemalloc.stop()
+            self._trace_base = None
+            return {"tracing": False}
+        raise ValueError(f"trace_memory: unknown action {action!r}")
 
     async def close_routers_of(self, owner: Any) -> int:
         """Close every router registered by ``owner`` (a room host that restarted: the routers of

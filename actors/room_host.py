@@ -155,6 +155,9 @@ class RoomHost:
         routes: dict[str, Any] | None = None,
         factory: str | Callable = DEFAULT_SERVICE_FACTORY,
     ) -> None:
+        from .logs import ensure_configured
+
+        ensure_configured()  # lines with their level even when the job configured no logging
         self.settings = settings
         self.host_id = host_id
         self.directory_name = directory_name

@@ -168,6 +168,9 @@ def _merge(session: dict, new_session: Any) -> None:
 class Signaling:
     def __init__(self, settings: Any, route: str, directory_name: str, *,
                  factory: str | Callable = DEFAULT_SERVER_FACTORY, dev_secret: str | None = None) -> None:
+        from .logs import ensure_configured
+
+        ensure_configured()  # lines with their level even when the job configured no logging
         raise_nofile_limit()  # a WebSocket per participant (actors/fdlimit.py)
         self.settings = settings
         self.dev_secret = dev_secret  # development mode with several fronts: one secret for all
@@ -257,6 +260,7 @@ class Signaling:
                 MetricsHub.get().add_source(self.route, ray_source(directory))
                 self.server.metrics_provider = MetricsHub.get().render
             self.port = await self.server.start(host, port)
+            self.host = host
             await self._remember(host, directory)
         return self.port
 
@@ -271,7 +275,11 @@ class Signaling:
                 where["devSecret"] = self.server._secret
             await asyncio.to_thread(internal_kv._internal_kv_put, self._kv_key(), json.dumps(where).encode(), True)
             me = ray.get_runtime_context().current_actor
-            await call(directory.register_route.remote(self.route, me), what="directory", timeout_s=10)
+            from .supervision import front_info
+
+            info = front_info({"host": host, "port": self.port, "node": self.node})
+            await call(directory.register_front.remote(self.route, me, info, keep_info=True), what="directory",
+                       timeout_s=10)
         except Exception:  # noqa: BLE001 - outside an actor (tests) or no directory: no healing
             logger.warning("signaling %s: restart data not kept", self.route, exc_info=True)
 
@@ -290,7 +298,8 @@ class Signaling:
         return self.route
 
     async def info(self) -> dict:
-        return {"route": self.route, "node": self.node, "port": self.port, "pid": os.getpid()}
+        return {"route": self.route, "node": self.node, "host": getattr(self, "host", None), "port": self.port,
+                "pid": os.getpid()}
 
     async def stop(self) -> None:
         if self.server is not None:

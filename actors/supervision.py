@@ -36,6 +36,17 @@ logger = logging.getLogger("studyrooms.actors.supervision")
 KINDS = ("media-worker", "room-host", "signaling", "directory")
 
 
+#: rounds of the directory's rebuild over the actors that did not answer (5, 10, 15 s timeouts)
+REBUILD_ATTEMPTS = 3
+
+
+def front_info(info: dict) -> dict:
+    """A signaling front's registry info (``node``, ``port``, ``url``) from its ``info()``."""
+    host = str(info.get("host") or "127.0.0.1")
+    host = f"[{host}]" if ":" in host else host
+    return {"node": info.get("node"), "port": info.get("port"), "url": f"http://{host}:{info.get('port')}/"}
+
+
 def actor_id_of(handle: Any) -> str | None:
     try:
         return handle._actor_id.hex()
@@ -102,7 +113,6 @@ class DirectorySupervision:
 
     def _init_supervision(self, watch_interval_s: float) -> None:
         self.watch_interval_s = watch_interval_s
-        self.routes: dict[str, dict] = {}  # signaling route -> {"handle", "actorId", "restarts"}
         self.given_up: list[str] = []
         self.counts: dict[str, Any] = {"restarts": dict.fromkeys(KINDS, 0), "mediaResets": 0, "roomResets": 0,
                                        "workersGivenUp": 0}
@@ -139,38 +149,25 @@ class DirectorySupervision:
             prefix = name.rsplit(":", 1)[0]
             names = await asyncio.to_thread(ray.util.list_named_actors)
             own = sorted(n for n in names if isinstance(n, str) and n.startswith(prefix + ":") and n != name)
-            for actor_name in own:
-                kind = actor_name[len(prefix) + 1:]
-                try:
-                    handle = await asyncio.to_thread(ray.get_actor, actor_name)
-                    if kind.startswith("media-"):
-                        info = await call(handle.info.remote(), what=actor_name, timeout_s=5.0)
-                        await self.register_worker(info["workerId"], handle, info)
-                    elif kind.startswith("room-host-"):
-                        held = await call(handle.rooms_held.remote(), what=actor_name, timeout_s=5.0)
-                        await self.register_host(held["hostId"], handle, held)
-                        for room_id, worker_ids in held.get("rooms", {}).items():
-                            self.room_host[room_id] = held["hostId"]
-                            self.hosts[held["hostId"]].rooms.add(room_id)
-                            self.room_routers[room_id] = {w: 1 for w in worker_ids}
-                    elif kind.startswith("signaling-"):
-                        await self.register_route(actor_name, handle)
-                        await self.register_front(actor_name, handle)  # health-checked again
-                except Exception as exc:  # noqa: BLE001 - a dead one is simply not registered
-                    logger.warning("directory rebuild: %s not registered: %r", actor_name, exc)
+            for attempt in range(REBUILD_ATTEMPTS):  # a loaded machine may miss a timeout: ask again
+                own = [n for n in own if not await self._register_named(prefix, n, timeout_s=5.0 * (attempt + 1))]
+                if not own:
+                    break
+            if own:
+                logger.error("directory rebuild: %s not registered after %d attempts", ", ".join(own), REBUILD_ATTEMPTS)
             saved = await asyncio.to_thread(_kv, "get") or {}
             for key in ("mediaResets", "roomResets", "workersGivenUp"):
                 self.counts[key] = int(saved.get(key, 0))
             ids = {e.actor_id: "media-worker" for e in self.workers.values()}
             ids.update({e.actor_id: "room-host" for e in self.hosts.values()})
-            ids.update({e["actorId"]: "signaling" for e in self.routes.values()})
+            ids.update({e.actor_id: "signaling" for e in self.fronts.values()})
             ids[ctx.get_actor_id()] = "directory"
             for actor_id, (_, restarts) in (await asyncio.to_thread(gcs_states, [i for i in ids if i])).items():
                 self.counts["restarts"][ids[actor_id]] += restarts  # restarts over the actors' lifetimes
                 self._restarts_seen[actor_id] = restarts
-            logger.warning("directory restarted: rebuilt in %.2f s (%d workers, %d room hosts, %d rooms, %d routes)",
+            logger.warning("directory restarted: rebuilt in %.2f s (%d workers, %d room hosts, %d rooms, %d fronts)",
                            time.monotonic() - t0, len(self.workers), len(self.hosts), len(self.room_host),
-                           len(self.routes))
+                           len(self.fronts))
         finally:
             self._rebuilding = False
             if self._rebuilt is None:
@@ -179,13 +176,31 @@ class DirectorySupervision:
             self._start_health()
         return {"rebuilt": True, "workers": len(self.workers), "hosts": len(self.hosts)}
 
-    # ------------------------------------------------------------------ registry of signaling actors
-    async def register_route(self, route: str, handle: Any) -> None:
-        self.routes[route] = {"handle": handle, "actorId": actor_id_of(handle)}
-        self._start_watch()
-
-    async def route_handles(self) -> dict[str, Any]:
-        return {r: e["handle"] for r, e in self.routes.items()}
+    async def _register_named(self, prefix: str, actor_name: str, timeout_s: float) -> bool:
+        """Register one of the application's named actors again (rebuild); False when it did not
+        answer in time (it is asked again) or is gone."""
+        kind = actor_name[len(prefix) + 1:]
+        try:
+            handle = await asyncio.to_thread(ray.get_actor, actor_name)
+            if kind.startswith("media-"):
+                info = await call(handle.info.remote(), what=actor_name, timeout_s=timeout_s)
+                await self.register_worker(info["workerId"], handle, info)
+            elif kind.startswith("room-host-"):
+                held = await call(handle.rooms_held.remote(), what=actor_name, timeout_s=timeout_s)
+                await self.register_host(held["hostId"], handle, held)
+                for room_id, worker_ids in held.get("rooms", {}).items():
+                    self.room_host[room_id] = held["hostId"]
+                    self.hosts[held["hostId"]].rooms.add(room_id)
+                    self.room_routers[room_id] = {w: 1 for w in worker_ids}
+            elif kind.startswith("signaling-"):
+                info = await call(handle.info.remote(), what=actor_name, timeout_s=timeout_s)
+                await self.register_front(actor_name, handle, front_info(info))
+            return True
+        except ValueError:  # no such actor any more (ray.get_actor): nothing to register
+            return True
+        except Exception as exc:  # noqa: BLE001 - asked again by the caller
+            logger.warning("directory rebuild: %s not registered yet: %r", actor_name, exc)
+            return False
 
     # ------------------------------------------------------------------ counters and health
     async def record(self, what: str, n: int = 1) -> None:
@@ -239,9 +254,9 @@ class DirectorySupervision:
         for hid, e in self.hosts.items():
             if e.actor_id:
                 targets[e.actor_id] = ("room-host", hid)
-        for route, e in self.routes.items():
-            if e["actorId"]:
-                targets[e["actorId"]] = ("signaling", route)
+        for route, e in self.fronts.items():
+            if e.actor_id:
+                targets[e.actor_id] = ("signaling", route)
         if not targets:
             return
         states = await asyncio.to_thread(gcs_states, list(targets))
@@ -345,9 +360,9 @@ class DirectorySupervision:
             self.room_routers.pop(room_id, None)
         if entry:
             entry.rooms.clear()
-        for route, e in list(self.routes.items()):
-            self._spawn(lambda h=e["handle"], r=route: call(h.host_reset.remote(host_id, reason),
-                                                            what=f"signaling {r}", timeout_s=10))
+        for route, e in list(self.fronts.items()):
+            self._spawn(lambda h=e.handle, r=route: call(h.host_reset.remote(host_id, reason),
+                                                         what=f"signaling {r}", timeout_s=10))
 
     async def _reset_when_back(self, host_id: str, wait_s: float = 20.0) -> None:
         """Room-reset the restarted host's rooms once it answers (the clients' joins then succeed)."""

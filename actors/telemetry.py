@@ -304,7 +304,8 @@ def worker_telemetry(worker: Any) -> dict:
     now, cpu = time.monotonic(), _cpu_seconds()
     wall0, cpu0 = tally.cpu_mark
     tally.cpu_mark = (now, cpu)
-    utilization = (cpu - cpu0) / (now - wall0) if now - wall0 > 0.05 else None
+    measured = getattr(worker, "cpu_utilization", None)  # one source with /api/stats and admission
+    utilization = measured() if callable(measured) else (cpu - cpu0) / (now - wall0) if now - wall0 > 0.05 else None
     return {
         "workerId": worker.id,
         "pid": os.getpid(),

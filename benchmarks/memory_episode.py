@@ -23,7 +23,8 @@ import psutil
 RESULTS = Path(__file__).resolve().parent / "results" / "memory"
 
 
-async def episode(participants: int, duration_s: float, after_s: float, trim_delay_s: float = 2.0) -> dict:
+async def episode(participants: int, duration_s: float, after_s: float, trim_delay_s: float = 2.0,
+                  trace: bool = False) -> dict:
     from actors.app import start_app
     from actors.hop import call
     from actors.runtime import init_ray
@@ -37,20 +38,32 @@ async def episode(participants: int, duration_s: float, after_s: float, trim_del
     app = await start_app(settings, prefix=f"mem-{uuid.uuid4().hex[:6]}", health_interval_s=1.0)
     (worker,) = app.workers.values()
     proc = psutil.Process((await call(worker.get_stats.remote()))["pid"])
+    from ray._private import state
+
+    (host,) = app.hosts.values()
+    host_proc = psutil.Process((await asyncio.to_thread(state.actors, host._actor_id.hex()))["Pid"])
     samples: list[list] = []
     t0 = time.monotonic()
 
     def sample(phase: str) -> float:
         rss = proc.memory_info().rss / (1 << 20)
-        samples.append([round(time.monotonic() - t0, 2), round(rss, 1), phase])
+        samples.append([round(time.monotonic() - t0, 2), round(rss, 1), phase,
+                        round(host_proc.memory_info().rss / (1 << 20), 1)])
         return rss
 
     try:
         await asyncio.sleep(2.0)
+        if trace:
+            await call(worker.trace_memory.remote("start"), timeout_s=60)
         baseline = sample("baseline")
+        host_baseline = samples[-1][3]
         people = [Participant(app.url, "mem", f"p{i}", Profile(audio=True, video=True)) for i in range(participants)]
+        refused = 0
         for p in people:
-            await p.join()
+            try:
+                await p.join()
+            except Exception:  # noqa: BLE001 - an overloaded server may refuse or time out
+                refused += 1
             sample("joining")
         end = time.monotonic() + duration_s
         while time.monotonic() < end:
@@ -63,10 +76,15 @@ async def episode(participants: int, duration_s: float, after_s: float, trim_del
             await asyncio.sleep(1.0)
             sample("after")
         stats = await call(worker.get_stats.remote())
+        traced = await call(worker.trace_memory.remote("diff"), timeout_s=120) if trace else None
         return {"parameters": {"participants": participants, "duration_s": duration_s, "after_s": after_s,
-                               "memory_trim_delay_s": trim_delay_s},
+                               "memory_trim_delay_s": trim_delay_s, "tracemalloc": trace},
                 "rss_mib": {"baseline": round(baseline, 1), "peak": round(peak, 1), "after": samples[-1][1],
                             "samples": samples},
+                "room_host_rss_mib": {"baseline": host_baseline, "peak": max(s[3] for s in samples),
+                                      "after": samples[-1][3]},
+                "tracemalloc_after_vs_baseline": traced,
+                "joined": sum(1 for p in people if p.result.participant_id), "join_failures": refused,
                 "worker": {k: stats.get(k) for k in ("transportCount", "consumerCount", "producerCount",
                                                       "routerCount", "memory")}}
     finally:
@@ -83,15 +101,18 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=15.0)
     p.add_argument("--after", type=float, default=10.0)
     p.add_argument("--trim-delay", type=float, default=2.0, help="media.memory_trim_delay_s (0: no trimming)")
+    p.add_argument("--tracemalloc", action="store_true", help="diff the worker's allocations: baseline vs after")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
-    result = asyncio.run(episode(args.participants, args.duration, args.after, args.trim_delay))
+    result = asyncio.run(episode(args.participants, args.duration, args.after, args.trim_delay, args.tracemalloc))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=1))
     rss = result["rss_mib"]
-    print(f"worker RSS MiB: baseline {rss['baseline']}, peak {rss['peak']}, after {rss['after']} -> {path}")
+    host = result["room_host_rss_mib"]
+    print(f"worker RSS MiB: baseline {rss['baseline']}, peak {rss['peak']}, after {rss['after']}; room host "
+          f"{host['baseline']} / {host['peak']} / {host['after']} -> {path}")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,10 @@ class RoomSettings(_Model):
     # smoothed over ~1 s) takes no new router or participant; a join no worker can take is refused
     # with resource-exhausted, so those already in keep their quality
     worker_cpu_limit: float = Field(0.8, gt=0, le=1.0)
+    # session resume: a participant whose socket goes without leave-room (signaling restart, network
+    # blip) keeps its media for this long when its client asked to resume; a join-room with its
+    # resume key within it gets the same participant back (docs/protocol.md). 0: a disconnect leaves.
+    resume_grace_s: float = Field(15.0, ge=0, le=600)
 
 
 class LimitSettings(_Model):

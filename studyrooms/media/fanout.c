@@ -275,7 +275,8 @@ int sr_fanout(const unsigned char *pkt, int len, sr_packet *m, sr_consumer **cs,
         if (!c->active) continue;
         int flags = 0;
         if (m->layer != c->current_layer) {
-            if (m->layer != c->target_layer || !m->keyframe) continue;
+            if (m->layer != c->target_layer) continue;
+            if (!m->keyframe) { m->gated++; continue; }  /* waiting for its layer's keyframe: ask again (throttled) */
             if (c->current_layer != m->layer) flags |= 1;
             c->current_layer = m->layer;
             c->switched = 1;

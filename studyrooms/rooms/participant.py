@@ -24,6 +24,13 @@ class Participant:
     consumers: dict[str, dict] = field(default_factory=dict)
     #: the media worker whose router carries this participant's transports (a room may span several)
     worker_id: str | None = None
+    #: sha256 of the participant's resume key (docs/protocol.md "Session resume"); None: the client
+    #: did not ask to resume, so a disconnect is a leave
+    resume_hash: str | None = field(default=None, repr=False)
+    #: set while no socket is bound (the socket went without leave-room; within the resume grace)
+    detached_at: float | None = None
+    #: a media-reset that came while detached (sent again on resume: the client's media is stale)
+    missed_reset: dict | None = field(default=None, repr=False)
 
     def info(self) -> dict:
         return {"participantId": self.id, "displayName": self.display_name}
@@ -43,4 +50,5 @@ class Participant:
             "producers": {k: dict(v) for k, v in self.producers.items()},
             "consumers": {k: dict(v) for k, v in self.consumers.items()},
             "workerId": self.worker_id,
+            "detached": self.detached_at is not None,
         }

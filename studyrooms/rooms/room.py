@@ -27,6 +27,7 @@ a ``WorkerPort.request`` call), since they wait for the room's lock.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from typing import Any, Callable, Iterable
 
@@ -171,18 +172,7 @@ class Room(RoomRecovery):
             )
             others = list(self.participants.values())
             self.participants[p.id] = p
-            ack = m.JoinRoomResponse(
-                participant_id=p.id,
-                room_id=self.id,
-                participants=[m.ParticipantInfo(participant_id=o.id, display_name=o.display_name) for o in others],
-                producers=[
-                    m.ProducerInfo(producer_id=pid, participant_id=o.id, kind=v["kind"], source=v["source"])
-                    for o in others
-                    for pid, v in o.producers.items()
-                ],
-                rtp_capabilities=self.rtp_capabilities or {},
-                recommend_audio_only=self.over_threshold,
-            ).wire()
+            ack = self._join_ack(p)
             await self._notify(others, "participant-joined", p.info())
             if self.over_threshold:
                 threshold = self.settings.rooms.audio_only_threshold
@@ -190,6 +180,66 @@ class Room(RoomRecovery):
                 data = m.RecommendAudioOnly(participant_count=len(self.participants), threshold=threshold).wire()
                 await self._notify([*others, p] if crossed else [p], "recommend-audio-only", data)
             logger.info("room %s: %s joined (%d)", self.id, p.id, len(self.participants))
+            return p, ack
+
+    def _join_ack(self, p: Participant) -> dict:
+        others = [o for o in self.participants.values() if o is not p]
+        return m.JoinRoomResponse(
+            participant_id=p.id,
+            room_id=self.id,
+            participants=[m.ParticipantInfo(participant_id=o.id, display_name=o.display_name) for o in others],
+            producers=[
+                m.ProducerInfo(producer_id=pid, participant_id=o.id, kind=v["kind"], source=v["source"])
+                for o in others
+                for pid, v in o.producers.items()
+            ],
+            rtp_capabilities=self.rtp_capabilities or {},
+            recommend_audio_only=self.over_threshold,
+        ).wire()
+
+    # --- session resume (docs/protocol.md "Session resume") -------------------------------------
+
+    def resumable(self, key_hash: str, user_id: str) -> str | None:
+        """The participant whose resume key hashes to ``key_hash`` and whose token identity is
+        ``user_id`` (a key is bound to its identity and room), or None."""
+        for p in self.participants.values():
+            if p.resume_hash is not None and hmac.compare_digest(p.resume_hash, key_hash) and p.user_id == user_id:
+                return p.id
+        return None
+
+    async def detach(self, participant_id: str, sid: str, route: str) -> bool:
+        """The participant's socket ``route``/``sid`` went without leave-room: keep the participant
+        and its media objects (they keep flowing), send it nothing until a socket is bound again.
+        False when it is gone or already bound to another socket (a resume came first)."""
+        async with self._lock:
+            p = self.participants.get(participant_id)
+            if p is None or (p.sid, p.route) != (sid, route):
+                return False
+            p.detached_at = self.clock.now()
+            logger.info("room %s: %s detached (socket %s/%s gone), media kept", self.id, p.id, p.route, p.sid)
+            return True
+
+    async def resume(self, participant_id: str, sid: str, route: str) -> tuple[Participant, dict]:
+        """Bind the participant to a new socket; its media objects are untouched. The ack is the
+        join ack (the room as it is now); the last forwarding state and the active speaker are
+        sent again (notifications of the detached time were not delivered)."""
+        async with self._lock:
+            p = self.participants.get(participant_id)
+            if p is None or self.closed:
+                raise NotFoundError("participant not in the room")
+            gap = self.clock.now() - p.detached_at if p.detached_at is not None else 0.0
+            p.sid, p.route, p.detached_at = sid, route, None
+            ack = self._join_ack(p)
+            constraints = self.forwarding.constraints.get(p.id)
+            if constraints is not None:
+                constraints.sent = None  # forwarding-changed again (refresh sends the current state)
+            await self.forwarding.refresh()
+            if p.missed_reset is not None:
+                await self._notify([p], "media-reset", p.missed_reset)
+                p.missed_reset = None
+            if self.forwarding.dominant is not None:
+                await self._notify([p], "active-speaker", m.ActiveSpeaker(participant_id=self.forwarding.dominant).wire())
+            logger.info("room %s: %s resumed on %s/%s after %.1f s", self.id, p.id, route, sid, gap)
             return p, ack
 
     async def _open_router(self, exclude: Iterable[str] = ()) -> str:
@@ -844,7 +894,14 @@ class Room(RoomRecovery):
 
     async def _send_notifications(self, batch: list[Notification]) -> None:
         failures = await send_in_order(
-            batch, lambda t, event, data: self.notifier.notify(t.route, t.sid, event, data), key=lambda t: t.id
+            batch, self._deliver, key=lambda t: t.id
         )
         for target, event, exc in failures:
             logger.warning("room %s: %s to %s failed: %r", self.id, event, target.id, exc)
+
+    async def _deliver(self, target: Participant, event: str, data: dict) -> None:
+        if target.detached_at is None:
+            await self.notifier.notify(target.route, target.sid, event, data)
+        elif event == "media-reset":  # no socket now: resume sends it again (its media is gone)
+            target.missed_reset = data
+        # (other notifications of the detached time: resume's ack and re-sent state cover them)

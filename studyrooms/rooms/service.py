@@ -17,12 +17,15 @@ at most one room at a time; the service maps ``(route, sid) -> (room, participan
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import secrets
 from typing import Callable
 
-from ..clock import Clock, SystemClock
+from ..clock import Clock, SystemClock, TimerHandle
 from ..config import Settings
-from ..errors import ForbiddenError, InvalidRequestError, InvalidStateError, RateLimitedError, ResourceExhaustedError
+from ..errors import (ForbiddenError, InvalidRequestError, InvalidStateError, NotFoundError, RateLimitedError,
+                      ResourceExhaustedError)
 from ..ids import new_id
 from ..protocol import parse_request
 from ..protocol import requests as rq
@@ -59,6 +62,8 @@ class RoomService:
         self._joining: set[tuple[str, str]] = set()
         self._limiters: dict[tuple[str, str], TokenBucket] = {}
         self._tasks: set[asyncio.Task] = set()
+        #: participant id -> (room, grace timer) of the detached participants (session resume)
+        self._parked: dict[str, tuple[Room, TimerHandle]] = {}
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -121,6 +126,15 @@ class RoomService:
         if "*" not in allowed and req.room_id not in allowed:
             raise ForbiddenError(f"your token does not allow room {req.room_id}")
         room = self.rooms.get(req.room_id)
+        resumable = _resumable(session)
+        key = session.get("resumeKey")
+        if room is not None and resumable and isinstance(key, str) and key:
+            mine = room.resumable(_digest(key), str(session.get("userId", "")))
+            if mine is not None:
+                try:
+                    return await self._resume(session, room, mine, key)
+                except NotFoundError:  # it left meanwhile (grace over, room closing): an ordinary join
+                    room = self.rooms.get(req.room_id)
         if room is None:
             if len(self.rooms) >= self.settings.rooms.max_rooms:
                 raise ResourceExhaustedError(
@@ -158,8 +172,69 @@ class RoomService:
             self._joining.discard(sid)
         self._by_sid[sid] = (room, participant.id)
         obs.bind_log_context(participant_id=participant.id)
+        if resumable:  # a client that can resume: the key it presents on its next socket
+            key = secrets.token_urlsafe(32)
+            participant.resume_hash = _digest(key)
+            ack = {**ack, "resumed": False, "resumeKey": key}
         # TURN credentials for this participant (fresh on every join; never logged)
         return {**ack, **join_extras(self.settings.turn, participant.id, self.clock.wall())}
+
+    async def _resume(self, session: dict, room: Room, participant_id: str, key: str) -> dict:
+        """join-room with the resume key of a participant of ``room`` (same token identity): bind it
+        to this socket again; its transports, producers and consumers are untouched."""
+        sid = _key(session)
+        assert sid is not None
+        parked = self._parked.pop(participant_id, None)
+        if parked is not None:
+            parked[1].cancel()
+        for old, joined in list(self._by_sid.items()):  # still bound to an old socket: this one takes over
+            if joined == (room, participant_id):
+                del self._by_sid[old]
+                logger.info("room %s: %s moves from socket %s/%s to %s/%s", room.id, participant_id, *old, *sid)
+        self._joining.add(sid)
+        try:
+            participant, ack = await room.resume(participant_id, session["sid"], str(session.get("route", "")))
+        finally:
+            self._joining.discard(sid)
+        self._by_sid[sid] = (room, participant.id)
+        obs.bind_log_context(participant_id=participant.id)
+        return {**ack, "resumed": True, "resumeKey": key,
+                **join_extras(self.settings.turn, participant.id, self.clock.wall())}
+
+    async def _drop(self, sid: tuple[str, str]) -> None:
+        """The socket ``sid`` is gone without leave-room: its participant leaves, or, when it can
+        resume (``rooms.resume_grace_s``), stays detached with its media until the grace ends."""
+        joined = self._by_sid.get(sid)
+        if joined is None:
+            return
+        room, participant_id = joined
+        grace = self.settings.rooms.resume_grace_s
+        p = room.participants.get(participant_id)
+        if grace <= 0 or p is None or p.resume_hash is None or room.closed:
+            await self._leave(sid)
+            return
+        del self._by_sid[sid]
+        if not await room.detach(participant_id, sid[1], sid[0]):
+            return
+        old = self._parked.pop(participant_id, None)
+        if old is not None:
+            old[1].cancel()
+        entry: list = [room]
+        entry.append(self.clock.call_later(grace, lambda: self._spawn(self._expire(participant_id, entry))))
+        self._parked[participant_id] = (room, entry[1])
+
+    async def _expire(self, participant_id: str, entry: list) -> None:
+        parked = self._parked.get(participant_id)
+        if parked is None or parked[1] is not entry[1]:
+            return  # resumed (or parked again) meanwhile
+        del self._parked[participant_id]
+        room = parked[0]
+        p = room.participants.get(participant_id)
+        if p is None or p.detached_at is None:
+            return
+        logger.info("room %s: %s did not come back within %.0f s: it leaves", room.id, participant_id,
+                    self.settings.rooms.resume_grace_s)
+        await room.leave(participant_id)
 
     async def _leave(self, sid: tuple[str, str]) -> None:
         joined = self._by_sid.pop(sid, None)
@@ -181,7 +256,10 @@ class RoomService:
                                                 attributes={obs.ROOM_ID: joined[0].id,
                                                             obs.PARTICIPANT_ID: joined[1]}), \
                 obs.log_context(room_id=joined[0].id, participant_id=joined[1]):
-            await self._leave(sid)
+            if session.get("leaving"):  # the client closed its socket on purpose: it left
+                await self._leave(sid)
+            else:
+                await self._drop(sid)
 
     # --- rooms lifecycle ------------------------------------------------------------------------
 
@@ -203,7 +281,7 @@ class RoomService:
         for key in gone:
             self._limiters.pop(key, None)
             try:
-                await self._leave(key)
+                await self._drop(key)
             except Exception:  # noqa: BLE001 - the others must still leave
                 logger.exception("leaving %s after its signaling server went failed", key)
         if gone:
@@ -232,6 +310,9 @@ class RoomService:
         self.rooms.clear()
         self._by_sid.clear()
         self._limiters.clear()
+        for _, timer in self._parked.values():
+            timer.cancel()
+        self._parked.clear()
         for room in rooms:
             await room.close()
             try:
@@ -277,12 +358,12 @@ class RoomService:
         for key in keys:
             self._limiters.pop(key, None)
             try:
-                await self._leave(key)
+                await self._drop(key)
             except Exception:  # noqa: BLE001 - the others must still go
                 logger.exception("leave of %s after the restart of %s failed", key[1], route)
         if keys:
-            logger.warning("signaling %s restarted: %d participant(s) of its old sockets left their rooms",
-                           route, len(keys))
+            logger.warning("signaling %s restarted: %d participant(s) of its old sockets left their rooms "
+                           "or wait for their clients to resume", route, len(keys))
         return len(keys)
 
     def rooms_held(self) -> dict:
@@ -319,7 +400,7 @@ class RoomService:
 
     def dump(self) -> dict:
         return {"hostId": self.host_id, "rooms": [room.dump() for room in self.rooms.values()],
-                "sockets": len(self._by_sid), "rateLimiters": len(self._limiters)}
+                "sockets": len(self._by_sid), "rateLimiters": len(self._limiters), "detached": len(self._parked)}
 
 
 class _TracedWorkerPort:
@@ -372,3 +453,12 @@ def _key(session: dict) -> tuple[str, str] | None:
     if not isinstance(sid, str) or not sid:
         return None
     return (str(session.get("route", "")), sid)
+
+
+def _resumable(session: dict) -> bool:
+    """The client asked for session resume (Socket.IO auth ``resume: true`` or a ``resumeKey``)."""
+    return bool(session.get("resume")) or bool(session.get("resumeKey"))
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()

@@ -130,7 +130,14 @@ class Consumer:
         if not self._active:
             return
         if index != self.current_layer:
-            if index != self.target_layer or not stream.last_keyframe:
+            if index != self.target_layer:
+                return
+            if not stream.last_keyframe:
+                # waiting for a keyframe of the target layer: ask again (the producer throttles to one
+                # request per interval). The first request may have gone nowhere (the encoding had
+                # no stream yet) or been ignored by the sender; nothing else would ask again for a
+                # layer no other consumer switches to (mediasoup retries the same way).
+                self.producer.request_key_frame(index)
                 return
             self._switch_layer(index)
         if self.target_temporal != self.current_temporal or self.current_temporal >= 0:

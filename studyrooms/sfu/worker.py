@@ -44,7 +44,7 @@ class Worker:
         self.observer = EventEmitter()  # "event" (name, data), "close"
         self.counters = WorkerCounters()  # closed entities' final counters (studyrooms/sfu/counters.py)
         self.started_at = time.monotonic()
-        self._cpu_mark = (time.monotonic(), time.process_time())
+        self._cpu_start = time.process_time()
         self.loop_load = LoopLoad(self.clock)  # started in create(), on the worker's loop
         self.memory = MemoryTrimmer(self.clock, options.memory_trim_delay_s)  # freed pages back after closes
 
@@ -147,13 +147,14 @@ class Worker:
         }
 
     def cpu_utilization(self) -> float:
-        """Process CPU use since the previous call, as a fraction of one core (1.0 = one core busy):
-        the unit of ``/api/stats`` ``cpu`` and of ``studyrooms_worker_cpu_utilization``."""
-        wall0, cpu0 = self._cpu_mark
-        wall1, cpu1 = time.monotonic(), time.process_time()
-        self._cpu_mark = (wall1, cpu1)
-        elapsed = wall1 - wall0
-        return round((cpu1 - cpu0) / elapsed, 4) if elapsed > 0 else 0.0
+        """The worker process's CPU as a fraction of one core (1.0 = one core busy), from the same
+        sampler admission control reads (LoopLoad, ~1 s smoothing): the unit of ``/api/stats``
+        ``cpu`` and of ``studyrooms_worker_cpu_utilization``. Without sampling (a worker on a
+        shared loop, in-process tests): the average since the worker started."""
+        if self.loop_load.samples:
+            return round(self.loop_load.process_cpu, 4)
+        elapsed = time.monotonic() - self.started_at
+        return round((time.process_time() - self._cpu_start) / elapsed, 4) if elapsed > 0 else 0.0
 
     def get_stats(self) -> dict[str, Any]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -174,7 +175,7 @@ class Worker:
             "rtpPacketsReceived": rx,
             "rtpPacketsSent": tx,
             "rtpPacketsSentByCore": core,  # of those, sent by the compiled core (live transports)
-            "cpu": self.cpu_utilization(),  # fraction of one core since the previous get_stats
+            "cpu": self.cpu_utilization(),  # fraction of one core (the LoopLoad sampler's)
             "cpuSeconds": round(usage.ru_utime + usage.ru_stime, 3),  # user + system, since start
             **self.loop_load.snapshot(),  # loopCpu (fraction of a core), loopLagMs, loopCpuPeak
             "maxRssKb": usage.ru_maxrss,

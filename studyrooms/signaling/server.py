@@ -38,6 +38,7 @@ from .ports import RoomsPort
 
 logger = logging.getLogger("studyrooms.signaling")
 
+MAX_RESUME_KEY = 128  # longer "keys" are ignored (issued ones are 43 characters)
 DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[2] / "web" / "dist"
 
 _MISSING_PAGE = """<!doctype html>
@@ -203,13 +204,21 @@ class SignalingServer:
             self._requests.add(1, {"event": "connect", "outcome": exc.code})
             raise _Refused(exc.code, exc.message) from None
         self._requests.add(1, {"event": "connect", "outcome": "ok"})
-        self._sessions[sid] = {
+        session = {
             "sid": sid,
             "route": self.route,
             "userId": identity.user_id,
             "displayName": identity.display_name,
             "rooms": list(identity.rooms),
         }
+        # session resume (docs/protocol.md): ``resume: true`` asks for it, ``resumeKey`` (from an
+        # earlier join-room ack) claims a participant kept after this client's previous socket went
+        if auth.get("resume") is True:
+            session["resume"] = True
+        key = auth.get("resumeKey")
+        if isinstance(key, str) and 0 < len(key) <= MAX_RESUME_KEY:
+            session["resumeKey"] = key
+        self._sessions[sid] = session
         self._locks[sid] = asyncio.Lock()
 
     async def _on_disconnect(self, sid: str, *reason: Any) -> dict | None:
@@ -219,6 +228,11 @@ class SignalingServer:
             # while the socket stays open.
             self._requests.add(1, {"event": "unknown", "outcome": "invalid-request"})
             return _reserved_event_error("disconnect")
+        session = self._sessions.get(sid)
+        if session is not None and reason and reason[0] == self.sio.reason.CLIENT_DISCONNECT:
+            # the client closed its socket on purpose (the page does on pagehide): a leave, not a
+            # connection lost, so no session resume (docs/protocol.md "Session resume")
+            session["leaving"] = True
         await self._cleanup(sid)
         return None
 

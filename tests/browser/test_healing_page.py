@@ -1,13 +1,15 @@
 """The page heals by itself: three people in a call in real headless Chromium (`studyrooms serve`),
 the media worker hosting their room is killed (SIGKILL on its process, pid from /api/stats); every
 page decodes the others' camera video again within 8 s, nobody clicks anything, no connection-lost
-message appears, and each keeps its own mic and camera published. The time from the kill to the
-first new frame at each page is printed (``-s``) and quoted in the README.
+message appears, and each keeps its own mic and camera published. Then the signaling actor is
+killed: every page reconnects and resumes its session (same participant, same consumers) while
+its video never stops. The figures are printed (``-s``) and quoted in the README.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -21,11 +23,87 @@ from browser.test_study_room import Person, run_with_diagnostics, wait_receiving
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOM = "heal-page"
-# The issue's target is 8 s (every page decoding both others again); the figures are printed and in
-# the README. One CI-like run of the merged tree had one page of three take longer (its receive-side
-# allocation for one sender, under investigation), so the bound asserted is 15 s.
+# The issue's target: every page decodes both others again within 8 s of the kill. (A consumer whose
+# first keyframe request went nowhere used to wait for good with the bandwidth allocator: it now asks
+# again while it waits, studyrooms/sfu/consumer.py; this was the >8 s page of an earlier CI run.)
 HEAL_TARGET_S = 8.0
-HEAL_TIMEOUT_S = 15.0
+HEAL_TIMEOUT_S = HEAL_TARGET_S
+
+
+DIAGNOSE_AFTER_S = 6.0
+
+
+async def diagnose(person: Person) -> str:
+    """What the server decided for this page's consumers and what the page receives (slow heals)."""
+    js = """async () => {
+      const c = window.studyrooms.client;
+      let server = null;
+      try { server = await c.signaling.request('get-stats', {}); } catch (e) { server = String(e); }
+      const mine = server && server.participants ? server.participants.find((p) => p.participantId === c.participantId) : null;
+      return {page: (await c.stats()).map((s) => [s.kind, s.participantId.slice(0, 6), s.consumerId.slice(0, 6),
+                                                    s.packetsReceived, s.framesDecoded, s.frameWidth]),
+              forwarding: c.forwarding, reconnecting: c.reconnecting,
+              recv: c.recvTransport && c.recvTransport.connectionState, send: c.sendTransport && c.sendTransport.connectionState,
+              allocation: mine ? mine.videoAllocation : server, available: mine ? mine.availableOutgoingBitrate : null};
+    }"""
+    try:
+        found = await asyncio.wait_for(person.page.evaluate(js), 5)
+        return json.dumps(found, default=str)[:4000] + "\nconsole:\n" + "\n".join(person.logs[-25:])
+    except Exception as err:  # noqa: BLE001 - diagnostics only
+        return f"unavailable ({err!r})"
+
+
+def signaling_pid(server) -> int:
+    """The pid of this server's signaling actor (a process of the server's own session)."""
+    import psutil
+
+    for child in psutil.Process(server.proc.pid).children(recursive=True):
+        try:
+            if child.cmdline() and child.cmdline()[0].startswith("ray::Signaling"):
+                return child.pid
+        except psutil.Error:
+            continue
+    raise AssertionError("no ray::Signaling process under the server")
+
+
+async def signaling_killed(server, people: list[Person]) -> None:
+    """The signaling actor is killed: every page reconnects and resumes its session (same
+    participant, same consumers: nothing rebuilt) and no page's video stops meanwhile."""
+    ids = {p.name: (await p.state())["participantId"] for p in people}
+    start = {p.name: await frames_by_sender(p) for p in people}
+    last = {p.name: {k: (v[1], time.monotonic()) for k, v in start[p.name].items()} for p in people}
+    gaps: dict[str, float] = {}
+    saw_reconnecting: set[str] = set()
+    os.kill(signaling_pid(server), signal.SIGKILL)
+    t_kill = time.monotonic()
+    resumed: dict[str, float] = {}
+    while time.monotonic() - t_kill < 20 and (len(resumed) < len(people) or time.monotonic() - t_kill < 6):
+        for p in people:
+            state = await p.state()
+            if state.get("reconnecting"):
+                saw_reconnecting.add(p.name)
+            elif p.name in saw_reconnecting and p.name not in resumed and state["joined"]:
+                resumed[p.name] = time.monotonic() - t_kill
+            now = time.monotonic()
+            for sender, (consumer_id, frames) in (await frames_by_sender(p)).items():
+                key = f"{p.name}<-{sender[:6]}"
+                count, at = last[p.name].get(sender, (0, t_kill))
+                if frames > count:
+                    last[p.name][sender] = (frames, now)
+                else:
+                    gaps[key] = max(gaps.get(key, 0.0), now - at)
+        await asyncio.sleep(0.2)
+    print("\npage: signaling killed: resumed after " + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(resumed.items()))
+          + f"; largest decoded-frame gap {max(gaps.values(), default=0.0):.2f} s")
+    assert set(resumed) == {p.name for p in people}, (resumed, saw_reconnecting)
+    for p in people:
+        state = await p.state()
+        assert state["participantId"] == ids[p.name] and not state["reconnecting"], state
+        now = await frames_by_sender(p)
+        assert {k: v[0] for k, v in now.items()} == {k: v[0] for k, v in start[p.name].items()}, p.name  # same consumers
+        codes = [m["code"] for m in await p.page.evaluate("() => window.studyrooms.messages()")]
+        assert "connection-lost" not in codes, codes
+    assert max(gaps.values(), default=0.0) < 1.5, gaps  # video never stopped (0.2 s sampling)
 
 
 async def frames_by_sender(person: Person) -> dict[str, tuple[str, int]]:
@@ -56,10 +134,14 @@ async def test_pages_heal_after_their_media_worker_is_killed(server, chromium_pa
         t_kill = time.monotonic()
         healed: dict[str, float] = {}
         seen_reconnecting = set()
+        diagnosed: set[str] = set()
         while len(healed) < len(people) and time.monotonic() - t_kill < HEAL_TIMEOUT_S:
             for p in people:
                 if p.name in healed:
                     continue
+                if time.monotonic() - t_kill > DIAGNOSE_AFTER_S and p.name not in diagnosed:
+                    diagnosed.add(p.name)
+                    print(f"\n{p.name} not healed {DIAGNOSE_AFTER_S} s after the kill:\n{await diagnose(p)}")
                 state = await p.state()
                 if state.get("reconnecting"):
                     seen_reconnecting.add(p.name)
@@ -73,9 +155,6 @@ async def test_pages_heal_after_their_media_worker_is_killed(server, chromium_pa
         print("\npage: kill -> first decoded frame of both others: "
               + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(healed.items())))
         assert len(healed) == len(people), f"not healed within {HEAL_TIMEOUT_S} s: only {healed}"
-        late = {k: round(v, 2) for k, v in healed.items() if v > HEAL_TARGET_S}
-        if late:
-            print(f"over the {HEAL_TARGET_S} s target: {late}")
         for p in people:
             state = await p.state()
             assert state["joined"] and state["local"]["mic"] and state["local"]["camera"], state["local"]
@@ -83,6 +162,7 @@ async def test_pages_heal_after_their_media_worker_is_killed(server, chromium_pa
             codes = [m["code"] for m in await p.page.evaluate("() => window.studyrooms.messages()")]
             assert "connection-lost" not in codes, codes
             await wait_receiving(p, [(o.participant_id, "camera") for o in people if o is not p], timeout_s=20)
+        await signaling_killed(server, people)
         for p in people:
             await p.page.click("#btn-leave")
 

@@ -12,10 +12,13 @@ each on the state the previous one left:
 2. room A's room host is killed: room-reset, every A peer decodes again within 10 s, B never stops;
 3. the directory is killed: media never stops, it comes back with the workers, hosts and rooms;
 4. the signaling actor is killed: it listens on the same port again, every client reconnects with
-   its token and decodes again within 10 s;
-5. crash loop: the worker killed in 1 dies again with no restart left: given up with an ERROR log
-   line, its rooms move to the other worker;
-and at the end everyone leaves and no worker holds any object.
+   its token and resumes its session (same participant, its media untouched): the decoded frames of
+   both rooms never stop, and every socket is bound to its participant again;
+5. a client gone for longer than the resume grace is removed (the others are told) and, coming
+   back with its old resume key, joins afresh and is decoded again;
+6. crash loop: the worker killed in 1 dies again with no restart left: given up with an ERROR log
+   line naming it, its rooms move to the other worker;
+and at the end everyone leaves and no worker holds any object, no room host any socket.
 
 Kill -> first decoded frame per peer is printed (``-s``) and quoted in the README.
 """
@@ -42,13 +45,14 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.asyncio(loop_scope=
 
 ROOM_A, ROOM_B = f"heal-a-{uuid.uuid4().hex[:4]}", f"heal-b-{uuid.uuid4().hex[:4]}"
 FIGURES: dict[str, dict[str, float]] = {}
+RESUME_GRACE_S = 8.0  # long enough for a restarted signaling actor, short for the expiry test
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def app(ray_session):
     settings = Settings(server={"host": "127.0.0.1", "port": 0, "num_workers": 2, "room_hosts": 2,
                                 "worker_max_restarts": 1},
-                        rooms={"empty_room_timeout_s": 0.2})
+                        rooms={"empty_room_timeout_s": 0.2, "resume_grace_s": RESUME_GRACE_S})
     handle = await start_app(settings, prefix=f"heal-{uuid.uuid4().hex[:6]}", health_interval_s=0.5)
     yield handle
     await handle.stop()
@@ -249,20 +253,91 @@ async def test_directory_killed(app, call_):
     assert healing_["restarts"]["directory"] == 1, healing_
 
 
+async def host_dumps(app) -> list[dict]:
+    return [await call(h.dump.remote(), what=hid, timeout_s=15) for hid, h in app.hosts.items()]
+
+
+async def wait_bound(app, clients, timeout: float = 15) -> list[dict]:
+    """Until every client's participant is bound to a socket again (none detached)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        dumps = await host_dumps(app)
+        people = [p for d in dumps for r in d.get("rooms", []) for p in r["participants"]]
+        if (sum(d.get("sockets", 0) for d in dumps) == len(clients) and len(people) == len(clients)
+                and not any(p["detached"] for p in people)):
+            return people
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not every socket bound again: {dumps}")
+        await asyncio.sleep(0.1)
+
+
 async def test_signaling_killed(app, call_):
+    """Every client resumes its session: no room's media stops (the largest gap in decoded frames
+    is measured), the participants and their consumers are the same, every socket is bound again."""
     clients = call_
+    before = {c.name: (c.participant_id, c.joins, len(c.received)) for c in clients.values()}
     t_kill = await kill(app.signaling)
-    figures = await wait_all_decoding(clients, since=t_kill, new_only=True, timeout=10.0)
-    FIGURES["signaling"] = figures
-    for c in clients.values():  # reconnected (a new socket, same token) and joined again
+    deadline = time.monotonic() + 15
+    while any(c.resumes == 0 for c in clients.values()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    t_back = {c.name: next((t for t, e in c.events if e == "resumed" and t >= t_kill), None) for c in clients.values()}
+    assert all(t_back.values()), ({c.name: (c.errors[-3:], [e for _, e in c.events[-6:]]) for c in clients.values()})
+    for c in clients.values():  # reconnected (a new socket, same token) and resumed: nothing rebuilt
         assert any(e == "disconnect" and t >= t_kill for t, e in c.events), c.name
-        assert c.sio.connected
+        assert c.sio.connected and c.participant_id == before[c.name][0]
+        assert c.joins == before[c.name][1] + 1 and len(c.received) == before[c.name][2], c.name
+    await asyncio.sleep(1.0)
+    until = time.monotonic()
+    gaps = {}
+    for room in (ROOM_A, ROOM_B):
+        members = rooms_of(clients)[room]
+        for c in members:
+            for o in members:
+                if o is not c:
+                    times = [t for t in c.frame_times(o.name) if t_kill - 0.5 <= t <= until]
+                    gaps[f"{c.name}<-{o.name}"] = max(b - a for a, b in zip([t_kill - 0.5, *times], [*times, until]))
+        assert_never_stopped(clients, room, t_kill, until)  # no gap over 1 s, no consumer re-created
+    FIGURES["signaling (largest gap in decoded frames)"] = {"max": max(gaps.values())}
+    FIGURES["signaling (kill -> resumed)"] = {n: t - t_kill for n, t in t_back.items()}
     status, body = await http(app, "GET", "healthz")  # the same URL: the same port
     assert status == 200, body
     await wait_alive(app.signaling, 1)
+    people = await wait_bound(app, clients)
+    assert {p["participantId"] for p in people} == {v[0] for v in before.values()}
     status, rooms = await http(app, "GET", "api/rooms")
     counts = {r["roomId"]: r["participantCount"] for r in rooms["rooms"]}
-    assert counts == {ROOM_A: 3, ROOM_B: 2}, counts  # the old sockets' participants are gone
+    assert counts == {ROOM_A: 3, ROOM_B: 2}, counts
+
+
+async def test_resume_grace_expired(app, call_):
+    """Eve's socket goes (no leave-room) and stays away past the grace: Dan is told she left and
+    her media objects go; back with her old key she joins afresh and Dan decodes her again."""
+    clients = call_
+    eve, dan = clients["Eve"], clients["Dan"]
+    old_id, old_key = eve.participant_id, eve.auth.get("resumeKey")
+    left = []
+    dan.sio.on("participant-left", lambda data: left.append((time.monotonic(), data.get("participantId"))))
+    t_gone = time.monotonic()
+    eve.sio.reconnection = False  # away for good (until reconnected below)
+    await eve.sio.eio.ws.close()  # the connection drops (no leave-room, no socket.io disconnect): detached
+    await asyncio.sleep(RESUME_GRACE_S / 2)
+    assert not left
+    assert_never_stopped({"Dan": dan, "Eve": eve}, ROOM_B, t_gone, time.monotonic())  # her media flows on
+    deadline = time.monotonic() + RESUME_GRACE_S + 5
+    while not left and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert [p for _, p in left] == [old_id]
+    assert RESUME_GRACE_S - 0.5 <= left[0][0] - t_gone <= RESUME_GRACE_S + 3, left[0][0] - t_gone
+    t_back = time.monotonic()
+    deadline = time.monotonic() + 5
+    while eve.sio.connected and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await eve.sio.connect(app.url, auth=eve.auth, transports=["websocket"], wait_timeout=10)
+    eve.sio.reconnection = True
+    figures = await wait_all_decoding({"Dan": dan, "Eve": eve}, since=t_back, new_only=True, timeout=10.0)
+    FIGURES["grace expired, back and rebuilt"] = figures
+    assert eve.participant_id != old_id and eve.auth["resumeKey"] != old_key
+    await wait_bound(app, clients)
 
 
 async def test_crash_loop_worker_given_up(app, call_):
@@ -294,6 +369,8 @@ async def test_crash_loop_worker_given_up(app, call_):
     assert {w for r in (ROOM_A, ROOM_B) for w in d["roomRouters"][r]} == {other}, d
     healing_ = await call(app.directory.healing.remote(), what="directory")
     assert healing_["workersGivenUp"] == 1
+    line = await directory_log_line(app, f"media worker {flaky} given up (crash loop")
+    assert " ERROR " in f" {line} " and "its rooms move" in line, line
     status, body = await http(app, "GET", "healthz")
     assert status == 200 and body.get("givenUp") == [flaky], body
     status, metrics = await http_text(app, "metrics")
@@ -303,6 +380,26 @@ async def test_crash_loop_worker_given_up(app, call_):
     assert float(lines["studyrooms_actor_restarts_total"].rsplit(" ", 1)[1]) >= 1, lines
     assert float(lines["studyrooms_media_resets_total"].rsplit(" ", 1)[1]) >= 3, lines
     assert float(lines["studyrooms_room_resets_total"].rsplit(" ", 1)[1]) >= 3, lines
+
+
+async def directory_log_line(app, needle: str, timeout: float = 5) -> str:
+    """The line of the directory process's log (Ray's worker-*-<pid>.err) containing ``needle``."""
+    import glob
+
+    import ray
+
+    pid = (await actor_state(app.directory))[2]
+    logs = ray._private.worker.global_worker.node.get_logs_dir_path()
+    deadline = time.monotonic() + timeout
+    while True:
+        for path in glob.glob(os.path.join(logs, f"worker-*-{pid}.err")):
+            with open(path, errors="replace") as f:
+                for line in f:
+                    if needle in line:
+                        return line.strip()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {needle!r} in the directory's log ({logs}, pid {pid})")
+        await asyncio.sleep(0.2)
 
 
 async def http_text(app, path):
@@ -319,3 +416,5 @@ async def test_everyone_leaves_no_object_left(app, call_):
     while (t := await totals(app)) != dict.fromkeys(t, 0) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
     assert t == {"routerCount": 0, "transportCount": 0, "producerCount": 0, "consumerCount": 0}
+    for d in await host_dumps(app):  # nor any socket, detached participant or rate limiter
+        assert (d.get("sockets", 0), d.get("detached", 0), d.get("rateLimiters", 0)) == (0, 0, 0), d

@@ -371,6 +371,38 @@ async def test_simulcast_consumer_resumed_before_any_media_asks_for_a_keyframe_a
     assert sink.rtp[0].endswith(VP8_KEY)
 
 
+async def test_a_consumer_waiting_for_its_layer_asks_again_with_an_allocator(env):
+    """With a bandwidth allocator (WebRTC receivers) the RTCP tick does not re-request keyframes: a
+    consumer whose first request went nowhere (resumed before its layer's stream existed, or a
+    request the sender ignored) asks again while it waits, at most once per throttle interval, so
+    its media starts (the page-healing flake: a consumer that never got a packet)."""
+    encodings = [{"rid": "r0"}, {"rid": "r1"}]
+    ext = [{"uri": MID_URI, "id": 9}, {"uri": RID_URI, "id": 10}]
+    transport, producer, sender, target = await env.producer_side(
+        vp8_producer(encodings=encodings, extensions=ext, mid="0"))
+    consumer_transport, consumer, sink = await env.consumer_side(producer["id"], paused=True)
+    c = env.worker.consumers[consumer["id"]]
+    c.transport.allocator = type("Allocator", (), {"schedule": lambda self, delay=0.0: None})()
+    await env.channel.request("resume_consumer", {"consumerId": consumer["id"]})  # no stream known yet
+    assert c.target_layer == 1
+    ssrcs = {0: 6100, 1: 6101}
+    seq = 0
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while loop.time() - t0 < 2.3:  # deltas only: the sender ignores every keyframe request
+        seq += 1
+        for layer in (0, 1):
+            sender.sock.sendto(build_rtp(payload_type=96, seq=seq, ts=seq * 3000, ssrc=ssrcs[layer],
+                                         payload=VP8_DELTA, extensions=[(9, b"0"), (10, f"r{layer}".encode())]),
+                               target)
+        await asyncio.sleep(0.03)
+    asked = [rtcp_bytes.parse_pli(*p) for p in sender.find(206, 1)]
+    assert asked.count(ssrcs[1]) >= 2, asked  # asked again while waiting ...
+    assert asked.count(ssrcs[1]) <= 4, asked  # ... throttled (1 s interval)
+    assert not sink.rtp  # nothing before the keyframe
+    del c.transport.allocator
+
+
 def _vp8_tl(picture_id: int, tid: int, key: bool = False) -> bytes:
     # X=1 S=1 | I=1 T=1 | 15-bit PictureID | TID<<6 (Y=1) | VP8 payload header (P clear = keyframe)
     return bytes([0x90, 0xA0, 0x80 | (picture_id >> 8), picture_id & 0xFF, (tid << 6) | 0x20,

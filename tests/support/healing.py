@@ -1,8 +1,11 @@
 """A pymediasoup client that does what docs/protocol.md ("Healing") asks of every client, with no
 user action: on ``media-reset`` it drops its transports and makes new ones, produces again and
 consumes the listed producers; on ``room-reset`` and after a reconnection of its socket (Socket.IO
-reconnection, same token) it joins again. It records when each remote person's video decodes, so
-tests can measure kill -> first decoded frame.
+reconnection, same token) it joins again. It asks for session resume (``resume: true`` in the
+Socket.IO auth, then the join ack's ``resumeKey``): when the join after a reconnection says
+``resumed: true`` it keeps its transports, producers and consumers and only consumes producers it
+missed; otherwise it rebuilds. It records when each remote person's video decodes, so tests can
+measure kill -> first decoded frame.
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ class Received:
 
 
 class HealingClient:
-    def __init__(self, url: str, token: str, room: str, name: str) -> None:
+    def __init__(self, url: str, token: str, room: str, name: str, *, resume: bool = True) -> None:
         self.url, self.token, self.room, self.name = url, token, room, name
+        #: the Socket.IO auth payload, sent again on every reconnection (python-socketio keeps it)
+        self.auth: dict = {"token": token, **({"resume": True} if resume else {})}
+        self.resumes = 0  # joins the server answered with resumed: true
         self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.3, reconnection_delay_max=1.0,
                                         randomization_factor=0.2)
         self.signal = SocketIOSignal(self.sio, timeout=20)
@@ -58,7 +64,7 @@ class HealingClient:
     # ------------------------------------------------------------------ public
     async def start(self) -> None:
         self._runner = asyncio.ensure_future(self._run())
-        await self.sio.connect(self.url, auth={"token": self.token}, transports=["websocket"], wait_timeout=10)
+        await self.sio.connect(self.url, auth=self.auth, transports=["websocket"], wait_timeout=10)
 
     async def wait_joined(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -135,10 +141,18 @@ class HealingClient:
         ack = await self.signal.call("join-room", {"roomId": self.room, "displayName": self.name})
         self._note("join-room acked")
         self.joins += 1
-        self.participant_id = ack["participantId"]
-        self.caps = ack["rtpCapabilities"]
+        if ack.get("resumeKey"):
+            self.auth["resumeKey"] = ack["resumeKey"]  # presented on the next reconnection
         for p in ack.get("participants") or []:
             self.names[p["participantId"]] = p["displayName"]
+        if ack.get("resumed") and self.peer is not None and ack["participantId"] == self.participant_id:
+            self.resumes += 1
+            self._note("resumed")
+            for info in ack.get("producers") or []:  # what was published while the socket was away
+                await self._consume(info)
+            return
+        self.participant_id = ack["participantId"]
+        self.caps = ack["rtpCapabilities"]
         await self._fresh_peer(ack.get("producers") or [])
 
     async def _fresh_peer(self, producers: list[dict]) -> None:

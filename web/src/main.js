@@ -18,10 +18,12 @@ const urlToken = params.get('token');
 
 const client = new RoomClient({
   connect: (token) => new Signaling(io(window.location.origin, {
-    auth: { token },
+    // resume: true asks the server to keep our participant (and its media) for a while when the
+    // socket drops; RoomClient adds the join ack's resumeKey, sent again on every reconnection
+    auth: { token, resume: true },
     transports: ['websocket', 'polling'],
     // A lost connection (server restarting, network blip) is retried by socket.io; the client then
-    // joins the room again with the same token (RoomClient heals). After the last attempt the page
+    // joins the room again with the same token and resumes its session (RoomClient heals). After the last attempt the page
     // says the server is lost and offers Rejoin.
     reconnection: true,
     reconnectionAttempts: 20,
@@ -30,6 +32,14 @@ const client = new RoomClient({
   })),
   createDevice: () => new Device(),
   forceRelay: params.get('relay') === '1', // media only through TURN (docs/deployment.md)
+});
+
+// Closing or leaving the page closes the socket on purpose: the server takes it as leaving the room
+// (a dropped connection instead keeps our participant for a moment, to resume: docs/protocol.md).
+window.addEventListener('pagehide', () => {
+  if (!client.signaling) return;
+  if (client.joined) client.signaling.socket.emit('leave-room', {}); // sent before the close below
+  client.signaling.close();
 });
 
 let renderQueued = false;

@@ -92,6 +92,7 @@ export class RoomClient extends Emitter {
       this._listen(this.signaling);
       await this.signaling.waitConnected();
       const joinData = await this.signaling.request('join-room', { roomId, displayName });
+      this._keepResumeKey(joinData);
       this.participantId = joinData.participantId;
       this.roomId = joinData.roomId || roomId;
       for (const p of joinData.participants || []) {
@@ -227,16 +228,51 @@ export class RoomClient extends Emitter {
     return this._healing;
   }
 
-  /** After room-reset or a socket reconnection: join-room again (same token), then reset media. */
+  /**
+   * Session resume (docs/protocol.md): the join ack's `resumeKey` goes into the socket's auth
+   * payload, which socket.io sends again on every reconnection; kept in memory only (a second tab
+   * or a reload is a new participant).
+   */
+  _keepResumeKey(joinData) {
+    const socket = this.signaling && this.signaling.socket;
+    if (!socket || !joinData.resumeKey) return;
+    socket.auth = { ...(socket.auth && typeof socket.auth === 'object' ? socket.auth : {}), resumeKey: joinData.resumeKey };
+  }
+
+  /**
+   * After room-reset or a socket reconnection: join-room again (same token). A resumed session
+   * (`resumed: true`, same participant) keeps its transports and media and only catches up with
+   * the room; otherwise (grace over, server restarted) media is rebuilt.
+   */
   async _rejoin() {
     if (!this.joined || !this.signaling) return;
     const joinData = await this.signaling.request('join-room', { roomId: this.roomId, displayName: this.displayName });
+    this._keepResumeKey(joinData);
+    if (joinData.resumed && joinData.participantId === this.participantId && this.sendTransport && this.recvTransport) {
+      await this._catchUp(joinData);
+      return;
+    }
     this.participantId = joinData.participantId;
     this.participants = new Map();
     for (const p of joinData.participants || []) {
       if (p.participantId !== this.participantId) this.participants.set(p.participantId, { ...p });
     }
     await this._resetMedia((joinData.producers || []).filter((p) => p.participantId !== this.participantId));
+  }
+
+  /** A resumed session: the room as it is now (who left or published while the socket was away). */
+  async _catchUp(joinData) {
+    const others = (joinData.participants || []).filter((p) => p.participantId !== this.participantId);
+    const present = new Set(others.map((p) => p.participantId));
+    for (const id of [...this.participants.keys()]) if (!present.has(id)) this._removeParticipant(id);
+    for (const p of others) this.participants.set(p.participantId, { ...this.participants.get(p.participantId), ...p });
+    const producers = (joinData.producers || []).filter((p) => p.participantId !== this.participantId);
+    const live = new Set(producers.map((p) => p.producerId));
+    for (const id of [...this.remoteProducers.keys()]) if (!live.has(id)) this._removeRemoteProducer(id);
+    const fresh = producers.filter((p) => !this.remoteProducers.has(p.producerId));
+    for (const p of fresh) this._addRemoteProducer(p);
+    this.emit('change');
+    await Promise.all(fresh.map((p) => this._consume(this.remoteProducers.get(p.producerId))));
   }
 
   /**

@@ -299,3 +299,46 @@ test('room-reset and a socket reconnection: join-room again with the same socket
   assert.equal(client.snapshot().consumers.length, 1);
   await client.leave();
 });
+
+test('session resume: the key rides in the socket auth; a resumed re-join keeps transports and media and catches up', async () => {
+  const server = new FakeServer({ participants: [bob], producers: [bobMic, bobCam] });
+  let joins = 0;
+  server.overrides['join-room'] = (payload) => {
+    joins += 1;
+    const base = server.handle.call({ ...server, overrides: {} }, 'join-room', payload);
+    return { ok: true, data: { ...base.data, resumeKey: 'k-123', resumed: joins > 1 } };
+  };
+  const { client, socket, errors } = makeClient(server);
+  socket.auth = { token: 't', resume: true };
+  await client.join({ roomId: 'r1', displayName: 'Ann', token: 't' });
+  await tick(10);
+  assert.deepEqual(socket.auth, { token: 't', resume: true, resumeKey: 'k-123' });
+  const [send, recv] = [client.sendTransport.id, client.recvTransport.id];
+  const mic = client.producers.mic;
+  const before = server.calls.length;
+  // while the socket was away: Bob's camera closed, Cid joined and published a microphone
+  const cid = { participantId: 'cid', displayName: 'Cid' };
+  const cidMic = { producerId: 'cid-mic', participantId: 'cid', kind: 'audio', source: 'mic' };
+  server.participants = [bob, cid];
+  server.producers = [bobMic, cidMic];
+  socket.connected = false;
+  socket.fire('disconnect', 'transport close');
+  socket.connected = true;
+  socket.fire('connect');
+  await tick(0);
+  await client._healing;
+  await tick(10);
+  const after = server.calls.slice(before).map(([e]) => e);
+  assert.deepEqual(errors, []);
+  assert.equal(after.includes('create-transport'), false, 'the transports are kept');
+  assert.equal(after.includes('produce'), false, 'the producers are kept');
+  assert.deepEqual(server.calls.slice(before).filter(([e]) => e === 'consume').map(([, p]) => p.producerId), ['cid-mic']);
+  assert.equal(client.sendTransport.id, send);
+  assert.equal(client.recvTransport.id, recv);
+  assert.equal(client.producers.mic, mic);
+  const snap = client.snapshot();
+  assert.deepEqual(snap.consumers.map((c) => c.producerId).sort(), ['bob-mic', 'cid-mic']);
+  assert.equal(snap.reconnecting, false);
+  assert.ok(client.participants.has('cid'));
+  await client.leave();
+});
