@@ -25,4 +25,4 @@ async def test_loop_cpu_follows_the_work_done_on_the_loop():
     finally:
         load.stop()
     assert busy > 0.25 and idle < 0.15, (busy, idle)
-    assert load.snapshot()["loopCpuPeak"] >= busy and load.samples >= 5
+    assert load.snapshot()["loopCpuPeak"] >= round(busy, 4) and load.samples >= 5  # the snapshot rounds
