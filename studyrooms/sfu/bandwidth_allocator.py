@@ -15,9 +15,11 @@ resumed, closed, re-prioritised, a large estimate change) it splits the transpor
    temporal split (1 layer 100 %; 2: 60/100 %; 3: 40/60/100 %). Caps: ``set-preferred-layers``
    (upper bound, as in mediasoup), ``max_height`` (encodings whose keyframes show a larger height
    are left out), ``forwardable`` False (not forwarded at all).
-4. **Fit**: in order, everyone gets their lowest rung while they fit; from the first that does not,
+4. **Fit** (:meth:`BandwidthAllocator._fit`): leads (screen share, on stage, explicit priority
+   above 1), in order, go as high as fits up to their preferred rung (``LEAD_PREFERRED_HEIGHT``);
+   then everyone else gets their lowest rung while they fit; from the first that does not,
    everyone after it is paused (the lowest priorities go first); then, in order, each goes as high
-   as the rest of the budget allows.
+   as the rest of the budget allows. The first video always flows at its lowest rung.
 5. **Damping**: a decrease applies at once; an increase goes one rung at a time, at most every
    ``UPGRADE_INTERVAL_S`` per consumer and not within ``UPGRADE_HOLD_S`` of its last decrease. When
    the ideal allocation is above the estimate a probe is requested (``TransportBwe.request_probe``)
@@ -55,6 +57,8 @@ ACTIVE_WINDOW_S = 2.0
 TEMPORAL_SPLIT = {1: (1.0,), 2: (0.6, 1.0), 3: (0.4, 0.6, 1.0), 4: (0.25, 0.4, 0.6, 1.0)}
 DEFAULT_LAYER_BPS = (150_000, 500_000, 1_200_000)
 GROUPS = ("screen", "on-stage", "speaker", "other")
+LEAD_GROUPS = ("screen", "on-stage")
+LEAD_PREFERRED_HEIGHT = 360
 
 
 @dataclass
@@ -185,41 +189,17 @@ class BandwidthAllocator:
             if not ladder:
                 self._record(c, state, None, "no-active-layer", group)
                 continue
-            plans.append([c, state, ladder, -1, cap_reason, group])
+            lead = group in LEAD_GROUPS or c.priority > 1
+            plans.append([c, state, ladder, -1, cap_reason, group, lead,
+                          self._lead_preferred(c, ladder) if lead else 0])
 
-        # fit: lowest rungs first in priority order, then upgrades in priority order
-        left = budget
-        exhausted = False  # once one does not fit, everyone after it is paused too
-        for index, plan in enumerate(plans):
-            cost = plan[2][0][2]
-            if not may_pause or (not exhausted and cost <= left):
-                plan[3] = 0
-                left -= cost
-            elif index == 0:
-                # the receiver's most important video (a screen share, the on-stage person) always
-                # flows at its lowest layer: what is sent is what the estimate can grow from
-                plan[3] = 0
-                left -= cost
-                exhausted = True
-            else:
-                exhausted = True
-        for plan in plans:
-            if plan[3] < 0:
-                continue
-            ladder = plan[2]
-            spent = ladder[plan[3]][2]
-            best = plan[3]
-            for i in range(plan[3] + 1, len(ladder)):
-                if ladder[i][2] - spent <= left:
-                    best = i
-            left -= ladder[best][2] - spent
-            plan[3] = best
+        self._fit(plans, budget, may_pause)
 
         desired = sum(p[2][-1][2] for p in plans) + audio
         self.desired_bps = desired
         allocated = 0
         want_more = False
-        for c, state, ladder, target, cap_reason, group in plans:
+        for c, state, ladder, target, cap_reason, group, _, _ in plans:
             if target < 0:
                 reason = "paused-bandwidth"
             elif target < len(ladder) - 1:
@@ -238,6 +218,75 @@ class BandwidthAllocator:
             # GoogCC-style initial probe: find the link's room before audio and layer rates grow
             # into the start estimate (a new receiver would otherwise drop a layer it just got)
             bwe.request_probe(int(max(desired * PROBE_HEADROOM, 3 * estimate)))
+
+    def _fit(self, plans: list[list[Any]], budget: int, may_pause: bool) -> None:
+        """Choose a target rung (plan[3]; -1 = paused) per plan; plans are in priority order.
+
+        1. Leads (screen share, on stage, explicit priority above the default), in order, go as
+           high as fits up to their preferred rung (``LEAD_PREFERRED_HEIGHT``).
+        2. Everyone else, in order, gets the lowest rung while it fits; from the first that does
+           not, everyone after it is paused.
+        3. In order, each goes as high as what is left allows.
+        The first plan always flows (its lowest rung even over budget): what is sent is what the
+        estimate can grow from. Without a transport-cc estimate nobody is paused."""
+        left = budget
+        if not may_pause:
+            for plan in plans:
+                plan[3] = 0
+                left -= plan[2][0][2]
+        for index, plan in enumerate(plans):
+            if not plan[6]:
+                break
+            ladder = plan[2]
+            if plan[3] < 0:
+                if ladder[0][2] > left and index > 0:
+                    continue
+                plan[3] = 0
+                left -= ladder[0][2]
+            best = plan[3]
+            for i in range(best + 1, plan[7] + 1):
+                if ladder[i][2] - ladder[plan[3]][2] <= left:
+                    best = i
+            left -= ladder[best][2] - ladder[plan[3]][2]
+            plan[3] = best
+        exhausted = False  # once one does not fit, everyone after it is paused too
+        for index, plan in enumerate(plans):
+            if plan[6] or plan[3] >= 0:
+                exhausted = exhausted or plan[3] < 0  # a lead that did not fit
+                continue
+            cost = plan[2][0][2]
+            if not exhausted and cost <= left or index == 0:
+                plan[3] = 0
+                left -= cost
+            else:
+                exhausted = True
+        for plan in plans:
+            if plan[3] < 0:
+                continue
+            ladder = plan[2]
+            spent = ladder[plan[3]][2]
+            best = plan[3]
+            for i in range(plan[3] + 1, len(ladder)):
+                if ladder[i][2] - spent <= left:
+                    best = i
+            left -= ladder[best][2] - spent
+            plan[3] = best
+
+    @staticmethod
+    def _lead_preferred(c: "Consumer", ladder: list[tuple[int, int, int]]) -> int:
+        """The rung a lead consumer is given before anyone else's lowest: the best rung whose
+        encoding is at most LEAD_PREFERRED_HEIGHT high (by keyframes; the middle of three
+        encodings when heights are unknown); a screen share's top rung."""
+        if c.producer.source == "screen":
+            return len(ladder) - 1
+        heights = c.producer.layer_heights()
+        top_spatial = max(s for s, _, _ in ladder)
+        best = 0
+        for i, (s, _, _) in enumerate(ladder):
+            h = heights[s] if s < len(heights) else None
+            if (h and h <= LEAD_PREFERRED_HEIGHT) or (not h and s <= max(0, min(1, top_spatial))) or i == 0:
+                best = i
+        return best
 
     def _group(self, c: "Consumer", inp: AllocationInput, active_speaker: str | None) -> str:
         if c.producer.source == "screen":

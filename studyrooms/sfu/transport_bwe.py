@@ -35,10 +35,14 @@ logger = logging.getLogger("studyrooms.bwe")
 
 FEEDBACK_INTERVAL_S = 0.1
 PROBE_BURSTS = 5
-PROBE_BURST_INTERVAL_S = 0.01
+PROBE_BURST_INTERVAL_S = 0.005  # a 20-25 ms cluster: long enough to measure, short enough not to
+                                # queue a constrained link for long (libwebrtc: >= 15 ms)
 PROBE_MIN_INTERVAL_S = 1.0
+PROBE_MAX_INTERVAL_S = 4.0  # a probe that did not raise the estimate doubles the wait, up to this
+PROBE_SUCCESS = 1.1  # the estimate grew by this factor since the last probe started: it worked
 PROBE_PADDING = 255
-PROBE_MAX_FACTOR = 3.0
+PROBE_INITIAL_FACTOR = 3.0  # the first probe (GoogCC: 3x the start estimate) ...
+PROBE_MAX_FACTOR = 2.0  # ... later ones at most 2x the estimate
 FEEDBACK_STALE_S = 5.0
 
 
@@ -59,6 +63,8 @@ class TransportBwe:
         self._probe_burst_bytes = 0
         self._probe_sent = 0
         self._probe_started_at = -math.inf
+        self._probe_interval = PROBE_MIN_INTERVAL_S
+        self._probe_start_estimate = 0
         self.probing = False
         self.initial_probe_done = False
         self.probe_target_bps = 0
@@ -124,16 +130,28 @@ class TransportBwe:
 
     # ------------------------------------------------------------------ probing
     def request_probe(self, target_bps: int) -> bool:
-        """Send a probe cluster at about ``target_bps`` (capped at 3x the estimate); False when
-        one is running, one ran less than PROBE_MIN_INTERVAL_S ago or nothing can carry it."""
+        """Send a probe cluster at about ``target_bps`` (capped at 3x the estimate the first time,
+        2x later); False when one is running, the last one is too recent (1 s, doubling up to 4 s
+        while probes do not raise the estimate) or nothing can carry it."""
         now = self.clock.now()
-        if self.stamper is None or self.probing or now - self._probe_started_at < PROBE_MIN_INTERVAL_S:
+        if self.stamper is None or self.probing or now - self._probe_started_at < self._probe_interval:
             return False
         if not self.has_feedback:
             return False
-        target = int(min(target_bps, PROBE_MAX_FACTOR * self.estimator.estimate_bps, self.max_bps))
+        estimate = self.estimator.estimate_bps
+        if self._probe_start_estimate:  # judge the last probe once: back off while probes find nothing
+            if estimate >= PROBE_SUCCESS * self._probe_start_estimate:
+                self._probe_interval = PROBE_MIN_INTERVAL_S
+            else:
+                self._probe_interval = min(PROBE_MAX_INTERVAL_S, 2 * self._probe_interval)
+            self._probe_start_estimate = 0
+            if now - self._probe_started_at < self._probe_interval:
+                return False
+        factor = PROBE_MAX_FACTOR if self.initial_probe_done else PROBE_INITIAL_FACTOR
+        target = int(min(target_bps, factor * estimate, self.max_bps))
         if target <= 0 or self._probe_stream() is None:
             return False
+        self._probe_start_estimate = estimate
         self._cluster += 1
         self.initial_probe_done = True
         self.probing = True
@@ -215,6 +233,7 @@ class TransportBwe:
             "probing": self.probing,
             "probeTargetBitrate": self.probe_target_bps if self.probing else 0,
             "probeClustersSent": self.probes_sent,
+            "probeIntervalS": self._probe_interval,
             "probePacketsSent": self.probe_packets_sent,
             "transportFeedbackReceived": self.feedback_received,
             "transportFeedbackMalformed": self.feedback_malformed,
