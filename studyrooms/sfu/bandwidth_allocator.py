@@ -32,7 +32,10 @@ bandwidth: the lowest rung is always kept.
 Interface for receive constraints (last-N, on-stage, max height; issue 11): per consumer the
 allocator reads :class:`AllocationInput` (``allocator.inputs(consumer_id)``): ``on_stage`` (group
 "on stage"), ``max_height`` (int or None), ``forwardable`` (False = outside last-N: paused with
-reason "not-forwardable"). Set them and call :meth:`schedule` — nothing else is needed.
+reason "not-forwardable"), ``speaker`` (group "active speaker") and ``speaker_recency`` (the room's
+speaker order). The room decides speakers room-wide (over all its routers, rooms/forwarding.py) and
+sends all of these with ``consume`` / ``set_consumers_forwarding``; ``Consumer.set_forwarding`` sets
+them and calls :meth:`schedule` — nothing else is needed.
 Decisions per consumer are in ``allocator.decisions`` (``{consumerId: {spatialLayer, temporalLayer,
 paused, reason, bitrate}}``) and in the consumer's ``dump()``/``get_stats()``.
 """
@@ -68,6 +71,8 @@ class AllocationInput:
     on_stage: bool = False
     max_height: int | None = None
     forwardable: bool = True
+    speaker: bool = False  # the producer's participant is the room's active speaker
+    speaker_recency: int = 0  # the room's speaker order: higher = held the floor more recently, 0 never
 
 
 class _State:
@@ -163,17 +168,13 @@ class BandwidthAllocator:
                 videos.append(c)
         budget = max(0, estimate - audio)
         self.budget_bps = budget
-        speaker_times = transport.router.speaker_recency()
-        active_speaker = transport.router.active_speaker_transport_id()
         entries = []
         for c in videos:
             state = self._states.get(c.id)
             if state is None:
                 state = self._states[c.id] = _State(now)
             inp = self.inputs(c.id)
-            group = self._group(c, inp, active_speaker)
-            recency = speaker_times.get(c.producer.transport.id, -1e9)
-            entries.append((c, state, inp, group, recency))
+            entries.append((c, state, inp, self._group(c, inp), inp.speaker_recency))
         entries.sort(key=lambda e: (-e[0].priority, GROUPS.index(e[3]), -e[4], e[1].added))
 
         # ladders; consumers that want nothing (paused by the client, producer paused, not forwardable)
@@ -288,12 +289,13 @@ class BandwidthAllocator:
                 best = i
         return best
 
-    def _group(self, c: "Consumer", inp: AllocationInput, active_speaker: str | None) -> str:
+    @staticmethod
+    def _group(c: "Consumer", inp: AllocationInput) -> str:
         if c.producer.source == "screen":
             return "screen"
         if inp.on_stage:
             return "on-stage"
-        if active_speaker is not None and c.producer.transport.id == active_speaker:
+        if inp.speaker:
             return "speaker"
         return "other"
 

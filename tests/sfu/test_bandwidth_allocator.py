@@ -70,11 +70,17 @@ class Bwe:
 
 
 def make(estimate, *consumers, source="transport-cc", speaker=None, recency=None):
+    """``speaker`` / ``recency`` (producer transport id -> order) are the room's speaker decision,
+    given to the allocator as each consumer's inputs (as Consumer.set_forwarding does)."""
     clock = FakeClock()
-    router = SimpleNamespace(speaker_recency=lambda: recency or {}, active_speaker_transport_id=lambda: speaker)
-    transport = SimpleNamespace(id="recv", clock=clock, closed=False, media_ready=True, router=router,
+    transport = SimpleNamespace(id="recv", clock=clock, closed=False, media_ready=True,
                                 consumers={c.id: c for c in consumers}, bwe=Bwe(estimate, source))
-    return BandwidthAllocator(transport), transport, clock
+    alloc = BandwidthAllocator(transport)
+    for c in consumers:
+        inp = alloc.inputs(c.id)
+        inp.speaker = c.producer.transport.id == speaker
+        inp.speaker_recency = int((recency or {}).get(c.producer.transport.id, 0))
+    return alloc, transport, clock
 
 
 def cam(cid, who, **kw):
