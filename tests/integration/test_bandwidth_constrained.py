@@ -260,6 +260,8 @@ async def test_constrained_link_keeps_on_stage_video_drops_others_then_pauses_an
             return (transport.bwe.source == "transport-cc" and transport.bwe.available_bitrate_bps() > 3_000_000
                     and all(c.current_layer == 2 and c.allocation_reason == "best-layer" for c in video))
         assert await until(at_top, CLIMB_S), (layers(), transport.bwe.stats())
+        # probing raised the estimate from its 600 kbps start; every probe packet had a tw-seq
+        assert transport.bwe.stats()["probePacketsSent"] > 0 and transport.bwe.stats()["twccUnstamped"] == 0
 
         # 1 Mbps: B (on stage) keeps the best layer that fits, A and C are cut first
         rx.link_bps = 1_000_000
