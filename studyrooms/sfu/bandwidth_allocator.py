@@ -11,8 +11,10 @@ resumed, closed, re-prioritised, a large estimate change) it splits the transpor
 3. **Ladder** per consumer: (spatial, temporal) rungs by bitrate. Camera: the lowest encoding at
    each temporal layer, then each higher encoding at full frame rate; screen share: every encoding
    at every temporal layer. Temporal layers come from the producer's ``scalabilityMode``
-   (VP8 TID dropping); rung bitrates are the encoding's measured ingress rate times libwebrtc's
-   temporal split (1 layer 100 %; 2: 60/100 %; 3: 40/60/100 %). Caps: ``set-preferred-layers``
+   (VP8 TID dropping); rung bitrates are measured per spatial x temporal layer (the producer
+   meters every ingress packet by its VP8 TID: ``Producer.temporal_bitrates``); until measured,
+   the encoding's rate times libwebrtc's temporal split (1 layer 100 %; 2: 60/100 %; 3:
+   40/60/100 %). Caps: ``set-preferred-layers``
    (upper bound, as in mediasoup), ``max_height`` (encodings whose keyframes show a larger height
    are left out), ``forwardable`` False (not forwarded at all).
 4. **Fit** (:meth:`BandwidthAllocator._fit`): leads (screen share, on stage, explicit priority
@@ -331,7 +333,9 @@ class BandwidthAllocator:
             rungs = [(s, t) for s in spatial for t in range(top_t + 1)]
         else:
             rungs = [(spatial[0], t) for t in range(top_t)] + [(s, top_t) for s in spatial]
-        ladder = [(s, t, int(rates[s] * split[min(t, len(split) - 1)])) for s, t in rungs]
+        measured = {s: self._temporal_rates(c, s, temporal, now) for s in spatial}
+        ladder = [(s, t, measured[s][t] if measured[s] else int(rates[s] * split[min(t, len(split) - 1)]))
+                  for s, t in rungs]
         # keep the ladder increasing (a lower encoding may briefly measure above a higher one)
         out: list[tuple[int, int, int]] = []
         for s, t, bps in ladder:
@@ -339,6 +343,16 @@ class BandwidthAllocator:
                 bps = out[-1][2] + 1
             out.append((s, t, bps))
         return out, reason
+
+    @staticmethod
+    def _temporal_rates(c: "Consumer", index: int, layers: int, now: float) -> list[int] | None:
+        """Measured bitrates of TIDs 0..t of an encoding (the producer reads every packet's VP8
+        TID), or None (then libwebrtc's split of the encoding's rate is assumed)."""
+        if layers < 2:
+            return None
+        measure = getattr(c.producer, "temporal_bitrates", None)
+        rates = measure(index, now) if measure is not None else None
+        return rates if rates is not None and len(rates) >= layers else None
 
     @staticmethod
     def _layer_rate(c: "Consumer", index: int, now: float) -> int:

@@ -219,3 +219,19 @@ def test_downgrade_at_once_upgrade_one_step_after_hold():
     clock.advance(1.1)
     alloc.run()
     assert a.applied == (2, 2, "best-layer")
+
+
+def test_measured_temporal_layer_rates_price_the_rungs():
+    """Rungs are priced from the producer's per-TID measurement when it exists (a 3-layer VP8
+    stream where TL0 carries 25 %, not the assumed 40 %)."""
+    a = cam("a", "pa")
+    a.producer.temporal_bitrates = lambda index, now: [37_500 * (index + 1), 75_000 * (index + 1),
+                                                       LAYERS[index]][: 3]
+    alloc, _, _ = make(80_000, a)
+    alloc.run()
+    # assumed split: TL0 60 k, TL1 90 k -> only TL0 would fit; measured: TL1 is 75 k and fits
+    assert a.applied == (0, 1, "bandwidth")
+    assert alloc.decisions["a"]["bitrate"] == 75_000
+    a.producer.temporal_bitrates = lambda index, now: None  # nothing measured: the split again
+    alloc.run()
+    assert alloc.decisions["a"]["bitrate"] == 60_000 and a.applied[:2] == (0, 0)
