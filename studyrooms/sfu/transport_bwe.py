@@ -8,10 +8,10 @@ Egress (toward the remote receiver):
   * TransportFeedback from the receiver -> :meth:`on_feedback` -> packet results -> the estimator
     (``available_bitrate_bps``), probe clusters evaluated;
   * :meth:`request_probe` — the allocator wants more than the estimate: a cluster paced in
-    ``PROBE_BURSTS`` bursts ``PROBE_BURST_INTERVAL_S`` apart on a video consumer's RTX SSRC:
-    padding-only RTX packets (with ``PROBE_RTX``: RTX of recently sent packets, as libwebrtc, when
-    they fit what is left of a burst — off, see the constant); every probe packet carries MID and
-    a transport-wide seq; media sent meanwhile counts too.
+    ``PROBE_BURSTS`` bursts ``PROBE_BURST_INTERVAL_S`` apart on a video consumer's RTX SSRC: RTX of
+    its recently sent packets (as libwebrtc: the receiver gets real media it may use) when they fit
+    what is left of a burst, padding-only RTX packets otherwise (no history, small remainders);
+    every probe packet carries MID and a transport-wide seq; media sent meanwhile counts too.
 Ingress (from the remote sender): transport-wide seqs read by the producers' RecvStreams land in
 ``recorder``; every ``FEEDBACK_INTERVAL_S`` they go back as TransportFeedback so the browser's
 own send-side estimator works against us.
@@ -44,9 +44,7 @@ PROBE_MAX_INTERVAL_S = 4.0  # a probe that did not raise the estimate doubles th
 PROBE_SUCCESS = 1.1  # the estimate grew by this factor since the last probe started: it worked
 PROBE_PADDING = 255
 PROBE_RTX_DEPTH = 32  # probes re-send (as RTX) the last this-many packets of the stream, in turn
-# Off: with RTX probes on, the constrained-link test's estimate collapsed on an open link (192 kbps
-# on 50 Mbps, round 3); the cause was not found in time. Padding-only probes are what ships.
-PROBE_RTX = False
+PROBE_RTX = True  # False: padding-only probes (the receiver gets nothing it can use from them)
 PROBE_INITIAL_FACTOR = 3.0  # the first probe (GoogCC: 3x the start estimate) ...
 PROBE_MAX_FACTOR = 2.0  # ... later ones at most 2x the estimate
 FEEDBACK_STALE_S = 5.0

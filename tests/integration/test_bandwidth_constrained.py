@@ -7,7 +7,8 @@ benchmarks.forwarding) and negotiates transport-cc. The receiver emulates its ac
 SRTP packet it gets goes through a token bucket of ``link_bps`` (queue > 300 ms = lost); the
 transport-wide seqs and the emulated arrival times go back as real TransportFeedback every 50 ms.
 
-Camera B is "on stage" (set_consumer_priority 255). We check the bytes on the wire: with a 1 Mbps
+Camera B is "on stage" (set_consumer_priority 255). Probing lifts the estimate from its start with RTX of
+recently sent media (checked by OSN on the receiver). We check the bytes on the wire: with a 1 Mbps
 link B keeps the best layer that fits and the others are cut first; at 100 kbps the others are paused
 and B still flows; audio never stops; when the link opens again every camera climbs back to its
 top layer within 20 s.
@@ -100,6 +101,9 @@ class Receiver(ClientPeer):
         self.recorder = TwccRecorder()
         self.rx: list[tuple[float, int, int, bool]] = []  # (time, ssrc, size, delivered)
         self.lost = 0
+        self.seqs: dict[int, set[int]] = {}  # media SSRC -> seqs delivered
+        self.rtx_osn: list[tuple[int, int]] = []  # (RTX SSRC, OSN) of RTX packets carrying media
+        self.rtx_ssrcs: set[int] = set()
 
     def _readable(self) -> None:
         for _ in range(256):
@@ -141,6 +145,11 @@ class Receiver(ClientPeer):
             self.lost += 1
         p = parse_rtp(plain)
         self.rx.append((now, p[4], len(plain), delivered))
+        if delivered and p[4] in self.rtx_ssrcs:
+            if len(plain) - p[5] >= 2 and not plain[0] & 0x20:  # not padding-only
+                self.rtx_osn.append((p[4], (plain[p[5]] << 8) | plain[p[5] + 1]))
+        elif delivered:
+            self.seqs.setdefault(p[4], set()).add(p[2])
         for xid, off, ln in iter_extensions(plain, p[6], p[7], p[8]):
             if xid == 5 and ln == 2 and delivered:
                 self.recorder.on_packet((plain[off] << 8) | plain[off + 1], self._link_free, p[4])
@@ -195,6 +204,9 @@ async def test_constrained_link_keeps_on_stage_video_drops_others_then_pauses_an
     assert any(e["uri"].endswith("transport-wide-cc-extensions-01") for e in consumers[0]["rtpParameters"]
                ["headerExtensions"])
     await channel.request("set_consumer_priority", {"consumerId": consumers[1]["id"], "priority": 255})
+    rtx_to_media = {c["rtpParameters"]["encodings"][0]["rtx"]["ssrc"]: c["rtpParameters"]["encodings"][0]["ssrc"]
+                    for c in consumers[:3]}
+    rx.rtx_ssrcs = set(rtx_to_media)
     # media SSRCs only: probe padding rides on a video consumer's RTX SSRC
     ssrc_of = [{c["rtpParameters"]["encodings"][0]["ssrc"]} for c in consumers]
     video = [worker.consumers[c["id"]] for c in consumers[:3]]
@@ -260,8 +272,14 @@ async def test_constrained_link_keeps_on_stage_video_drops_others_then_pauses_an
             return (transport.bwe.source == "transport-cc" and transport.bwe.available_bitrate_bps() > 3_000_000
                     and all(c.current_layer == 2 and c.allocation_reason == "best-layer" for c in video))
         assert await until(at_top, CLIMB_S), (layers(), transport.bwe.stats())
-        # probing raised the estimate from its 600 kbps start; every probe packet had a tw-seq
-        assert transport.bwe.stats()["probePacketsSent"] > 0 and transport.bwe.stats()["twccUnstamped"] == 0
+        # probing raised the estimate from its 600 kbps start; probes re-sent recent media as RTX
+        # (OSN = a seq the receiver got on the matching media SSRC); every probe packet had a tw-seq
+        bwe_stats = transport.bwe.stats()
+        assert bwe_stats["probeRtxPacketsSent"] > 0 and bwe_stats["twccUnstamped"] == 0, bwe_stats
+        matched = [osn in rx.seqs.get(rtx_to_media.get(ssrc), ()) for ssrc, osn in rx.rtx_osn]
+        assert matched and sum(matched) >= 0.9 * len(matched), (len(matched), sum(matched))
+        print(f"probe packets {bwe_stats['probePacketsSent']}, RTX {bwe_stats['probeRtxPacketsSent']}, "
+              f"RTX seen by the receiver {len(matched)}")
         # temporal-layer rates are measured from the TIDs (TL0 is 1/4 of the frames + keyframes,
         # about 27 %, not the assumed 40 %) and price the allocator's rungs
         tl = worker.producers[producers[0]["id"]].temporal_bitrates(0, worker.clock.now())
