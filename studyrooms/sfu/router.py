@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("studyrooms.router")
 
 ACTIVE_SPEAKER_INTERVAL_S = 0.3
+LEVELS_TAIL_S = 2.0  # longer than the room's SpeakerTracker staleness (1 s)
 
 
 class Router:
@@ -42,6 +43,7 @@ class Router:
         self.active_speaker_id: str | None = None
         self._speakers = ActiveSpeakerDetector(threshold_dbov=-70.0)
         self._speaker_timer = None
+        self._levels_until = -1.0  # keep reporting (empty) levels until then: the room sees silence
 
     # ------------------------------------------------------------------ transports
     def _check_open(self) -> None:
@@ -337,7 +339,12 @@ class Router:
                 if not producer.app_data.get("pipe"):  # a piped producer is reported by its origin
                     levels[producer.id] = level
             producer.level_sum = producer.level_count = 0
-        if levels:  # the room merges these over its routers (speaker-selected audio, last-N order)
+        if levels:
+            self._levels_until = now + LEVELS_TAIL_S
+        if levels or now < self._levels_until:
+            # the room merges these over its routers (speaker-selected audio, last-N order, the
+            # active speaker the allocators rank); empty reports for LEVELS_TAIL_S after the last
+            # sound let it see that a muted or silent speaker stopped
             self.worker._emit("audio-levels", {"routerId": self.id, "levels": levels})
         speaker, volume = self._speakers.dominant(now)
         if speaker != self.active_speaker_id:

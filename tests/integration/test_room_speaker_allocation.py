@@ -4,7 +4,8 @@ the second worker; Ada, on the first, consumes Cat's video but not her audio, so
 sees Cat's audio level. Only the room, which merges the levels of all its routers, knows Cat is
 the speaker; it tells Ada's worker through the consumer inputs (``speaker``, ``speakerRecency`` on
 ``consume`` / ``set_consumers_forwarding``), and Ada's ``get-stats`` shows Cat's video in the
-allocator's "speaker" group while Bob's (silent, on Ada's own router) is "other"."""
+allocator's "speaker" group while Bob's (silent, on Ada's own router) is "other"; when Cat mutes,
+the group goes back to "other" (her router reports the silence)."""
 
 from __future__ import annotations
 
@@ -107,6 +108,18 @@ async def test_the_room_speaker_on_another_router_is_the_allocators_speaker(serv
         assert seen.get(bob_consumer) == "other", seen
         assert inputs.speaker and inputs.speaker_recency > 0
         assert home.consumers[bob_consumer].transport.allocator.inputs(bob_consumer).speaker_recency == 0
+
+        # Cat mutes: her router reports silence, the room's speaker goes, and so does the group
+        audio_producer = next(pr for pr in cat.producers.values() if pr.kind == "audio")
+        audio_producer.pause()
+        await SocketIOSignal(cat_sio).call("pause-producer", {"producerId": audio_producer.id})
+        for _ in range(60):
+            seen = await groups()
+            if seen.get(cat_consumer) == "other":
+                break
+            await asyncio.sleep(0.25)
+        assert seen.get(cat_consumer) == "other", seen
+        assert not inputs.speaker and inputs.speaker_recency > 0  # she still spoke last
 
     finally:
         await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
