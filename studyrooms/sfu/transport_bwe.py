@@ -140,19 +140,18 @@ class TransportBwe:
         2x later); False when one is running, the last one is too recent (1 s, doubling up to 4 s
         while probes do not raise the estimate) or nothing can carry it."""
         now = self.clock.now()
-        if self.stamper is None or self.probing or now - self._probe_started_at < self._probe_interval:
-            return False
-        if not self.has_feedback:
+        if self.stamper is None or self.probing or not self.has_feedback:
             return False
         estimate = self.estimator.estimate_bps
-        if self._probe_start_estimate:  # judge the last probe once: back off while probes find nothing
+        if self._probe_start_estimate and now - self._probe_started_at >= PROBE_MIN_INTERVAL_S:
+            # judge the last probe once (its feedback is in): back off while probes find nothing
             if estimate >= PROBE_SUCCESS * self._probe_start_estimate:
                 self._probe_interval = PROBE_MIN_INTERVAL_S
             else:
                 self._probe_interval = min(PROBE_MAX_INTERVAL_S, 2 * self._probe_interval)
             self._probe_start_estimate = 0
-            if now - self._probe_started_at < self._probe_interval:
-                return False
+        if now - self._probe_started_at < self._probe_interval:
+            return False
         factor = PROBE_MAX_FACTOR if self.initial_probe_done else PROBE_INITIAL_FACTOR
         target = int(min(target_bps, factor * estimate, self.max_bps))
         if target <= 0 or self._probe_stream() is None:
