@@ -23,7 +23,9 @@ import time
 import pytest
 from playwright.async_api import async_playwright
 
-from .test_study_room import Person, run_with_diagnostics
+from studyrooms.signaling.auth import issue_token
+
+from .test_study_room import VIEWPORT, Person, run_with_diagnostics
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -32,7 +34,8 @@ NS = f"sr-bwe-{os.getpid() % 100000}"
 VETH_HOST, VETH_NS = f"srh{os.getpid() % 100000}", f"srn{os.getpid() % 100000}"
 HOST_IP, NS_IP = "10.211.37.1", "10.211.37.2"
 SERVER_HOST = HOST_IP  # tests/browser/conftest.py's server fixture binds and announces here
-SERVER_ENV = {"STUDYROOMS_LISTEN_IP": HOST_IP, "STUDYROOMS_ROOMS_CAPACITY": "6"}
+SECRET = "netns-bandwidth-test-secret-0123456789abcdef"  # not loopback: the server wants a secret
+SERVER_ENV = {"STUDYROOMS_LISTEN_IP": HOST_IP, "STUDYROOMS_ROOMS_CAPACITY": "6", "STUDYROOMS_AUTH_SECRET": SECRET}
 CLIMB_BACK_S = 20.0
 
 
@@ -61,6 +64,16 @@ def netns():
     finally:
         sh("ip", "netns", "del", NS, check=False)  # takes the namespace's veth end (and its peer) along
         sh("ip", "link", "del", VETH_HOST, check=False)
+
+
+async def open_invited(browser, base_url: str, name: str) -> Person:
+    """The page opened from an invitation link (``?token=``), as users of a server with a secret do."""
+    token = issue_token(SECRET, f"user-{name.lower()}", name, [ROOM], 600)
+    context = await browser.new_context(viewport=VIEWPORT)
+    person = Person(name, await context.new_page())
+    await person.page.goto(f"{base_url}/?token={token}")
+    await person.page.wait_for_function("() => !!window.studyrooms", timeout=15000)
+    return person
 
 
 def shape(rate_kbit: int | None) -> None:
@@ -99,9 +112,9 @@ async def test_a_shaped_link_keeps_the_on_stage_video_and_pauses_the_others(netn
     audio_log: list[tuple[float, int]] = []
 
     async def scenario(host_browser, ns_browser):
-        senders = [await Person.open(host_browser, server.base_url, n) for n in ("Alice", "Bob", "Carol")]
+        senders = [await open_invited(host_browser, server.base_url, n) for n in ("Alice", "Bob", "Carol")]
         people.extend(senders)
-        dave = await Person.open(ns_browser, server.base_url, "Dave")
+        dave = await open_invited(ns_browser, server.base_url, "Dave")
         people.append(dave)
         for p in (*senders, dave):
             await p.join(room=ROOM)
@@ -166,10 +179,13 @@ async def test_a_shaped_link_keeps_the_on_stage_video_and_pauses_the_others(netn
                 start = None
         assert longest < 3.0, f"audio stalled for {longest:.1f} s ({len(stalls)} flat samples)"
 
+    # not loopback, plain http: camera and mic need the origin treated as secure (as with a real
+    # deployment's https)
+    args = [*chromium_args, f"--unsafely-treat-insecure-origin-as-secure={server.base_url}"]
     try:
         async with async_playwright() as pw:
-            host_browser = await pw.chromium.launch(executable_path=chromium_path, headless=True, args=chromium_args)
-            ns_browser = await pw.chromium.launch(executable_path=wrapper, headless=True, args=chromium_args)
+            host_browser = await pw.chromium.launch(executable_path=chromium_path, headless=True, args=args)
+            ns_browser = await pw.chromium.launch(executable_path=wrapper, headless=True, args=args)
             try:
                 await run_with_diagnostics(people, server, lambda: scenario(host_browser, ns_browser), artifacts_dir)
             finally:
