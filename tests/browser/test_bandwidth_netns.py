@@ -27,13 +27,7 @@ from studyrooms.signaling.auth import issue_token
 
 from .test_study_room import VIEWPORT, Person, run_with_diagnostics
 
-pytestmark = [
-    pytest.mark.browser, pytest.mark.slow,
-    # not yet run to completion on the shared machine (round 3 ended queued for the heavy lock):
-    # opt in with STUDYROOMS_NETNS_TESTS=1 until it has passed here
-    pytest.mark.skipif(os.environ.get("STUDYROOMS_NETNS_TESTS") != "1",
-                       reason="netns/tc browser test: opt in with STUDYROOMS_NETNS_TESTS=1"),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOM = "bwe-netns"
 NS = f"sr-bwe-{os.getpid() % 100000}"
