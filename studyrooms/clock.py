@@ -29,8 +29,9 @@ class Clock(Protocol):
 class SystemClock:
     """Monotonic time plus the running loop's timers."""
 
-    def now(self) -> float:
-        return time.monotonic()
+    # the builtin itself, not a Python method around it: ``clock.now()`` runs for every packet
+    # sent (the transport-wide seq's send record) and a Python frame costs ~0.03 us more
+    now = staticmethod(time.monotonic)
 
     def wall(self) -> float:
         return time.time()

@@ -46,3 +46,29 @@ class RateMeter:
         if dt < self.interval_s * 0.5:
             return 0
         return int((total_bytes - best_b) * 8 / dt)
+
+
+class TemporalRates:
+    """Per temporal layer (VP8 TID) bitrate of one encoding: one byte total and one
+    :class:`RateMeter` per TID, fed with every media packet's size and TID (ingress only)."""
+
+    __slots__ = ("_meters", "_totals", "_next")
+
+    def __init__(self, layers: int) -> None:
+        self._meters = [RateMeter() for _ in range(layers)]
+        self._totals = [0] * layers
+        self._next = [-math.inf] * layers
+
+    def add(self, tid: int, size: int, now: float) -> None:
+        if 0 <= tid < len(self._totals):
+            if now >= self._next[tid]:
+                self._next[tid] = self._meters[tid].sample(self._totals[tid], now)
+            self._totals[tid] += size
+
+    def cumulative_bps(self, now: float) -> list[int]:
+        """Bitrate of TIDs 0..t for every t (what a receiver gets when layers above t are dropped)."""
+        out, total = [], 0
+        for meter, bytes_ in zip(self._meters, self._totals):
+            total += meter.rate_bps(bytes_, now)
+            out.append(total)
+        return out

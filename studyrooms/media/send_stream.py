@@ -288,6 +288,21 @@ class SendStream:
         out += data[pos:pend]
         return bytes(out)
 
+    def build_rtx_probe(self, depth: int, max_size: int) -> bytes | None:
+        """A bandwidth probe carrying real media, as libwebrtc sends when history exists: the RTX
+        (RFC 4588: RTX SSRC/PT/seq, OSN in the first two payload bytes) of the packet ``depth``
+        behind the newest one sent, its extension block (MID, tw-seq slot) kept. ``None`` without
+        RTX or history, when that packet is gone, or when its RTX would exceed ``max_size``."""
+        if not self.rtx_enabled or not self._started or self._n <= 1:
+            return None
+        seq = (self.max_seq - depth) & 0xFFFF
+        entry = self._ring[seq % self._n]
+        if entry is None or self._entry_seq(entry) != seq:
+            return None
+        if (len(entry) if type(entry) is bytes else len(entry[0])) + 2 > max_size:
+            return None
+        return self._rtx_wrap(entry if type(entry) is bytes else self._rebuild(entry))
+
     def build_rtx_padding(self, pad_len: int = 255) -> bytes | None:
         """A padding-only RTX packet (bandwidth probe): RTX SSRC/PT/seq, the last media timestamp,
         a one-byte extension block with this consumer's MID element and an empty transport-wide

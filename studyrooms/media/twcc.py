@@ -32,7 +32,6 @@ RING_MASK = RING - 1
 _FB_HEAD = struct.Struct("!BBHIIHHI")  # header, sender ssrc, media ssrc, base seq, count, ref|fbcount
 _H = struct.Struct("!H")
 _h = struct.Struct("!h")
-_SEQ_BYTES = [i.to_bytes(2, "big") for i in range(65536)]
 DELTA_UNIT_US = 250
 REF_UNIT_US = 64000
 
@@ -57,32 +56,39 @@ def twcc_slot_offset(data: Buf) -> int:
 
 
 class TwccStamper:
-    """Egress transport-wide sequence numbers and the send record (see the module docstring)."""
+    """Egress transport-wide sequence numbers and the send record (see the module docstring).
 
-    __slots__ = ("seq", "sent_at", "sizes", "clusters", "cluster", "stamped", "unstamped")
+    One unbounded counter gives both the next seq (its low 16 bits) and the number stamped, and
+    one tuple per packet is the record: the fewest stores on the per-packet path (round 3
+    profile, ``benchmarks.bwe_profile``)."""
+
+    __slots__ = ("count", "initial", "records", "cluster", "unstamped")
 
     def __init__(self, initial_seq: int = 1) -> None:
-        self.seq = initial_seq & 0xFFFF  # the next seq to use
-        self.sent_at = [-1.0] * RING
-        self.sizes = [0] * RING
-        self.clusters = [-1] * RING
+        self.initial = self.count = initial_seq & 0xFFFF
+        self.records: list[tuple[float, int, int] | None] = [None] * RING  # (sent_at, size, cluster)
         self.cluster = -1  # probe cluster id packets sent now belong to (-1: none)
-        self.stamped = 0
         self.unstamped = 0
+
+    @property
+    def seq(self) -> int:
+        """The next seq to use."""
+        return self.count & 0xFFFF
+
+    @property
+    def stamped(self) -> int:
+        return self.count - self.initial
 
     def record(self, size: int, now: float) -> int:
         """Take the next transport-wide seq for a packet of ``size`` bytes sent at ``now``."""
-        seq = self.seq
-        self.seq = (seq + 1) & 0xFFFF
-        i = seq & RING_MASK
-        self.sent_at[i] = now
-        self.sizes[i] = size
-        self.clusters[i] = self.cluster
-        self.stamped += 1
+        count = self.count
+        self.count = count + 1
+        seq = count & 0xFFFF
+        self.records[seq & RING_MASK] = (now, size, self.cluster)
         return seq
 
-    def stamp(self, data: bytes, now: float) -> bytes:
-        """``data`` with its slot filled (a copy), or ``data`` unchanged when it has no slot.
+    def stamp(self, data: bytes, now: float) -> bytes | bytearray:
+        """``data`` with its slot filled (a bytearray copy), or ``data`` unchanged when it has no slot.
         (:func:`twcc_slot_offset` + :meth:`record`, inlined: this runs for every packet sent.)"""
         b0 = data[0]
         n = len(data)
@@ -97,25 +103,26 @@ class TwccStamper:
         if off < 0:
             self.unstamped += 1
             return data
-        seq = self.seq
-        self.seq = (seq + 1) & 0xFFFF
-        i = seq & RING_MASK
-        self.sent_at[i] = now
-        self.sizes[i] = n
-        self.clusters[i] = self.cluster
-        self.stamped += 1
-        return b"".join((data[:off], _SEQ_BYTES[seq], data[off + 2:]))
+        count = self.count
+        self.count = count + 1
+        seq = count & 0xFFFF
+        self.records[seq & RING_MASK] = (now, n, self.cluster)
+        # one copy (a bytearray: SRTP protect reads any buffer) instead of two slices and a join
+        out = bytearray(data)
+        out[off] = seq >> 8
+        out[off + 1] = seq & 0xFF
+        return out
 
     def lookup(self, seq: int) -> tuple[float, int, int] | None:
         """``(sent_at, size, cluster)`` of a recent seq, ``None`` if unknown or overwritten."""
-        i = seq & RING_MASK
-        t = self.sent_at[i]
-        if t < 0:
+        rec = self.records[seq & RING_MASK]
+        if rec is None:
             return None
+        next_seq = self.count & 0xFFFF
         # a record is only valid for the seq that last wrote it: older than RING packets is gone
-        if ((self.seq - seq) & 0xFFFF) > RING or seq == self.seq:
+        if ((next_seq - seq) & 0xFFFF) > RING or seq == next_seq:
             return None
-        return t, self.sizes[i], self.clusters[i]
+        return rec
 
 
 # ---------------------------------------------------------------------------------------------

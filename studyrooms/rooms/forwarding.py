@@ -12,7 +12,12 @@ Decisions (docs/protocol.md "Large rooms"):
   only the selected ones (:class:`~.speakers.AudioSelection`) are forwarded to anyone; producers
   that never reported an audio level cannot be judged and are always forwarded.
 
-Applying them: every consumer's ``forwardable`` / ``maxHeight`` is cached in the participant's
+- **Speakers, per room**: the dominant speaker and the speaker order come from the levels of all
+  the room's routers; each video consumer's ``speaker`` / ``speakerRecency`` tell its worker's
+  bandwidth allocator (the per-router detector is not used for that).
+
+Applying them: every consumer's ``forwardable`` / ``maxHeight`` / ``onStage`` / ``speaker`` /
+``speakerRecency`` is cached in the participant's
 consumer bookkeeping; :meth:`refresh` computes the wanted values, sends only the differences in one
 ``set_consumers_forwarding`` call per worker (a server-side pause: consumers stay created, no
 signaling round trip) and a ``forwarding-changed`` notification to each receiver whose forwarded
@@ -35,6 +40,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("studyrooms.forwarding")
 
 UNSET: Any = object()
+#: a consumer's worker inputs before the room sent any (the worker's defaults)
+DEFAULTS = {"forwardable": True, "maxHeight": None, "onStage": False, "speaker": False, "speakerRecency": 0}
 
 
 @dataclass
@@ -56,6 +63,10 @@ class RoomForwarding:
         self.selected_audio: frozenset = frozenset()
         self.dominant: str | None = None  # participant id
         self.levels_changed = False
+        #: the speaker order the workers' bandwidth allocators rank by: participant -> a counter
+        #: value, higher = took the floor more recently (only the mover's consumers change)
+        self.recency: dict[str, int] = {}
+        self._recency_clock = 0
 
     # --- inputs ---------------------------------------------------------------------------------
 
@@ -72,6 +83,7 @@ class RoomForwarding:
     def forget_participant(self, participant_id: str) -> None:
         self.constraints.pop(participant_id, None)
         self.history.remove(participant_id)
+        self.recency.pop(participant_id, None)
         if self.dominant == participant_id:
             self.dominant = None
 
@@ -93,8 +105,12 @@ class RoomForwarding:
         selected = self.audio.update(self.tracker.volumes(now), now)
         dominant = owners.get(producer) if producer is not None else None
         moved = self.history.update(dominant, now)
+        if moved:
+            self._recency_clock += 1
+            self.recency[self.history.order[0]] = self._recency_clock
         #: whether this report changed an input of the decisions (else refresh() has nothing to do)
-        self.levels_changed = moved or selected != self.selected_audio or len(self.tracker.reported) != known
+        self.levels_changed = (moved or selected != self.selected_audio or len(self.tracker.reported) != known
+                               or dominant != self.dominant)
         self.selected_audio = selected
         if dominant != self.dominant:
             self.dominant = dominant
@@ -147,18 +163,23 @@ class RoomForwarding:
         return not limited or producer_id not in self.tracker.reported or producer_id in self.selected_audio
 
     def wanted(self, receiver: "Participant", consumer: dict, plan: tuple[list[str], list[str]],
-               screen: list[str], audio_limited: bool) -> tuple[bool, int | None, bool]:
-        """(forwardable, maxHeight, onStage) for one of the receiver's consumers."""
+               screen: list[str], audio_limited: bool) -> dict[str, Any]:
+        """The worker inputs of one of the receiver's consumers: forwardable, maxHeight, onStage,
+        and for video the room's speaker decision (speaker, speakerRecency) the allocator ranks by."""
         producer_id = consumer["producerId"]
         if consumer.get("kind") == "audio":
-            return self.audio_forwarded(producer_id, audio_limited), None, False
+            return {"forwardable": self.audio_forwarded(producer_id, audio_limited), "maxHeight": None,
+                    "onStage": False}
         owner = self.room._producer_owner.get(producer_id)
         video, stage = plan
+        speaker = {"speaker": owner is not None and owner == self.dominant,
+                   "speakerRecency": self.recency.get(owner, 0)}
         if owner not in video:
-            return False, None, False
+            return {"forwardable": False, "maxHeight": None, "onStage": False, **speaker}
         c = self.constraints.get(receiver.id)
         best = owner in stage or owner in screen or c is None
-        return True, None if best else c.max_height, owner in stage
+        return {"forwardable": True, "maxHeight": None if best else c.max_height, "onStage": owner in stage,
+                **speaker}
 
     # --- applying -------------------------------------------------------------------------------
 
@@ -174,14 +195,9 @@ class RoomForwarding:
             plan = self.video_plan(p, owners)
             lookup = (set(plan[0]), plan[1])
             for cid, c in p.consumers.items():
-                forwardable, max_height, on_stage = self.wanted(p, c, lookup, owners[1], audio_limited)
-                change: dict = {}
-                if c.get("onStage", False) != on_stage:  # the worker's bandwidth allocator ranks it first
-                    change["onStage"] = on_stage
-                if c.get("forwardable", True) != forwardable:
-                    change["forwardable"] = forwardable
-                if c.get("maxHeight") != max_height:
-                    change["maxHeight"] = max_height
+                # onStage / speaker / speakerRecency: the worker's bandwidth allocator ranks by them
+                want = self.wanted(p, c, lookup, owners[1], audio_limited)
+                change = {k: v for k, v in want.items() if c.get(k, DEFAULTS[k]) != v}
                 if change:
                     c.update(change)
                     per_worker.setdefault(room._object_worker.get(cid), {})[cid] = change
@@ -199,7 +215,5 @@ class RoomForwarding:
     def consume_options(self, receiver: "Participant", producer_id: str, kind: str) -> dict:
         """``forwardable`` / ``maxHeight`` for a consumer about to be created (so it starts right)."""
         owners = self._video_owners()
-        forwardable, max_height, on_stage = self.wanted(
-            receiver, {"producerId": producer_id, "kind": kind}, self.video_plan(receiver, owners), owners[1],
-            self._audio_limited())
-        return {"forwardable": forwardable, "maxHeight": max_height, "onStage": on_stage}
+        return self.wanted(receiver, {"producerId": producer_id, "kind": kind}, self.video_plan(receiver, owners),
+                           owners[1], self._audio_limited())

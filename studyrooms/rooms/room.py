@@ -496,6 +496,10 @@ class Room(RoomRecovery):
             data["maxHeight"] = forwarding["maxHeight"]
         if forwarding["onStage"]:
             data["onStage"] = True
+        if forwarding.get("speaker"):
+            data["speaker"] = True
+        if forwarding.get("speakerRecency"):
+            data["speakerRecency"] = forwarding["speakerRecency"]
         reply = await self._worker_call("consume", data, worker_id=target)
         consumer_id = reply["id"]
         self._object_worker[consumer_id] = target

@@ -11,13 +11,17 @@ resumed, closed, re-prioritised, a large estimate change) it splits the transpor
 3. **Ladder** per consumer: (spatial, temporal) rungs by bitrate. Camera: the lowest encoding at
    each temporal layer, then each higher encoding at full frame rate; screen share: every encoding
    at every temporal layer. Temporal layers come from the producer's ``scalabilityMode``
-   (VP8 TID dropping); rung bitrates are the encoding's measured ingress rate times libwebrtc's
-   temporal split (1 layer 100 %; 2: 60/100 %; 3: 40/60/100 %). Caps: ``set-preferred-layers``
+   (VP8 TID dropping); rung bitrates are measured per spatial x temporal layer (the producer
+   meters every ingress packet by its VP8 TID: ``Producer.temporal_bitrates``); until measured,
+   the encoding's rate times libwebrtc's temporal split (1 layer 100 %; 2: 60/100 %; 3:
+   40/60/100 %). Caps: ``set-preferred-layers``
    (upper bound, as in mediasoup), ``max_height`` (encodings whose keyframes show a larger height
    are left out), ``forwardable`` False (not forwarded at all).
-4. **Fit**: in order, everyone gets their lowest rung while they fit; from the first that does not,
+4. **Fit** (:meth:`BandwidthAllocator._fit`): leads (screen share, on stage, explicit priority
+   above 1), in order, go as high as fits up to their preferred rung (``LEAD_PREFERRED_HEIGHT``);
+   then everyone else gets their lowest rung while they fit; from the first that does not,
    everyone after it is paused (the lowest priorities go first); then, in order, each goes as high
-   as the rest of the budget allows.
+   as the rest of the budget allows. The first video always flows at its lowest rung.
 5. **Damping**: a decrease applies at once; an increase goes one rung at a time, at most every
    ``UPGRADE_INTERVAL_S`` per consumer and not within ``UPGRADE_HOLD_S`` of its last decrease. When
    the ideal allocation is above the estimate a probe is requested (``TransportBwe.request_probe``)
@@ -30,7 +34,10 @@ bandwidth: the lowest rung is always kept.
 Interface for receive constraints (last-N, on-stage, max height; issue 11): per consumer the
 allocator reads :class:`AllocationInput` (``allocator.inputs(consumer_id)``): ``on_stage`` (group
 "on stage"), ``max_height`` (int or None), ``forwardable`` (False = outside last-N: paused with
-reason "not-forwardable"). Set them and call :meth:`schedule` — nothing else is needed.
+reason "not-forwardable"), ``speaker`` (group "active speaker") and ``speaker_recency`` (the room's
+speaker order). The room decides speakers room-wide (over all its routers, rooms/forwarding.py) and
+sends all of these with ``consume`` / ``set_consumers_forwarding``; ``Consumer.set_forwarding`` sets
+them and calls :meth:`schedule` — nothing else is needed.
 Decisions per consumer are in ``allocator.decisions`` (``{consumerId: {spatialLayer, temporalLayer,
 paused, reason, bitrate}}``) and in the consumer's ``dump()``/``get_stats()``.
 """
@@ -55,6 +62,8 @@ ACTIVE_WINDOW_S = 2.0
 TEMPORAL_SPLIT = {1: (1.0,), 2: (0.6, 1.0), 3: (0.4, 0.6, 1.0), 4: (0.25, 0.4, 0.6, 1.0)}
 DEFAULT_LAYER_BPS = (150_000, 500_000, 1_200_000)
 GROUPS = ("screen", "on-stage", "speaker", "other")
+LEAD_GROUPS = ("screen", "on-stage")
+LEAD_PREFERRED_HEIGHT = 360
 
 
 @dataclass
@@ -64,6 +73,8 @@ class AllocationInput:
     on_stage: bool = False
     max_height: int | None = None
     forwardable: bool = True
+    speaker: bool = False  # the producer's participant is the room's active speaker
+    speaker_recency: int = 0  # the room's speaker order: higher = held the floor more recently, 0 never
 
 
 class _State:
@@ -159,17 +170,13 @@ class BandwidthAllocator:
                 videos.append(c)
         budget = max(0, estimate - audio)
         self.budget_bps = budget
-        speaker_times = transport.router.speaker_recency()
-        active_speaker = transport.router.active_speaker_transport_id()
         entries = []
         for c in videos:
             state = self._states.get(c.id)
             if state is None:
                 state = self._states[c.id] = _State(now)
             inp = self.inputs(c.id)
-            group = self._group(c, inp, active_speaker)
-            recency = speaker_times.get(c.producer.transport.id, -1e9)
-            entries.append((c, state, inp, group, recency))
+            entries.append((c, state, inp, self._group(c, inp), inp.speaker_recency))
         entries.sort(key=lambda e: (-e[0].priority, GROUPS.index(e[3]), -e[4], e[1].added))
 
         # ladders; consumers that want nothing (paused by the client, producer paused, not forwardable)
@@ -185,41 +192,17 @@ class BandwidthAllocator:
             if not ladder:
                 self._record(c, state, None, "no-active-layer", group)
                 continue
-            plans.append([c, state, ladder, -1, cap_reason, group])
+            lead = group in LEAD_GROUPS or c.priority > 1
+            plans.append([c, state, ladder, -1, cap_reason, group, lead,
+                          self._lead_preferred(c, ladder) if lead else 0])
 
-        # fit: lowest rungs first in priority order, then upgrades in priority order
-        left = budget
-        exhausted = False  # once one does not fit, everyone after it is paused too
-        for index, plan in enumerate(plans):
-            cost = plan[2][0][2]
-            if not may_pause or (not exhausted and cost <= left):
-                plan[3] = 0
-                left -= cost
-            elif index == 0:
-                # the receiver's most important video (a screen share, the on-stage person) always
-                # flows at its lowest layer: what is sent is what the estimate can grow from
-                plan[3] = 0
-                left -= cost
-                exhausted = True
-            else:
-                exhausted = True
-        for plan in plans:
-            if plan[3] < 0:
-                continue
-            ladder = plan[2]
-            spent = ladder[plan[3]][2]
-            best = plan[3]
-            for i in range(plan[3] + 1, len(ladder)):
-                if ladder[i][2] - spent <= left:
-                    best = i
-            left -= ladder[best][2] - spent
-            plan[3] = best
+        self._fit(plans, budget, may_pause)
 
         desired = sum(p[2][-1][2] for p in plans) + audio
         self.desired_bps = desired
         allocated = 0
         want_more = False
-        for c, state, ladder, target, cap_reason, group in plans:
+        for c, state, ladder, target, cap_reason, group, _, _ in plans:
             if target < 0:
                 reason = "paused-bandwidth"
             elif target < len(ladder) - 1:
@@ -239,12 +222,82 @@ class BandwidthAllocator:
             # into the start estimate (a new receiver would otherwise drop a layer it just got)
             bwe.request_probe(int(max(desired * PROBE_HEADROOM, 3 * estimate)))
 
-    def _group(self, c: "Consumer", inp: AllocationInput, active_speaker: str | None) -> str:
+    def _fit(self, plans: list[list[Any]], budget: int, may_pause: bool) -> None:
+        """Choose a target rung (plan[3]; -1 = paused) per plan; plans are in priority order.
+
+        1. Leads (screen share, on stage, explicit priority above the default), in order, go as
+           high as fits up to their preferred rung (``LEAD_PREFERRED_HEIGHT``).
+        2. Everyone else, in order, gets the lowest rung while it fits; from the first that does
+           not, everyone after it is paused.
+        3. In order, each goes as high as what is left allows.
+        The first plan always flows (its lowest rung even over budget): what is sent is what the
+        estimate can grow from. Without a transport-cc estimate nobody is paused."""
+        left = budget
+        if not may_pause:
+            for plan in plans:
+                plan[3] = 0
+                left -= plan[2][0][2]
+        for index, plan in enumerate(plans):
+            if not plan[6]:
+                break
+            ladder = plan[2]
+            if plan[3] < 0:
+                if ladder[0][2] > left and index > 0:
+                    continue
+                plan[3] = 0
+                left -= ladder[0][2]
+            best = plan[3]
+            for i in range(best + 1, plan[7] + 1):
+                if ladder[i][2] - ladder[plan[3]][2] <= left:
+                    best = i
+            left -= ladder[best][2] - ladder[plan[3]][2]
+            plan[3] = best
+        exhausted = False  # once one does not fit, everyone after it is paused too
+        for index, plan in enumerate(plans):
+            if plan[6] or plan[3] >= 0:
+                exhausted = exhausted or plan[3] < 0  # a lead that did not fit
+                continue
+            cost = plan[2][0][2]
+            if not exhausted and cost <= left or index == 0:
+                plan[3] = 0
+                left -= cost
+            else:
+                exhausted = True
+        for plan in plans:
+            if plan[3] < 0:
+                continue
+            ladder = plan[2]
+            spent = ladder[plan[3]][2]
+            best = plan[3]
+            for i in range(plan[3] + 1, len(ladder)):
+                if ladder[i][2] - spent <= left:
+                    best = i
+            left -= ladder[best][2] - spent
+            plan[3] = best
+
+    @staticmethod
+    def _lead_preferred(c: "Consumer", ladder: list[tuple[int, int, int]]) -> int:
+        """The rung a lead consumer is given before anyone else's lowest: the best rung whose
+        encoding is at most LEAD_PREFERRED_HEIGHT high (by keyframes; the middle of three
+        encodings when heights are unknown); a screen share's top rung."""
+        if c.producer.source == "screen":
+            return len(ladder) - 1
+        heights = c.producer.layer_heights()
+        top_spatial = max(s for s, _, _ in ladder)
+        best = 0
+        for i, (s, _, _) in enumerate(ladder):
+            h = heights[s] if s < len(heights) else None
+            if (h and h <= LEAD_PREFERRED_HEIGHT) or (not h and s <= max(0, min(1, top_spatial))) or i == 0:
+                best = i
+        return best
+
+    @staticmethod
+    def _group(c: "Consumer", inp: AllocationInput) -> str:
         if c.producer.source == "screen":
             return "screen"
         if inp.on_stage:
             return "on-stage"
-        if active_speaker is not None and c.producer.transport.id == active_speaker:
+        if inp.speaker:
             return "speaker"
         return "other"
 
@@ -280,7 +333,9 @@ class BandwidthAllocator:
             rungs = [(s, t) for s in spatial for t in range(top_t + 1)]
         else:
             rungs = [(spatial[0], t) for t in range(top_t)] + [(s, top_t) for s in spatial]
-        ladder = [(s, t, int(rates[s] * split[min(t, len(split) - 1)])) for s, t in rungs]
+        measured = {s: self._temporal_rates(c, s, temporal, now) for s in spatial}
+        ladder = [(s, t, measured[s][t] if measured[s] else int(rates[s] * split[min(t, len(split) - 1)]))
+                  for s, t in rungs]
         # keep the ladder increasing (a lower encoding may briefly measure above a higher one)
         out: list[tuple[int, int, int]] = []
         for s, t, bps in ladder:
@@ -288,6 +343,16 @@ class BandwidthAllocator:
                 bps = out[-1][2] + 1
             out.append((s, t, bps))
         return out, reason
+
+    @staticmethod
+    def _temporal_rates(c: "Consumer", index: int, layers: int, now: float) -> list[int] | None:
+        """Measured bitrates of TIDs 0..t of an encoding (the producer reads every packet's VP8
+        TID), or None (then libwebrtc's split of the encoding's rate is assumed)."""
+        if layers < 2:
+            return None
+        measure = getattr(c.producer, "temporal_bitrates", None)
+        rates = measure(index, now) if measure is not None else None
+        return rates if rates is not None and len(rates) >= layers else None
 
     @staticmethod
     def _layer_rate(c: "Consumer", index: int, now: float) -> int:

@@ -28,6 +28,19 @@ def _get(data: dict, key: str, kind: type | tuple = str, *, required: bool = Tru
     return value
 
 
+FORWARDING_KEYS = frozenset({"forwardable", "maxHeight", "onStage", "speaker", "speakerRecency"})
+
+
+def _speaker_recency(data: dict, name: str) -> int | None:
+    """The room's speaker order for a consumer's producer (higher = spoke more recently, 0 never)."""
+    value = data.get("speakerRecency")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequestError(f"{name} must be an int >= 0")
+    return value
+
+
 class WorkerChannel:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
@@ -216,8 +229,12 @@ class WorkerChannel:
         forwardable = _get(data, "forwardable", bool, required=False)
         max_height = _get(data, "maxHeight", int, required=False)
         on_stage = _get(data, "onStage", bool, required=False)
-        if (forwardable is not None or max_height is not None or on_stage) and consumer.type != "pipe":
-            consumer.set_forwarding(forwardable, max_height if max_height is not None else -1, on_stage)
+        speaker = _get(data, "speaker", bool, required=False)
+        recency = _speaker_recency(data, "speakerRecency")
+        if (forwardable is not None or max_height is not None or on_stage or speaker or recency) \
+                and consumer.type != "pipe":
+            consumer.set_forwarding(forwardable, max_height if max_height is not None else -1, on_stage,
+                                    speaker, recency)
         return {
             "id": consumer.id,
             "producerId": consumer.producer.id,
@@ -254,28 +271,32 @@ class WorkerChannel:
 
     async def _m_set_consumers_forwarding(self, data: dict) -> dict:
         """The room's per-receiver decisions, batched: ``{consumers: {consumerId: {forwardable?,
-        maxHeight?, onStage?}}}``. Ids of consumers gone meanwhile are skipped and listed in ``missing``."""
+        maxHeight?, onStage?, speaker?, speakerRecency?}}}``. Ids of consumers gone meanwhile are
+        skipped and listed in ``missing``."""
         entries = _get(data, "consumers", dict)
         if len(entries) > 10_000:
             raise InvalidRequestError("too many consumers in one call")
         checked = []
         for consumer_id, entry in entries.items():
-            if not isinstance(entry, dict) or set(entry) - {"forwardable", "maxHeight", "onStage"}:
-                raise InvalidRequestError(f"consumers[{consumer_id!r}] must be {{forwardable?, maxHeight?, onStage?}}")
+            if not isinstance(entry, dict) or set(entry) - FORWARDING_KEYS:
+                raise InvalidRequestError(f"consumers[{consumer_id!r}] must be {{forwardable?, maxHeight?, onStage?,"
+                                          " speaker?, speakerRecency?}")
             forwardable = _get(entry, "forwardable", bool, required=False)
             on_stage = _get(entry, "onStage", bool, required=False)
+            speaker = _get(entry, "speaker", bool, required=False)
+            recency = _speaker_recency(entry, f"consumers[{consumer_id!r}].speakerRecency")
             max_height = entry.get("maxHeight", -1)
             if max_height is not None and (isinstance(max_height, bool) or not isinstance(max_height, int)
                                            or max_height < -1):
                 raise InvalidRequestError(f"consumers[{consumer_id!r}].maxHeight must be an int >= 0 or null")
-            checked.append((consumer_id, forwardable, max_height, on_stage))
+            checked.append((consumer_id, forwardable, max_height, on_stage, speaker, recency))
         missing = []
-        for consumer_id, forwardable, max_height, on_stage in checked:
+        for consumer_id, forwardable, max_height, on_stage, speaker, recency in checked:
             consumer = self.worker.consumers.get(consumer_id)
             if consumer is None or consumer.closed or consumer.type == "pipe":  # pipes always forward
                 missing.append(consumer_id)
                 continue
-            consumer.set_forwarding(forwardable, max_height, on_stage)
+            consumer.set_forwarding(forwardable, max_height, on_stage, speaker, recency)
         return {"missing": missing}
     async def _m_set_consumer_priority(self, data: dict) -> dict:
         self._consumer(data).set_priority(_get(data, "priority", int))

@@ -347,10 +347,13 @@ class Consumer:
         self.observer.emit("resume")
 
     def set_forwarding(self, forwardable: bool | None = None, max_height: int | None = -1,
-                       on_stage: bool | None = None) -> None:
+                       on_stage: bool | None = None, speaker: bool | None = None,
+                       speaker_recency: int | None = None) -> None:
         """The room's decision for this consumer (``max_height`` -1: unchanged, None: no cap;
-        ``on_stage``: the receiver put this producer's participant on stage). A transport with a
-        bandwidth allocator gets the same inputs, and the allocator picks the layers."""
+        ``on_stage``: the receiver put this producer's participant on stage; ``speaker``: that
+        participant is the room's active speaker; ``speaker_recency``: the room's speaker order,
+        higher = spoke more recently). A transport with a bandwidth allocator gets the same inputs,
+        and the allocator picks the layers. None leaves an input unchanged."""
         self._check_open()
         allocator = getattr(self.transport, "allocator", None)
         if allocator is not None:
@@ -361,6 +364,10 @@ class Consumer:
                 inp.max_height = max_height
             if on_stage is not None:
                 inp.on_stage = on_stage
+            if speaker is not None:
+                inp.speaker = speaker
+            if speaker_recency is not None:
+                inp.speaker_recency = speaker_recency
             allocator.schedule(0.0)
         if max_height != -1 and max_height != self.max_height:
             self.max_height = max_height

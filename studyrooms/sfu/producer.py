@@ -16,9 +16,10 @@ from ..errors import InvalidStateError
 from ..events import EventEmitter
 from ..media.fastpath import Fanout
 from ..media.keyframe import KeyFrameRequestThrottle
+from ..media.rate import TemporalRates
 from ..media.recv_stream import RecvStream
 from ..media.rtcp import build_fir, build_pli
-from ..media.vp8 import vp8_keyframe_height
+from ..media.vp8 import parse_vp8_descriptor, vp8_keyframe_height
 from . import ortc
 from .parameters import producer_stream_params
 from .rtcp_router import SFU_RTCP_SSRC
@@ -95,6 +96,11 @@ class Producer:
             for index, params in enumerate(self.stream_params)
         ]
         self._throttles = [KeyFrameRequestThrottle(keyframe_request_interval_s) for _ in self.stream_params]
+        # per encoding, the measured bitrate of each VP8 temporal layer (the allocator's rung prices)
+        layers = temporal_layer_count(rtp_parameters)
+        vp8 = any((c.get("mimeType") or "").lower() == "video/vp8" for c in rtp_parameters.get("codecs") or [])
+        self._temporal: list[TemporalRates] | None = (
+            [TemporalRates(layers) for _ in self.stream_params] if kind == "video" and vp8 and layers > 1 else None)
         self._deferred_keyframe: list[Any] = [None] * len(self.stream_params)
         self._consumers: tuple["Consumer", ...] = ()
         self._fan: Fanout | None = None  # the compiled core's view of the FastConsumers
@@ -155,6 +161,10 @@ class Producer:
             if stream is None:
                 return
             pkt = stream.receive(data)
+            if pkt is not None and self._temporal is not None:
+                desc = parse_vp8_descriptor(pkt, stream.last_payload_offset, stream.last_payload_end)
+                if desc is not None:
+                    self._temporal[key].add(desc[3], len(pkt), stream.last_receive_time)
         else:
             stream = self.streams[~key]
             if stream is None:
@@ -312,6 +322,14 @@ class Producer:
         top = known[1] * scales[known[0]]
         return [h or int(top / scales[i]) for i, h in enumerate(heights)]
 
+    def temporal_bitrates(self, index: int, now: float) -> list[int] | None:
+        """Measured bitrate of TIDs 0..t for every temporal layer t of an encoding (VP8 with
+        temporal layers), None when not measured (other codecs, one layer, nothing received)."""
+        if self._temporal is None or index >= len(self._temporal):
+            return None
+        rates = self._temporal[index].cumulative_bps(now)
+        return rates if rates and rates[-1] > 0 else None
+
     def active_stream_indexes(self, now: float, window_s: float = 2.0) -> list[int]:
         """Encodings that received media recently (simulcast layer availability)."""
         out = []
@@ -391,3 +409,12 @@ class Producer:
         scores = [s.score for s in self.streams if s is not None and s.packets]
         self.score = min(scores) if scores else 0
         return self.score
+
+
+def temporal_layer_count(rtp_parameters: dict) -> int:
+    """Temporal layers of the first encoding's ``scalabilityMode`` (L1T3 -> 3; 1 when absent)."""
+    mode = (rtp_parameters.get("encodings") or [{}])[0].get("scalabilityMode") or "L1T1"
+    try:
+        return max(1, int(mode.split("T", 1)[1].rstrip("_KEY")))
+    except (IndexError, ValueError):
+        return 1

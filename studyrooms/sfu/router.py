@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("studyrooms.router")
 
 ACTIVE_SPEAKER_INTERVAL_S = 0.3
+LEVELS_TAIL_S = 2.0  # longer than the room's SpeakerTracker staleness (1 s)
 
 
 class Router:
@@ -41,7 +42,7 @@ class Router:
         self.active_speaker_id: str | None = None
         self._speakers = ActiveSpeakerDetector(threshold_dbov=-70.0)
         self._speaker_timer = None
-        self._spoke_at: dict[str, float] = {}  # send transport id -> last time its audio was dominant
+        self._levels_until = -1.0  # keep reporting (empty) levels until then: the room sees silence
 
     # ------------------------------------------------------------------ transports
     def _check_open(self) -> None:
@@ -141,7 +142,6 @@ class Router:
         return transport
 
     def _transport_closed(self, transport: "Transport") -> None:
-        self._spoke_at.pop(transport.id, None)
         self.transports.pop(transport.id, None)
         self.worker._unregister("transport", transport)
         reason = getattr(transport, "closed_reason", None) or "closed"
@@ -331,25 +331,19 @@ class Router:
                 if not producer.app_data.get("pipe"):  # a piped producer is reported by its origin
                     levels[producer.id] = level
             producer.level_sum = producer.level_count = 0
-        if levels:  # the room merges these over its routers (speaker-selected audio, last-N order)
+        if levels:
+            self._levels_until = now + LEVELS_TAIL_S
+        if levels or now < self._levels_until:
+            # the room merges these over its routers (speaker-selected audio, last-N order, the
+            # active speaker the allocators rank); empty reports for LEVELS_TAIL_S after the last
+            # sound let it see that a muted or silent speaker stopped
             self.worker._emit("audio-levels", {"routerId": self.id, "levels": levels})
         speaker, volume = self._speakers.dominant(now)
-        if speaker is not None and speaker in self.producers:
-            self._spoke_at[self.producers[speaker].transport.id] = now
         if speaker != self.active_speaker_id:
             self.active_speaker_id = speaker
             self.worker._emit("active-speaker", {"routerId": self.id, "producerId": speaker, "volume": volume})
         if audio:
             self._start_speaker_timer()
-
-    def speaker_recency(self) -> dict[str, float]:
-        """Send transport id (one per participant) -> when its audio was last the dominant speaker
-        (the bandwidth allocators order "the rest" by this)."""
-        return self._spoke_at
-
-    def active_speaker_transport_id(self) -> str | None:
-        producer = self.producers.get(self.active_speaker_id) if self.active_speaker_id else None
-        return producer.transport.id if producer is not None else None
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

@@ -7,9 +7,11 @@ Egress (toward the remote receiver):
     transport-wide-cc;
   * TransportFeedback from the receiver -> :meth:`on_feedback` -> packet results -> the estimator
     (``available_bitrate_bps``), probe clusters evaluated;
-  * :meth:`request_probe` — the allocator wants more than the estimate: a cluster of padding-only
-    RTX packets (on a video consumer's RTX SSRC, MID and tw-seq slots filled) paced in
-    ``PROBE_BURSTS`` bursts ``PROBE_BURST_INTERVAL_S`` apart; media sent meanwhile counts too.
+  * :meth:`request_probe` — the allocator wants more than the estimate: a cluster paced in
+    ``PROBE_BURSTS`` bursts ``PROBE_BURST_INTERVAL_S`` apart on a video consumer's RTX SSRC: RTX of
+    its recently sent packets (as libwebrtc: the receiver gets real media it may use) when they fit
+    what is left of a burst, padding-only RTX packets otherwise (no history, small remainders);
+    every probe packet carries MID and a transport-wide seq; media sent meanwhile counts too.
 Ingress (from the remote sender): transport-wide seqs read by the producers' RecvStreams land in
 ``recorder``; every ``FEEDBACK_INTERVAL_S`` they go back as TransportFeedback so the browser's
 own send-side estimator works against us.
@@ -35,10 +37,16 @@ logger = logging.getLogger("studyrooms.bwe")
 
 FEEDBACK_INTERVAL_S = 0.1
 PROBE_BURSTS = 5
-PROBE_BURST_INTERVAL_S = 0.01
+PROBE_BURST_INTERVAL_S = 0.005  # a 20-25 ms cluster: long enough to measure, short enough not to
+                                # queue a constrained link for long (libwebrtc: >= 15 ms)
 PROBE_MIN_INTERVAL_S = 1.0
+PROBE_MAX_INTERVAL_S = 4.0  # a probe that did not raise the estimate doubles the wait, up to this
+PROBE_SUCCESS = 1.1  # the estimate grew by this factor since the last probe started: it worked
 PROBE_PADDING = 255
-PROBE_MAX_FACTOR = 3.0
+PROBE_RTX_DEPTH = 32  # probes re-send (as RTX) the last this-many packets of the stream, in turn
+PROBE_RTX = True  # False: padding-only probes (the receiver gets nothing it can use from them)
+PROBE_INITIAL_FACTOR = 3.0  # the first probe (GoogCC: 3x the start estimate) ...
+PROBE_MAX_FACTOR = 2.0  # ... later ones at most 2x the estimate
 FEEDBACK_STALE_S = 5.0
 
 
@@ -59,11 +67,15 @@ class TransportBwe:
         self._probe_burst_bytes = 0
         self._probe_sent = 0
         self._probe_started_at = -math.inf
+        self._probe_interval = PROBE_MIN_INTERVAL_S
+        self._probe_start_estimate = 0
         self.probing = False
         self.initial_probe_done = False
         self.probe_target_bps = 0
         self.probes_sent = 0
         self.probe_packets_sent = 0
+        self.probe_rtx_packets_sent = 0
+        self._probe_depth = 0
         self.feedback_received = 0
         self.feedback_malformed = 0
 
@@ -124,16 +136,27 @@ class TransportBwe:
 
     # ------------------------------------------------------------------ probing
     def request_probe(self, target_bps: int) -> bool:
-        """Send a probe cluster at about ``target_bps`` (capped at 3x the estimate); False when
-        one is running, one ran less than PROBE_MIN_INTERVAL_S ago or nothing can carry it."""
+        """Send a probe cluster at about ``target_bps`` (capped at 3x the estimate the first time,
+        2x later); False when one is running, the last one is too recent (1 s, doubling up to 4 s
+        while probes do not raise the estimate) or nothing can carry it."""
         now = self.clock.now()
-        if self.stamper is None or self.probing or now - self._probe_started_at < PROBE_MIN_INTERVAL_S:
+        if self.stamper is None or self.probing or not self.has_feedback:
             return False
-        if not self.has_feedback:
+        estimate = self.estimator.estimate_bps
+        if self._probe_start_estimate and now - self._probe_started_at >= PROBE_MIN_INTERVAL_S:
+            # judge the last probe once (its feedback is in): back off while probes find nothing
+            if estimate >= PROBE_SUCCESS * self._probe_start_estimate:
+                self._probe_interval = PROBE_MIN_INTERVAL_S
+            else:
+                self._probe_interval = min(PROBE_MAX_INTERVAL_S, 2 * self._probe_interval)
+            self._probe_start_estimate = 0
+        if now - self._probe_started_at < self._probe_interval:
             return False
-        target = int(min(target_bps, PROBE_MAX_FACTOR * self.estimator.estimate_bps, self.max_bps))
+        factor = PROBE_MAX_FACTOR if self.initial_probe_done else PROBE_INITIAL_FACTOR
+        target = int(min(target_bps, factor * estimate, self.max_bps))
         if target <= 0 or self._probe_stream() is None:
             return False
+        self._probe_start_estimate = estimate
         self._cluster += 1
         self.initial_probe_done = True
         self.probing = True
@@ -162,12 +185,19 @@ class TransportBwe:
         if transport.closed or stream is None or self.stamper is None:
             self._end_probe()
             return
-        # media sent in this burst window counts toward the cluster: send padding for the rest
+        # media sent in this burst window counts toward the cluster: probe for the rest, with RTX
+        # of recently sent packets that fit what is left of the burst, else padding-only RTX
         sent = 0
         while sent < self._probe_burst_bytes:
-            packet = stream.build_rtx_padding(PROBE_PADDING)
-            if packet is None:
-                break
+            left = self._probe_burst_bytes - sent
+            packet = stream.build_rtx_probe(self._probe_depth, left + PROBE_PADDING) if PROBE_RTX else None
+            self._probe_depth = (self._probe_depth + 1) % PROBE_RTX_DEPTH
+            if packet is not None:
+                self.probe_rtx_packets_sent += 1
+            else:
+                packet = stream.build_rtx_padding(min(PROBE_PADDING, max(1, left)))
+                if packet is None:
+                    break
             transport.send_rtp(packet)
             sent += len(packet)
             self._probe_sent += 1
@@ -215,7 +245,9 @@ class TransportBwe:
             "probing": self.probing,
             "probeTargetBitrate": self.probe_target_bps if self.probing else 0,
             "probeClustersSent": self.probes_sent,
+            "probeIntervalS": self._probe_interval,
             "probePacketsSent": self.probe_packets_sent,
+            "probeRtxPacketsSent": self.probe_rtx_packets_sent,
             "transportFeedbackReceived": self.feedback_received,
             "transportFeedbackMalformed": self.feedback_malformed,
             "transportFeedbackSent": self.recorder.feedback_sent,

@@ -185,11 +185,12 @@ def server(web_dist, tmp_path_factory, server_env, request) -> Server:
     env.update(server_env)
     env.update(getattr(request.module, "SERVER_ENV", {}))
     # RAY_ADDRESS (a cluster CI started) is passed through unchanged: the server attaches to it.
-    cmd = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    host = getattr(request.module, "SERVER_HOST", "127.0.0.1")  # a module may serve on another local address
+    cmd = [str(exe), "serve", "--host", host, "--port", str(port)]
     log = open(log_path, "wb")
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    srv = Server(f"http://127.0.0.1:{port}", port, proc, log_path)
+    srv = Server(f"http://{host}:{port}", port, proc, log_path)
     try:
         deadline = time.monotonic() + HEALTH_TIMEOUT_S
         last = "no answer yet"

@@ -7,8 +7,9 @@ benchmarks.forwarding) and negotiates transport-cc. The receiver emulates its ac
 SRTP packet it gets goes through a token bucket of ``link_bps`` (queue > 300 ms = lost); the
 transport-wide seqs and the emulated arrival times go back as real TransportFeedback every 50 ms.
 
-Camera B is "on stage" (set_consumer_priority 255). We check the bytes on the wire: with a 1 Mbps
-link B keeps the best layer that fits and the others are cut first; at 250 kbps the others are paused
+Camera B is "on stage" (set_consumer_priority 255). Probing lifts the estimate from its start with RTX of
+recently sent media (checked by OSN on the receiver). We check the bytes on the wire: with a 1 Mbps
+link B keeps the best layer that fits and the others are cut first; at 100 kbps the others are paused
 and B still flows; audio never stops; when the link opens again every camera climbs back to its
 top layer within 20 s.
 """
@@ -100,6 +101,9 @@ class Receiver(ClientPeer):
         self.recorder = TwccRecorder()
         self.rx: list[tuple[float, int, int, bool]] = []  # (time, ssrc, size, delivered)
         self.lost = 0
+        self.seqs: dict[int, set[int]] = {}  # media SSRC -> seqs delivered
+        self.rtx_osn: list[tuple[int, int]] = []  # (RTX SSRC, OSN) of RTX packets carrying media
+        self.rtx_ssrcs: set[int] = set()
 
     def _readable(self) -> None:
         for _ in range(256):
@@ -141,6 +145,11 @@ class Receiver(ClientPeer):
             self.lost += 1
         p = parse_rtp(plain)
         self.rx.append((now, p[4], len(plain), delivered))
+        if delivered and p[4] in self.rtx_ssrcs:
+            if len(plain) - p[5] >= 2 and not plain[0] & 0x20:  # not padding-only
+                self.rtx_osn.append((p[4], (plain[p[5]] << 8) | plain[p[5] + 1]))
+        elif delivered:
+            self.seqs.setdefault(p[4], set()).add(p[2])
         for xid, off, ln in iter_extensions(plain, p[6], p[7], p[8]):
             if xid == 5 and ln == 2 and delivered:
                 self.recorder.on_packet((plain[off] << 8) | plain[off + 1], self._link_free, p[4])
@@ -195,6 +204,9 @@ async def test_constrained_link_keeps_on_stage_video_drops_others_then_pauses_an
     assert any(e["uri"].endswith("transport-wide-cc-extensions-01") for e in consumers[0]["rtpParameters"]
                ["headerExtensions"])
     await channel.request("set_consumer_priority", {"consumerId": consumers[1]["id"], "priority": 255})
+    rtx_to_media = {c["rtpParameters"]["encodings"][0]["rtx"]["ssrc"]: c["rtpParameters"]["encodings"][0]["ssrc"]
+                    for c in consumers[:3]}
+    rx.rtx_ssrcs = set(rtx_to_media)
     # media SSRCs only: probe padding rides on a video consumer's RTX SSRC
     ssrc_of = [{c["rtpParameters"]["encodings"][0]["ssrc"]} for c in consumers]
     video = [worker.consumers[c["id"]] for c in consumers[:3]]
@@ -218,8 +230,12 @@ async def test_constrained_link_keeps_on_stage_video_drops_others_then_pauses_an
             await asyncio.sleep(max(0.0, next_t - loop.time()))
 
     async def feedback():
+        n = 0
         while running:
             rx.send_feedback()
+            n += 1
+            if n % 100 == 0:  # ICE consent every 5 s (the transport closes after 30 s without)
+                asyncio.ensure_future(rx._check(False))
             await asyncio.sleep(0.05)
 
     tasks = [asyncio.ensure_future(send_media()), asyncio.ensure_future(feedback())]
@@ -235,36 +251,70 @@ async def test_constrained_link_keeps_on_stage_video_drops_others_then_pauses_an
             await asyncio.sleep(0.25)
         return False
 
+    async def steady(pred, hold, timeout):
+        """pred held at every check for ``hold`` seconds (a step change of the link is over)."""
+        end = time.monotonic() + timeout
+        since = None
+        while time.monotonic() < end:
+            if not pred():
+                since = None
+            elif since is None:
+                since = time.monotonic()
+            elif time.monotonic() - since >= hold:
+                return True
+            await asyncio.sleep(0.25)
+        return False
+
     try:
         # an open link: probing lifts the estimate from its 600 kbps start; everyone reaches the top
-        assert await until(lambda: all(c.current_layer == 2 for c in video), CLIMB_S), (
-            layers(), transport.bwe.stats())
+        # (by the allocator's decision on a transport-cc estimate, not just the first keyframe)
+        def at_top():
+            return (transport.bwe.source == "transport-cc" and transport.bwe.available_bitrate_bps() > 3_000_000
+                    and all(c.current_layer == 2 and c.allocation_reason == "best-layer" for c in video))
+        assert await until(at_top, CLIMB_S), (layers(), transport.bwe.stats())
+        # probing raised the estimate from its 600 kbps start; probes re-sent recent media as RTX
+        # (OSN = a seq the receiver got on the matching media SSRC); every probe packet had a tw-seq
+        bwe_stats = transport.bwe.stats()
+        assert bwe_stats["probeRtxPacketsSent"] > 0 and bwe_stats["twccUnstamped"] == 0, bwe_stats
+        matched = [osn in rx.seqs.get(rtx_to_media.get(ssrc), ()) for ssrc, osn in rx.rtx_osn]
+        assert matched and sum(matched) >= 0.9 * len(matched), (len(matched), sum(matched))
+        print(f"probe packets {bwe_stats['probePacketsSent']}, RTX {bwe_stats['probeRtxPacketsSent']}, "
+              f"RTX seen by the receiver {len(matched)}")
+        # temporal-layer rates are measured from the TIDs (TL0 is 1/4 of the frames + keyframes,
+        # about 27 %, not the assumed 40 %) and price the allocator's rungs
+        tl = worker.producers[producers[0]["id"]].temporal_bitrates(0, worker.clock.now())
+        assert tl is not None and 0.18 < tl[0] / tl[2] < 0.36 and 0.42 < tl[1] / tl[2] < 0.62, tl
 
         # 1 Mbps: B (on stage) keeps the best layer that fits, A and C are cut first
         rx.link_bps = 1_000_000
         assert await until(lambda: transport.bwe.available_bitrate_bps() < 1_100_000, 8), transport.bwe.stats()
-        # the estimate settles under the link (overuse/loss cut it, AIMD and probes move it back up)
+        # the estimate settles under the link: the step from 50 Mbps floods the emulated queue, loss
+        # cuts the estimate far below 1 Mbps, AIMD and probes bring it back (allow 3 s of steadiness)
         def settled():
             return (video[1].current_layer >= 1 and not video[1].bwe_paused
                     and all(c.bwe_paused or c.target_layer == 0 for c in (video[0], video[2])))
-        assert await until(settled, 20), (layers(), transport.bwe.stats())
+        assert await steady(settled, 3.0, 25), (layers(), transport.bwe.stats())
         t0 = time.monotonic()
         await asyncio.sleep(2.5)
         rates = [rx.bitrate(ssrc_of[i], t0) for i in range(4)]
         state = layers()
-        assert not video[1].bwe_paused and video[1].current_layer >= video[0].current_layer, (state, rates)
+        assert not video[1].bwe_paused, (state, rates)
+        assert all(c.bwe_paused or video[1].current_layer >= c.current_layer for c in (video[0], video[2])), (
+            state, rates)
         assert rates[1] > 2 * max(rates[0], rates[2]), (state, rates)
         assert rates[3] > 12_000, rates  # audio flows
 
-        # 250 kbps: the others are paused, B still flows (lowest layers), audio never stops
-        rx.link_bps = 250_000
+        # 100 kbps: B keeps the best layer that fits (180p at TL0/TL1), what is left is no one's
+        # lowest layer, so the others are paused; audio never stops. (At 250 kbps, 180p at full
+        # rate for B plus A's TL0 fit the link: A flowing there is a correct allocation.)
+        rx.link_bps = 100_000
         assert await until(lambda: video[0].bwe_paused and video[2].bwe_paused, 10), (layers(),
                                                                                       transport.bwe.stats())
         await asyncio.sleep(1.0)  # what was queued on the emulated link drains
         t1 = time.monotonic()
         await asyncio.sleep(2.0)
         rates = [rx.bitrate(ssrc_of[i], t1) for i in range(4)]
-        assert not video[1].bwe_paused and rates[1] > 40_000, (layers(), rates)
+        assert not video[1].bwe_paused and rates[1] > 30_000, (layers(), rates)
         assert rates[0] < 10_000 and rates[2] < 10_000, (layers(), rates)
         assert rates[3] > 12_000, rates
         audio_gaps = [t for t, s, _, ok in rx.rx if s in ssrc_of[3] and t > t0]

@@ -156,3 +156,20 @@ def test_iter_extensions_arbitrary_offsets_never_raise(data, off, ln, profile):
             # every element yielded lies inside the block and the packet, with a valid id
             assert 0 <= ext_id < 256 and value_len >= 0
             assert off <= value_off and value_off + value_len <= min(off + ln, len(data))
+
+
+def test_temporal_rates_meter_each_tid_and_add_up_lower_layers():
+    from studyrooms.media.rate import TemporalRates
+
+    rates = TemporalRates(3)
+    t = 0.0
+    for frame in range(60):  # 2 s at 30 fps, TIDs 0,2,1,2: 1000-byte frames
+        rates.add((0, 2, 1, 2)[frame % 4], 1000, t)
+        t += 1 / 30
+    cumulative = rates.cumulative_bps(t)
+    assert len(cumulative) == 3 and cumulative[0] < cumulative[1] < cumulative[2]
+    full = cumulative[2]
+    assert 200_000 < full < 280_000  # 30 x 1000 bytes per second = 240 kbps
+    assert abs(cumulative[0] / full - 0.25) < 0.06 and abs(cumulative[1] / full - 0.5) < 0.06
+    rates.add(7, 1000, t)  # a TID beyond the stream's layers is ignored
+    assert rates.cumulative_bps(t)[2] == full

@@ -140,3 +140,31 @@ def test_recorder_reads_the_senders_extension_from_raw_rtp():
     parsed = parse_feedback(pkt, 0, len(pkt))
     got = [s for s, a in parsed[2] if a >= 0]
     assert got == [777, 778, 779]
+
+
+def test_rtx_probe_resends_recent_media_with_osn_rtx_ssrc_pt_and_a_tw_seq():
+    """Bandwidth probes carry real media when history exists (libwebrtc): RFC 4588 RTX of a recent
+    packet, OSN in the first two payload bytes, RTX SSRC/PT/own seq, MID and tw-seq slot kept."""
+    clock = FakeClock()
+    rs = chrome_video_recv(clock, ext_id_map={9: 1, 2: 4, 4: ROUTER_TCC}, reserve_twcc_ext_id=ROUTER_TCC)
+    ss = send_stream(clock, mid="1", rtx_ssrc=0xABC, rtx_payload_type=102)
+    sent = []
+    for i in range(3):
+        pkt = rs.receive(chrome_video_packet(100 + i, 9000 + i, VP8_KEY + bytes(i * 10), tcc=0x4242))
+        sent.append(ss.send(pkt, rs.mid_value_offset, rs.last_seq, rs.last_ts, rs.last_keyframe, rs.ssrc))
+    stamper = TwccStamper(initial_seq=500)
+    for depth, original in ((0, sent[2]), (2, sent[0])):
+        probe = ss.build_rtx_probe(depth, 2000)
+        o, p = parse_rtp(original), parse_rtp(probe)
+        assert (p[0], p[4]) == (102, 0xABC)  # RTX payload type and SSRC
+        assert p[3] == o[3]  # the original timestamp
+        assert probe[p[5]:p[5] + 2] == o[2].to_bytes(2, "big")  # OSN: the original (output) seq
+        assert probe[p[5] + 2:] == original[o[5]:]  # then the original payload, byte for byte
+        assert probe[12:p[5]] == original[12:o[5]]  # the extension block (MID, tw slot) kept
+        stamped = stamper.stamp(probe, 1.0)
+        assert int.from_bytes(_ext_values(stamped)[ROUTER_TCC], "big") == stamper.seq - 1
+    rtx_seqs = [parse_rtp(ss.build_rtx_probe(1, 2000))[2] for _ in range(2)]
+    assert (rtx_seqs[1] - rtx_seqs[0]) & 0xFFFF == 1  # the RTX stream's own consecutive seqs
+    assert ss.build_rtx_probe(5, 2000) is None  # not in the history (only 3 packets sent)
+    assert ss.build_rtx_probe(0, 40) is None  # larger than what is left of the burst
+    assert stamper.stamped == 2 and stamper.unstamped == 0

@@ -70,11 +70,17 @@ class Bwe:
 
 
 def make(estimate, *consumers, source="transport-cc", speaker=None, recency=None):
+    """``speaker`` / ``recency`` (producer transport id -> order) are the room's speaker decision,
+    given to the allocator as each consumer's inputs (as Consumer.set_forwarding does)."""
     clock = FakeClock()
-    router = SimpleNamespace(speaker_recency=lambda: recency or {}, active_speaker_transport_id=lambda: speaker)
-    transport = SimpleNamespace(id="recv", clock=clock, closed=False, media_ready=True, router=router,
+    transport = SimpleNamespace(id="recv", clock=clock, closed=False, media_ready=True,
                                 consumers={c.id: c for c in consumers}, bwe=Bwe(estimate, source))
-    return BandwidthAllocator(transport), transport, clock
+    alloc = BandwidthAllocator(transport)
+    for c in consumers:
+        inp = alloc.inputs(c.id)
+        inp.speaker = c.producer.transport.id == speaker
+        inp.speaker_recency = int((recency or {}).get(c.producer.transport.id, 0))
+    return alloc, transport, clock
 
 
 def cam(cid, who, **kw):
@@ -104,16 +110,54 @@ def test_priority_then_speaker_then_recency_and_lowest_paused_first():
     assert audio.applied is None  # audio is never allocated, never dropped
     assert t.bwe.probes and t.bwe.probes[0] > 1_100_000  # wants more: probe
     assert alloc.decisions["b"]["group"] == "speaker" and alloc.decisions["s"]["group"] == "screen"
-    # even the lowest rungs do not all fit: the lowest priority (c) is paused first
+    # 300 k for video: the screen share (a lead) keeps its best fitting layer (TL1, 240 k); the
+    # rest go to the others' lowest rungs in order (b, the speaker); a and c do not fit: paused
     t.bwe.bps = 340_000
     alloc.run()
-    assert c.applied == (-1, -1, "paused-bandwidth")
-    assert screen.applied[:2] == (0, 0) and b.applied[:2] == (0, 0) and a.applied[:2] == (0, 0)
+    assert c.applied == (-1, -1, "paused-bandwidth") and a.applied == (-1, -1, "paused-bandwidth")
+    assert screen.applied[:2] == (0, 1) and b.applied[:2] == (0, 0)
     # an explicit priority beats the groups: c now goes first, a (last in order) is paused
     c.priority = 200
     alloc.run()
     assert a.applied == (-1, -1, "paused-bandwidth")
     assert c.applied[2] == "upgrade-hold" or c.applied[0] == 0
+
+
+def test_on_stage_keeps_its_best_fitting_layer_before_the_others_lowest():
+    """The CI flake of the constrained-link test: at ~160 kbps the on-stage video was cut to its
+    lowest layer so that another camera's lowest layer fitted too."""
+    a, b, c = cam("a", "pa"), cam("b", "pb"), cam("c", "pc")
+    audio = Consumer("m", Producer("pm", layers=(20_000,)), kind="audio", audio_bps=20_000)
+    alloc, t, clock = make(160_000, a, b, c, audio)
+    alloc.inputs("b").on_stage = True
+    alloc.run()
+    # 140 k for video: b's ladder 60 / 90 / 150 k -> 90 k (TL1); 50 k left is no one's lowest rung
+    assert b.applied == (0, 1, "bandwidth")
+    assert a.applied == c.applied == (-1, -1, "paused-bandwidth")
+    assert alloc.decisions["b"]["group"] == "on-stage"
+    # the estimate grows: b goes to its preferred layer (360p) first, then the others' lowest rungs
+    t.bwe.bps = 700_000
+    clock.advance(UPGRADE_HOLD_S + 0.1)
+    for _ in range(3):
+        alloc.run()
+        clock.advance(1.1)
+    assert b.applied[:2] == (1, 2)  # 500 k
+    assert a.applied[:2] == c.applied[:2] == (0, 1)  # 180 k left: 60 k each, then TL1 (+30 k each)
+    # above the preferred layer the lead is just first in order: 1.2 M for b does not come before
+    # the others' lowest rungs
+    t.bwe.bps = 1_300_000
+    for _ in range(4):
+        alloc.run()
+        clock.advance(1.1)
+    assert b.applied[:2] == (1, 2) and a.applied[0] >= 0 and c.applied[0] >= 0
+
+
+def test_explicit_priority_makes_a_lead_and_a_lone_lead_always_flows():
+    a, b = cam("a", "pa"), cam("b", "pb")
+    alloc, _, _ = make(30_000, a, b)
+    b.priority = 255
+    alloc.run()
+    assert b.applied[:2] == (0, 0) and a.applied == (-1, -1, "paused-bandwidth")
 
 
 def test_temporal_layers_are_dropped_before_pausing():
@@ -175,3 +219,19 @@ def test_downgrade_at_once_upgrade_one_step_after_hold():
     clock.advance(1.1)
     alloc.run()
     assert a.applied == (2, 2, "best-layer")
+
+
+def test_measured_temporal_layer_rates_price_the_rungs():
+    """Rungs are priced from the producer's per-TID measurement when it exists (a 3-layer VP8
+    stream where TL0 carries 25 %, not the assumed 40 %)."""
+    a = cam("a", "pa")
+    a.producer.temporal_bitrates = lambda index, now: [37_500 * (index + 1), 75_000 * (index + 1),
+                                                       LAYERS[index]][: 3]
+    alloc, _, _ = make(80_000, a)
+    alloc.run()
+    # assumed split: TL0 60 k, TL1 90 k -> only TL0 would fit; measured: TL1 is 75 k and fits
+    assert a.applied == (0, 1, "bandwidth")
+    assert alloc.decisions["a"]["bitrate"] == 75_000
+    a.producer.temporal_bitrates = lambda index, now: None  # nothing measured: the split again
+    alloc.run()
+    assert alloc.decisions["a"]["bitrate"] == 60_000 and a.applied[:2] == (0, 0)

@@ -135,7 +135,10 @@ async def test_set_consumers_forwarding_validates_and_reports_unknown_ids(env):
     _, consumer, _ = await env.consumer_side(producer["id"])
     for bad in ({"consumers": []}, {"consumers": {consumer["id"]: {"forwardable": "no"}}},
                 {"consumers": {consumer["id"]: {"maxHeight": -5}}},
-                {"consumers": {consumer["id"]: {"paused": True}}}, {}):
+                {"consumers": {consumer["id"]: {"paused": True}}}, {},
+                {"consumers": {consumer["id"]: {"speakerRecency": -1}}},
+                {"consumers": {consumer["id"]: {"speakerRecency": True}}},
+                {"consumers": {consumer["id"]: {"speaker": 1}}}):
         with pytest.raises(InvalidRequestError):
             await env.channel.request("set_consumers_forwarding", bad)
     assert env.worker.consumers[consumer["id"]].forwardable is True  # a bad batch changes nothing
