@@ -386,6 +386,16 @@ class FastSendStream(SendStream):
             buf[e.tl0_off] = e.tl0 & 0xFF
         return bytes(buf)
 
+    def build_rtx_probe(self, depth: int, max_size: int) -> bytes | None:
+        """SendStream.build_rtx_probe over the C ring: the RTX of the packet ``depth`` behind the
+        newest one the core sent (``None`` without RTX or history, when it is gone or too big)."""
+        if not self.rtx_enabled or not self._started or not self._cring_n:
+            return None
+        e = self._c_entry((self.max_seq - depth) & 0xFFFF)
+        if e is None or e.hist.lens[e.slot] + 2 > max_size:
+            return None
+        return self._rtx_wrap(self._rebuild_c(e))
+
     def get_buffered(self, seq: int) -> bytes | None:
         e = self._c_entry(seq & 0xFFFF)
         return None if e is None else self._rebuild_c(e)

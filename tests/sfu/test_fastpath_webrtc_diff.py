@@ -6,7 +6,7 @@ One Worker; a VP8 L1T3 camera and an Opus microphone arrive on comedia PlainTran
 WebRtcTransport and negotiate transport-wide-cc: one transport created with the core off (Python
 path), one with it on. Both see every ingress packet in the same fan-out call, so after decryption
 their plaintexts must be identical byte for byte — the transport-wide seq in every packet (media the
-core sends, audio too, RTX answers and probe padding Python sends, all from one counter) and the
+core sends, audio too, RTX answers, RTX probes and probe padding Python sends, all from one counter) and the
 temporal-layer dropping (TID above the kept layer dropped at frame starts, seq and PictureID
 continuous) — and both transports' send records (what the estimator joins feedback with) must hold
 the same sizes and probe clusters.
@@ -197,6 +197,9 @@ async def test_webrtc_core_and_python_send_the_same_bytes_tw_seq_and_temporal_dr
         for t, c in ((pt, pv), (ft, fv)):
             t.bwe.stamper.cluster = 3
             t.send_rtp(c.send_stream.build_rtx_padding(255))
+            probe = c.send_stream.build_rtx_probe(2, 2000)  # RTX of a recent packet (the C ring's on the core)
+            assert probe is not None
+            t.send_rtp(probe)
             t.bwe.stamper.cluster = -1
         for c in (pv, fv):
             c.apply_allocation(0, 1, "test")
@@ -222,13 +225,13 @@ async def test_webrtc_core_and_python_send_the_same_bytes_tw_seq_and_temporal_dr
             if p[off] & 0x10:
                 pids.append(((p[off + 2] & 0x7F) << 8) | p[off + 3])
         assert pids == list(range(pids[0], pids[0] + len(pids)))  # PictureID continuous too
-        assert sum(1 for p in frx.rtp if parse_rtp(p)[4] == fv.rtx_ssrc) == 3  # 2 RTX answers + 1 padding
+        assert sum(1 for p in frx.rtp if parse_rtp(p)[4] == fv.rtx_ssrc) == 4  # 2 RTX answers + 1 padding + 1 RTX probe
         # the estimator's send records: same plaintext size and probe cluster for every seq
         for s, plain in zip(seqs, frx.rtp):
             a, b = pt.bwe.stamper.lookup(s), ft.bwe.stamper.lookup(s)
             assert a is not None and b is not None and a[1:] == b[1:] == (len(plain), a[2]), s
             assert abs(a[0] - b[0]) < 0.5
-        assert sum(1 for s in seqs if ft.bwe.stamper.lookup(s)[2] == 3) == 1
+        assert sum(1 for s in seqs if ft.bwe.stamper.lookup(s)[2] == 3) == 2
         assert ft.bwe.stamper.stamped == pt.bwe.stamper.stamped == len(seqs)
         assert ft.get_stats()["twccStamped"] == len(seqs)
     finally:
