@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from typing import Any, Callable
 
 import ray
@@ -205,16 +206,11 @@ class Signaling:
             logger.error("signaling %s restarted but its listen address is unknown", self.route)
             return None
         where = json.loads(raw)
-        directory = await asyncio.to_thread(ray.get_actor, self.directory_name)
-        try:
-            hosts = await call(directory.host_handles.remote(), what="directory", timeout_s=15)
-            left = await asyncio.gather(*(call(h.forget_route.remote(self.route), what=f"room host {hid}", timeout_s=15)
-                                          for hid, h in hosts.items()), return_exceptions=True)
-            logger.warning("signaling %s: %d participant(s) of the old sockets left their rooms", self.route,
-                           sum(n for n in left if isinstance(n, int)))
-        except Exception:  # noqa: BLE001 - listen anyway: clients must be able to come back
-            logger.exception("signaling %s: old participants not cleared", self.route)
         self._dev_secret = where.get("devSecret")  # tokens issued before the restart stay valid
+        # listen first: clients reconnect (and resume) at once, whatever the room hosts are busy with;
+        # the old sockets' participants are cleared meanwhile (a socket that already resumed has a
+        # new sid, which clearing the old ones never touches)
+        self._forget_task = asyncio.get_running_loop().create_task(self._forget_old_sockets(time.time()))
         deadline = asyncio.get_running_loop().time() + 10
         while True:
             try:
@@ -226,6 +222,19 @@ class Signaling:
                     raise
                 self.server = None
                 await asyncio.sleep(0.2)
+
+    async def _forget_old_sockets(self, before: float) -> None:
+        """The participants of the previous process's sockets (bound before ``before``, wall clock)
+        leave their rooms (or, resumable, are detached until their clients resume)."""
+        try:
+            directory = await asyncio.to_thread(ray.get_actor, self.directory_name)
+            hosts = await call(directory.host_handles.remote(), what="directory", timeout_s=15)
+            left = await asyncio.gather(*(call(h.forget_route.remote(self.route, before), what=f"room host {hid}", timeout_s=15)
+                                          for hid, h in hosts.items()), return_exceptions=True)
+            logger.warning("signaling %s: %d participant(s) of the old sockets left their rooms", self.route,
+                           sum(n for n in left if isinstance(n, int)))
+        except Exception:  # noqa: BLE001 - clients can come back anyway
+            logger.exception("signaling %s: old participants not cleared", self.route)
 
     async def host_reset(self, host_id: str, reason: str) -> int:
         """From the directory: room host ``host_id`` restarted and lost its rooms; the sockets that

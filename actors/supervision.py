@@ -311,7 +311,7 @@ class DirectorySupervision:
             self._restarts_logged[name] = restarts
             logger.warning("signaling actor %s died (%s, restart %d): it listens again on its port and "
                            "its clients reconnect", name, state.lower(), restarts)
-        elif kind == "signaling":
+        elif kind == "signaling" and state == "DEAD":
             logger.error("signaling actor %s is dead (Ray gave up after %d restarts)", name, restarts)
 
     # ------------------------------------------------------------------ reactions

@@ -42,9 +42,21 @@ from .common import (PY, Child, SinkHandle, cpu_ns, machine_info, median, udp_dr
 
 SSRC = 22222222
 PT = 96
-IMPLS = ("minimal", "studyrooms", "studyrooms-python")
-# StudyRooms implementations: the forwarding path each one's worker process is forced to
-SFU_PATHS = {"studyrooms": "on", "studyrooms-python": "off"}
+IMPLS = ("minimal", "studyrooms", "studyrooms-python", "studyrooms-notwcc", "studyrooms-python-notwcc")
+# StudyRooms implementations: the forwarding path each one's worker process is forced to. The
+# ``-notwcc`` twins (srtp mode) consume without transport-wide-cc, so nothing is stamped: the pair
+# measures the end-to-end cost of tw-seq stamping in one run.
+SFU_PATHS = {"studyrooms": "on", "studyrooms-python": "off", "studyrooms-notwcc": "on", "studyrooms-python-notwcc": "off"}
+TRANSPORT_CC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+
+
+def without_transport_cc(caps: dict) -> dict:
+    """Receiver capabilities that do not offer transport-wide-cc (no tw-seq on what it gets)."""
+    caps = dict(caps)
+    caps["headerExtensions"] = [e for e in caps.get("headerExtensions") or [] if e.get("uri") != TRANSPORT_CC_URI]
+    caps["codecs"] = [dict(c, rtcpFeedback=[fb for fb in c.get("rtcpFeedback") or [] if fb.get("type") != "transport-cc"])
+                      for c in caps.get("codecs") or []]
+    return caps
 DEFAULT_IMPLS = ("minimal", "studyrooms")
 
 
@@ -184,9 +196,12 @@ class ClientPeer:
         self.sock.close()
 
 
-async def setup_srtp_studyrooms(loop, sfu: Child, fanout: int, cert) -> tuple[ClientPeer, list[ClientPeer]]:
+async def setup_srtp_studyrooms(loop, sfu: Child, fanout: int, cert,
+                                twcc: bool = True) -> tuple[ClientPeer, list[ClientPeer]]:
     r = sfu.call("create_router", {})
     router_id, caps = r["routerId"], r["rtpCapabilities"]
+    if not twcc:
+        caps = without_transport_cc(caps)
 
     async def open_transport(direction: str) -> tuple[str, ClientPeer, dict]:
         info = sfu.call("create_webrtc_transport", {"routerId": router_id, "direction": direction})
@@ -278,7 +293,7 @@ def run_cell(loop, mode: str, impl: str, fanout: int, rep: int, a) -> dict[str, 
                 cert = RTCCertificate.generateCertificate()
                 sfu = sfu_child(impl, a.max_life)
                 producer, peers = loop.run_until_complete(
-                    asyncio.wait_for(setup_srtp_studyrooms(loop, sfu, fanout, cert), 120))
+                    asyncio.wait_for(setup_srtp_studyrooms(loop, sfu, fanout, cert, twcc=not impl.endswith("-notwcc")), 120))
                 peers.append(producer)
                 for p in peers[:-1]:
                     p.detach()
@@ -437,8 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--payload-size", type=int, default=1000)
     ap.add_argument("--impls", default=",".join(DEFAULT_IMPLS),
-                    help="subset of minimal,studyrooms,studyrooms-python (studyrooms = the compiled fan-out "
-                         "core, studyrooms-python = STUDYROOMS_MEDIA_FAST_PATH=off)")
+                    help="subset of minimal,studyrooms,studyrooms-python,studyrooms-notwcc,studyrooms-python-notwcc "
+                         "(studyrooms = the compiled fan-out core, studyrooms-python = STUDYROOMS_MEDIA_FAST_PATH=off; "
+                         "-notwcc: srtp consumers without transport-wide-cc, nothing stamped)")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--max-life", type=float, default=600.0, help="child processes exit after this (s)")
     ap.add_argument("--smoke", action="store_true", help="fan-out 1,10; 2 s windows; 1 repeat")

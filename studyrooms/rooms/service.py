@@ -59,6 +59,9 @@ class RoomService:
         self._ids = id_factory
         # (route, sid) -> (room, participant id): sids are only unique per signaling server
         self._by_sid: dict[tuple[str, str], tuple[Room, str]] = {}
+        #: (route, sid) -> wall-clock time it was bound (a restarted signaling server clears only
+        #: the sockets bound before it listened again: ``forget_route(before=...)``)
+        self._bound_at: dict[tuple[str, str], float] = {}
         self._joining: set[tuple[str, str]] = set()
         self._limiters: dict[tuple[str, str], TokenBucket] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -171,6 +174,7 @@ class RoomService:
             room.pending_joins -= 1
             self._joining.discard(sid)
         self._by_sid[sid] = (room, participant.id)
+        self._bound_at[sid] = self.clock.wall()
         obs.bind_log_context(participant_id=participant.id)
         if resumable:  # a client that can resume: the key it presents on its next socket
             key = secrets.token_urlsafe(32)
@@ -190,6 +194,7 @@ class RoomService:
         for old, joined in list(self._by_sid.items()):  # still bound to an old socket: this one takes over
             if joined == (room, participant_id):
                 del self._by_sid[old]
+                self._bound_at.pop(old, None)
                 logger.info("room %s: %s moves from socket %s/%s to %s/%s", room.id, participant_id, *old, *sid)
         self._joining.add(sid)
         try:
@@ -197,6 +202,7 @@ class RoomService:
         finally:
             self._joining.discard(sid)
         self._by_sid[sid] = (room, participant.id)
+        self._bound_at[sid] = self.clock.wall()
         obs.bind_log_context(participant_id=participant.id)
         return {**ack, "resumed": True, "resumeKey": key,
                 **join_extras(self.settings.turn, participant.id, self.clock.wall())}
@@ -214,6 +220,7 @@ class RoomService:
             await self._leave(sid)
             return
         del self._by_sid[sid]
+        self._bound_at.pop(sid, None)
         if not await room.detach(participant_id, sid[1], sid[0]):
             return
         old = self._parked.pop(participant_id, None)
@@ -238,6 +245,7 @@ class RoomService:
 
     async def _leave(self, sid: tuple[str, str]) -> None:
         joined = self._by_sid.pop(sid, None)
+        self._bound_at.pop(sid, None)
         if joined is not None:
             room, participant_id = joined
             await room.leave(participant_id)
@@ -309,6 +317,7 @@ class RoomService:
         rooms = list(self.rooms.values())
         self.rooms.clear()
         self._by_sid.clear()
+        self._bound_at.clear()
         self._limiters.clear()
         for _, timer in self._parked.values():
             timer.cancel()
@@ -351,10 +360,13 @@ class RoomService:
                 total += result
         return total
 
-    async def forget_route(self, route: str) -> int:
+    async def forget_route(self, route: str, before: float | None = None) -> int:
         """The signaling server ``route`` restarted: its sockets are gone, so their participants
-        leave (others get producer-closed / participant-left). Returns how many left."""
-        keys = [key for key in list(self._by_sid) if key[0] == route]
+        leave (others get producer-closed / participant-left) or, resumable, are detached. With
+        ``before`` (wall-clock time the new process started listening), sockets bound since then
+        (the new process's: resumed or new joins) are kept. Returns how many were cleared."""
+        keys = [key for key in list(self._by_sid) if key[0] == route
+                and (before is None or self._bound_at.get(key, 0.0) < before)]
         for key in keys:
             self._limiters.pop(key, None)
             try:

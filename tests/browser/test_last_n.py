@@ -73,8 +73,10 @@ async def scenario(browser, server, people: list[Person]) -> None:
     deadline = time.monotonic() + 30
     while True:  # decoding settles once the two forwarded videos started from their keyframes
         frames = await decoding(viewer)
-        if {pid for pid, n in frames.items() if n > 0} == set(forwarded) or time.monotonic() > deadline:
+        if ({pid for pid, n in frames.items() if n > 0} == set(forwarded)
+                and all(frames.get(pid, 0) >= 5 for pid in forwarded)) or time.monotonic() > deadline:
             break
+        await asyncio.sleep(0.2)
     assert len(frames) == 5 and {pid for pid, n in frames.items() if n > 0} == set(forwarded), frames
     assert all(n >= 5 for pid, n in frames.items() if pid in forwarded), frames
     where = await places(viewer)

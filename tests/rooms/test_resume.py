@@ -165,3 +165,20 @@ async def test_a_socket_closed_on_purpose_is_a_leave(service, notifier):
     assert ack["participantId"] not in service.rooms[ROOM].participants
     assert [d["participantId"] for d in notifier.to("y1", "participant-left")] == [ack["participantId"]]
     assert service.dump()["detached"] == 0
+
+
+async def test_a_restarted_route_keeps_the_sockets_its_new_process_bound(service, notifier, clock):
+    """The restarted signaling server listens first and clears its old sockets meanwhile: a socket
+    that resumed (or joined) on the new process, bound after ``before``, is not cleared."""
+    x, y, ack, _, _ = await _in_call(service)
+    clock.advance(1.0)
+    restarted_at = clock.wall()
+    clock.advance(0.5)
+    again = await join(service, rsession("new-sid", ack["resumeKey"]))  # resumed on the new process
+    assert again["resumed"] is True
+    gone = await service.forget_route("sig-1", before=restarted_at)
+    assert gone == 1  # only y's old socket (x's old one moved to the new sid on resume)
+    room = service.rooms[ROOM]
+    p = room.participants[ack["participantId"]]
+    assert p.sid == "new-sid" and p.detached_at is None
+    assert service.dump()["sockets"] == 1 and service.dump()["detached"] == 0
