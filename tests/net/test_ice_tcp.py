@@ -9,6 +9,7 @@ import secrets
 import pytest
 from aioice import stun
 
+from studyrooms.errors import ResourceExhaustedError
 from studyrooms.net.ice import HOST_TCP_PRIORITY, HOST_UDP_PRIORITY, IceLiteServer
 from studyrooms.net.tcp import bind_tcp
 from studyrooms.net.udp import bind_udp
@@ -16,8 +17,15 @@ from studyrooms.net.udp import bind_udp
 
 @pytest.fixture
 async def server():
-    sock = await bind_udp("127.0.0.1", buffer_bytes=None)
-    tcp = await bind_tcp("127.0.0.1", sock.local_address[1], claim_timeout_s=0.3, max_connections=3)
+    for attempt in range(5):  # the UDP port's number may be taken on TCP by another process: next one
+        sock = await bind_udp("127.0.0.1", buffer_bytes=None)
+        try:
+            tcp = await bind_tcp("127.0.0.1", sock.local_address[1], claim_timeout_s=0.3, max_connections=3)
+            break
+        except ResourceExhaustedError:
+            sock.close()
+            if attempt == 4:
+                raise
     srv = IceLiteServer(sock, tcp=tcp)
     yield srv
     srv.close()
