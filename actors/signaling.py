@@ -184,6 +184,8 @@ class Signaling:
         self.node = node_name()
         self.room_resets = 0
         self._outboxes: SocketOutboxes | None = None  # room hosts' batched notifications
+        self._restarting: asyncio.Task | None = None  # restart(): one listen-again at a time
+        self._forget_task: asyncio.Task | None = None
         from .supervision import call_self_later, was_restarted
 
         #: Ray re-created this actor after its process died: every socket is gone; it listens again
@@ -199,6 +201,20 @@ class Signaling:
     async def restart(self) -> int | None:
         """After a restart: the participants of the old sockets leave their rooms, then listen on
         the address the previous process had (kept in Ray's GCS key-value store)."""
+        # idempotent: the constructor queues it and the directory calls it too when it sees the
+        # restart (whichever comes first listens; the other waits for it and gets the port)
+        if self.server is not None and self.port:
+            return self.port
+        if self._restarting is None:
+            self._restarting = asyncio.get_running_loop().create_task(self._listen_again())
+        task = self._restarting
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done() and (task.cancelled() or task.exception() is not None) and self._restarting is task:
+                self._restarting = None  # a failed attempt: the next call tries again
+
+    async def _listen_again(self) -> int | None:
         from ray.experimental import internal_kv
 
         raw = await asyncio.to_thread(internal_kv._internal_kv_get, self._kv_key())
@@ -210,7 +226,8 @@ class Signaling:
         # listen first: clients reconnect (and resume) at once, whatever the room hosts are busy with;
         # the old sockets' participants are cleared meanwhile (a socket that already resumed has a
         # new sid, which clearing the old ones never touches)
-        self._forget_task = asyncio.get_running_loop().create_task(self._forget_old_sockets(time.time()))
+        if self._forget_task is None:
+            self._forget_task = asyncio.get_running_loop().create_task(self._forget_old_sockets(time.time()))
         deadline = asyncio.get_running_loop().time() + 10
         while True:
             try:
@@ -231,7 +248,8 @@ class Signaling:
             hosts = await call(directory.host_handles.remote(), what="directory", timeout_s=15)
             left = await asyncio.gather(*(call(h.forget_route.remote(self.route, before), what=f"room host {hid}", timeout_s=15)
                                           for hid, h in hosts.items()), return_exceptions=True)
-            logger.warning("signaling %s: %d participant(s) of the old sockets left their rooms", self.route,
+            logger.warning("signaling %s: %d participant(s) of the old sockets left their rooms or wait "
+                           "for their clients to resume", self.route,
                            sum(n for n in left if isinstance(n, int)))
         except Exception:  # noqa: BLE001 - clients can come back anyway
             logger.exception("signaling %s: old participants not cleared", self.route)

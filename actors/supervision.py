@@ -97,13 +97,42 @@ def was_restarted() -> bool:
     return gcs_states([actor_id]).get(actor_id, ("", 0))[1] > 0
 
 
-def call_self_later(method: str, *args: Any) -> None:
-    """From ``__init__`` of a restarted actor: queue one of its own methods (e.g. ``start``), so it
-    comes back without anyone calling it (``__init__`` has no event loop to start a task on)."""
+#: how long a restarted actor keeps trying to call its own start method (``call_self_later``)
+SELF_CALL_WINDOW_S = 30.0
+
+
+def call_self_later(method: str, *args: Any, window_s: float = SELF_CALL_WINDOW_S) -> None:
+    """From ``__init__`` of a restarted actor: call one of its own (idempotent) methods, e.g.
+    ``start``, so it comes back without anyone calling it (``__init__`` has no event loop to start a
+    task on). A call submitted while Ray still counts the actor as restarting can fail at once
+    (``ActorUnavailableError``): a daemon thread retries until the call went through, for at most
+    ``window_s`` seconds."""
+    import threading
+
     try:
-        getattr(ray.get_runtime_context().current_actor, method).remote(*args)
+        bound = getattr(ray.get_runtime_context().current_actor, method)
     except Exception:  # noqa: BLE001
         logger.exception("could not schedule %s on the restarted actor", method)
+        return
+
+    def run() -> None:
+        deadline = time.monotonic() + window_s
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                ray.get(bound.remote(*args), timeout=max(1.0, deadline - time.monotonic()))
+                if attempt > 1:
+                    logger.info("restarted actor: %s ran on attempt %d", method, attempt)
+                return
+            except Exception as exc:  # noqa: BLE001 - not yet reachable, or the method failed: again
+                if time.monotonic() + 0.3 > deadline:
+                    logger.error("restarted actor: %s did not run within %.0f s (%d attempts; last: %r)",
+                                 method, window_s, attempt, exc)
+                    return
+                time.sleep(0.3)
+
+    threading.Thread(target=run, name=f"studyrooms-self-{method}", daemon=True).start()
 
 
 class DirectorySupervision:
@@ -311,6 +340,7 @@ class DirectorySupervision:
             self._restarts_logged[name] = restarts
             logger.warning("signaling actor %s died (%s, restart %d): it listens again on its port and "
                            "its clients reconnect", name, state.lower(), restarts)
+            self._spawn(lambda: self._relisten_when_back(name))
         elif kind == "signaling" and state == "DEAD":
             logger.error("signaling actor %s is dead (Ray gave up after %d restarts)", name, restarts)
 
@@ -363,6 +393,28 @@ class DirectorySupervision:
         for route, e in list(self.fronts.items()):
             self._spawn(lambda h=e.handle, r=route: call(h.host_reset.remote(host_id, reason),
                                                          what=f"signaling {r}", timeout_s=10))
+
+    async def _relisten_when_back(self, route: str, wait_s: float = 30.0) -> None:
+        """A restarted front listens again by itself (its constructor queues ``restart``); this makes
+        sure of it: once the new process answers, ``restart`` is called (idempotent: it returns the
+        port at once when already listening), so a constructor that missed its restart, or a restart
+        that failed, still ends with the front listening on its port."""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            entry = self.fronts.get(route)
+            if entry is None:
+                return
+            try:
+                port = await call(entry.handle.restart.remote(), what=f"signaling {route}", timeout_s=15.0)
+            except Exception as exc:  # noqa: BLE001 - still restarting, or the bind failed: try again
+                logger.info("signaling %s not listening again yet (%s)", route, exc)
+                await asyncio.sleep(0.5)
+                continue
+            if port:
+                logger.info("signaling %s listens again on port %s", route, port)
+                return
+            await asyncio.sleep(0.5)
+        logger.error("signaling %s did not listen again within %.0f s of its restart", route, wait_s)
 
     async def _reset_when_back(self, host_id: str, wait_s: float = 20.0) -> None:
         """Room-reset the restarted host's rooms once it answers (the clients' joins then succeed)."""
