@@ -95,7 +95,9 @@ async def signaling_killed(server, people: list[Person]) -> None:
         await asyncio.sleep(0.2)
     print("\npage: signaling killed: resumed after " + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(resumed.items()))
           + f"; largest decoded-frame gap {max(gaps.values(), default=0.0):.2f} s")
-    assert set(resumed) == {p.name for p in people}, (resumed, saw_reconnecting)
+    if set(resumed) != {p.name for p in people}:
+        raise AssertionError(f"not every page resumed within 20 s of the signaling kill: resumed {resumed}, "
+                             f"saw reconnecting {sorted(saw_reconnecting)}\n{await why_not_resumed(server, people)}")
     for p in people:
         state = await p.state()
         assert state["participantId"] == ids[p.name] and not state["reconnecting"], state
@@ -108,6 +110,30 @@ async def signaling_killed(server, people: list[Person]) -> None:
     # Gaps up to 1.97 s were seen on a loaded clean-clone CI run (three pages and an actor restart
     # on 2 cores), so the bound is 3 s
     assert max(gaps.values(), default=0.0) < 3.0, gaps
+
+
+async def why_not_resumed(server, people: list[Person]) -> str:
+    """For a failed resume: each page's socket state and the server's log lines about the restart."""
+    js = """() => {
+      const c = window.studyrooms.client, s = c.signaling && c.signaling.socket, m = s && s.io;
+      return {connected: !!(s && s.connected), active: !!(s && s.active), reconnecting: c.reconnecting,
+              attempts: m && m.backoff ? m.backoff.attempts : null, joined: c.joined};
+    }"""
+    lines = []
+    for p in people:
+        try:
+            lines.append(f"{p.name}: {json.dumps(await asyncio.wait_for(p.page.evaluate(js), 5))} "
+                         f"console: {p.logs[-6:]}")
+        except Exception as err:  # noqa: BLE001 - diagnostics only
+            lines.append(f"{p.name}: unavailable ({err!r})")
+    try:
+        status, _ = http_json(server.base_url + "/healthz")
+        lines.append(f"/healthz: {status}")
+    except Exception as err:  # noqa: BLE001
+        lines.append(f"/healthz: {err!r}")
+    log = [line for line in server.log_tail(400).splitlines()
+           if "ignaling" in line or "resumed" in line or "detached" in line or "Error" in line]
+    return "\n".join(lines + ["server log (signaling, resume):"] + log[-30:])
 
 
 async def frames_by_sender(person: Person) -> dict[str, tuple[str, int]]:
