@@ -121,7 +121,8 @@ def call_self_later(method: str, *args: Any, window_s: float = SELF_CALL_WINDOW_
         while True:
             attempt += 1
             try:
-                ray.get(bound.remote(*args), timeout=max(1.0, deadline - time.monotonic()))
+                # (a concurrent future: ray.get in an async actor's process warns about blocking its loop)
+                bound.remote(*args).future().result(timeout=max(1.0, deadline - time.monotonic()))
                 if attempt > 1:
                     logger.info("restarted actor: %s ran on attempt %d", method, attempt)
                 return
