@@ -177,7 +177,7 @@ async def start_app(
                 name=f"{prefix}:{host_id}",
                 scheduling_strategy=NodeAffinitySchedulingStrategy(media_nodes[j % len(media_nodes)], soft=False),
                 **telemetry, **restarts,
-            ).remote(settings, host_id, f"{prefix}:directory", routes=dict(fronts), factory=service_factory)
+            ).remote(settings, host_id, f"{prefix}:directory", factory=service_factory)  # fronts: looked up by name
             created.append(hosts[host_id])
         handle = AppHandle(prefix, settings.server.host, settings.server.port, directory, signaling,
                            workers, hosts, worker_nodes, fronts=fronts)
