@@ -251,11 +251,12 @@ class RoomHost:
                 logger.debug("mediaResets not recorded", exc_info=True)
         return reset
 
-    async def forget_route(self, route: str, before: float | None = None) -> int:
-        """From a restarted signaling actor: its old sockets' participants (bound before ``before``,
-        wall clock) leave or are detached."""
+    async def forget_route(self, route: str, before: float | None = None, keep: str | None = None) -> int:
+        """From a restarted signaling actor: its old sockets' participants (sessions of another
+        incarnation than ``keep``; untagged ones bound before ``before``, wall clock) leave or are
+        detached."""
         await self._ensure_started()
-        return await self.service.forget_route(route, before) if self.service is not None else 0
+        return await self.service.forget_route(route, before, keep) if self.service is not None else 0
 
     async def rooms_held(self) -> dict:
         await self._ensure_started()

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from typing import Any, Callable
 
 import ray
@@ -186,6 +187,7 @@ class Signaling:
         self._outboxes: SocketOutboxes | None = None  # room hosts' batched notifications
         self._restarting: asyncio.Task | None = None  # restart(): one listen-again at a time
         self._forget_task: asyncio.Task | None = None
+        self.incarnation = uuid.uuid4().hex[:16]  # this process's tag in every session (forget_route)
         from .supervision import call_self_later, was_restarted
 
         #: Ray re-created this actor after its process died: every socket is gone; it listens again
@@ -227,7 +229,8 @@ class Signaling:
         # the old sockets' participants are cleared meanwhile (a socket that already resumed has a
         # new sid, which clearing the old ones never touches)
         if self._forget_task is None:
-            self._forget_task = asyncio.get_running_loop().create_task(self._forget_old_sockets(time.time()))
+            self._forget_task = asyncio.get_running_loop().create_task(
+                self._forget_old_sockets(time.time(), self.incarnation))
         deadline = asyncio.get_running_loop().time() + 10
         while True:
             try:
@@ -240,13 +243,14 @@ class Signaling:
                 self.server = None
                 await asyncio.sleep(0.2)
 
-    async def _forget_old_sockets(self, before: float) -> None:
-        """The participants of the previous process's sockets (bound before ``before``, wall clock)
-        leave their rooms (or, resumable, are detached until their clients resume)."""
+    async def _forget_old_sockets(self, before: float, keep: str) -> None:
+        """The participants of the previous process's sockets (sessions not tagged ``keep``, this
+        process's incarnation; untagged ones: bound before ``before``, wall clock) leave their rooms
+        (or, resumable, are detached until their clients resume)."""
         try:
             directory = await asyncio.to_thread(ray.get_actor, self.directory_name)
             hosts = await call(directory.host_handles.remote(), what="directory", timeout_s=15)
-            left = await asyncio.gather(*(call(h.forget_route.remote(self.route, before), what=f"room host {hid}", timeout_s=15)
+            left = await asyncio.gather(*(call(h.forget_route.remote(self.route, before, keep), what=f"room host {hid}", timeout_s=15)
                                           for hid, h in hosts.items()), return_exceptions=True)
             logger.warning("signaling %s: %d participant(s) of the old sockets left their rooms or wait "
                            "for their clients to resume", self.route,
@@ -281,6 +285,7 @@ class Signaling:
             secret = getattr(self, "_dev_secret", None) or self.dev_secret
             extra = {"dev_secret": secret} if secret else {}
             self.server = resolve(self.factory)(self.settings, self.rooms, self.route, **extra)
+            self.server.incarnation = self.incarnation  # (before any socket: every session has it)
             from .telemetry import MetricsHub, ray_source, setup_actor_telemetry
 
             if setup_actor_telemetry("signaling", prometheus=True):  # GET /metrics on this server's port

@@ -61,7 +61,9 @@ class RoomService:
         self._by_sid: dict[tuple[str, str], tuple[Room, str]] = {}
         #: (route, sid) -> wall-clock time it was bound (a restarted signaling server clears only
         #: the sockets bound before it listened again: ``forget_route(before=...)``)
-        self._bound_at: dict[tuple[str, str], float] = {}
+        # socket key -> (wall time it was bound, the signaling process's incarnation tag): a restarted
+        # signaling server clears its previous process's sockets by tag (forget_route)
+        self._bound_at: dict[tuple[str, str], tuple[float, str | None]] = {}
         self._joining: set[tuple[str, str]] = set()
         self._limiters: dict[tuple[str, str], TokenBucket] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -174,7 +176,7 @@ class RoomService:
             room.pending_joins -= 1
             self._joining.discard(sid)
         self._by_sid[sid] = (room, participant.id)
-        self._bound_at[sid] = self.clock.wall()
+        self._bound_at[sid] = (self.clock.wall(), _incarnation(session))
         obs.bind_log_context(participant_id=participant.id)
         if resumable:  # a client that can resume: the key it presents on its next socket
             key = secrets.token_urlsafe(32)
@@ -202,7 +204,7 @@ class RoomService:
         finally:
             self._joining.discard(sid)
         self._by_sid[sid] = (room, participant.id)
-        self._bound_at[sid] = self.clock.wall()
+        self._bound_at[sid] = (self.clock.wall(), _incarnation(session))
         obs.bind_log_context(participant_id=participant.id)
         return {**ack, "resumed": True, "resumeKey": key,
                 **join_extras(self.settings.turn, participant.id, self.clock.wall())}
@@ -360,13 +362,19 @@ class RoomService:
                 total += result
         return total
 
-    async def forget_route(self, route: str, before: float | None = None) -> int:
+    async def forget_route(self, route: str, before: float | None = None, keep: str | None = None) -> int:
         """The signaling server ``route`` restarted: its sockets are gone, so their participants
-        leave (others get producer-closed / participant-left) or, resumable, are detached. With
-        ``before`` (wall-clock time the new process started listening), sockets bound since then
-        (the new process's: resumed or new joins) are kept. Returns how many were cleared."""
-        keys = [key for key in list(self._by_sid) if key[0] == route
-                and (before is None or self._bound_at.get(key, 0.0) < before)]
+        leave (others get producer-closed / participant-left) or, resumable, are detached. Sockets
+        of the new process (resumed or new joins) are kept: ``keep`` is its incarnation tag (the
+        session's ``incarnation``: exact), ``before`` the wall-clock time it started listening (for
+        sessions without a tag). Returns how many were cleared."""
+        def old(key: tuple[str, str]) -> bool:
+            at, tag = self._bound_at.get(key, (0.0, None))
+            if keep is not None and tag is not None:
+                return tag != keep
+            return before is None or at < before
+
+        keys = [key for key in list(self._by_sid) if key[0] == route and old(key)]
         for key in keys:
             self._limiters.pop(key, None)
             try:
@@ -470,6 +478,12 @@ def _key(session: dict) -> tuple[str, str] | None:
 def _resumable(session: dict) -> bool:
     """The client asked for session resume (Socket.IO auth ``resume: true`` or a ``resumeKey``)."""
     return bool(session.get("resume")) or bool(session.get("resumeKey"))
+
+
+def _incarnation(session: dict) -> str | None:
+    """The signaling process's tag in a session (SignalingServer.incarnation), if any."""
+    tag = session.get("incarnation")
+    return tag if isinstance(tag, str) else None
 
 
 def _digest(key: str) -> str:

@@ -117,6 +117,9 @@ class SignalingServer:
         self._locks: dict[str, asyncio.Lock] = {}
         self._runner: web.AppRunner | None = None
         self._stopping = False
+        #: this process's tag, carried in every session: a restarted server clears exactly its
+        #: previous process's sockets at the room hosts (RoomsService.forget_route ``keep``)
+        self.incarnation = uuid.uuid4().hex[:16]
         self.port: int | None = None
         #: ``GET /metrics`` renderer, installed by whoever set up the telemetry SDK (actors/telemetry.py):
         #: ``async () -> (body bytes, content type)``; None: 404
@@ -210,6 +213,7 @@ class SignalingServer:
             "userId": identity.user_id,
             "displayName": identity.display_name,
             "rooms": list(identity.rooms),
+            "incarnation": self.incarnation,
         }
         # session resume (docs/protocol.md): ``resume: true`` asks for it, ``resumeKey`` (from an
         # earlier join-room ack) claims a participant kept after this client's previous socket went

@@ -182,3 +182,21 @@ async def test_a_restarted_route_keeps_the_sockets_its_new_process_bound(service
     p = room.participants[ack["participantId"]]
     assert p.sid == "new-sid" and p.detached_at is None
     assert service.dump()["sockets"] == 1 and service.dump()["detached"] == 0
+
+
+async def test_a_restarted_route_clears_its_old_process_by_incarnation_whatever_the_clocks(service, clock):
+    """Sessions carry their signaling process's tag: the restarted process keeps exactly its own
+    sockets, even one bound 'before' its restart time by another machine's clock."""
+    old_x = {**rsession("x1"), "incarnation": "old"}
+    ack = await join(service, old_x)
+    await join(service, {**session("y1"), "incarnation": "old"})
+    restarted_at = clock.wall() + 5.0  # the new process's clock runs 5 s ahead of the room host's
+    again = await join(service, {**rsession("new-sid", ack["resumeKey"]), "incarnation": "new"})
+    assert again["resumed"] is True
+    late = await join(service, {**session("z1", user="user-z"), "incarnation": "new"})  # a new join there
+    gone = await service.forget_route("sig-1", before=restarted_at, keep="new")
+    assert gone == 1  # y's old socket only: the wall clocks alone would have cleared all three
+    room = service.rooms[ROOM]
+    assert set(room.participants) == {ack["participantId"], late["participantId"]}
+    assert room.participants[ack["participantId"]].sid == "new-sid"
+    assert service.dump()["sockets"] == 2 and service.dump()["detached"] == 0
