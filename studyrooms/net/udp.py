@@ -15,7 +15,7 @@ import errno
 import logging
 import random
 import socket
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import InvalidRequestError, ResourceExhaustedError
 
@@ -54,6 +54,9 @@ class UdpSocket(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         # The bound socket itself, for direct sends while the loop has nothing queued (see bind_udp).
         self._raw: socket.socket | None = None
+        # media.ingress.RxSocket once a transport routes media through the compiled receive step
+        # (it then reads this socket instead of the asyncio transport and counts what it reads)
+        self.fast_rx: Any = None
 
     # ------------------------------------------------------------------ asyncio protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -127,21 +130,24 @@ class UdpSocket(asyncio.DatagramProtocol):
             return
         self.closed = True
         self.on_datagram = _drop
+        if self.fast_rx is not None:
+            self.fast_rx.close()  # before the fd can be reused
         self._raw = None
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()
 
     def stats(self) -> dict:
+        rx = self.fast_rx.c if self.fast_rx is not None else None
         return {
             "localIp": self.local_address[0],
             "localPort": self.local_address[1],
-            "packetsReceived": self.received,
-            "bytesReceived": self.received_bytes,
+            "packetsReceived": self.received + (rx.received if rx is not None else 0),
+            "bytesReceived": self.received_bytes + (rx.received_bytes if rx is not None else 0),
             "packetsSent": self.sent,
             "bytesSent": self.sent_bytes,
             "sendErrors": self.send_errors,
-            "handlerErrors": self.handler_errors,
+            "handlerErrors": self.handler_errors + (self.fast_rx.handler_errors if rx is not None else 0),
             "rcvbufBytes": self.rcvbuf_bytes,
             "sndbufBytes": self.sndbuf_bytes,
         }
