@@ -1,7 +1,8 @@
 """The compiled receive step (ingress.c) and its Python side (issue 13).
 
-Per UDP socket an :class:`RxSocket` replaces the event loop's one-datagram-per-wake-up reader with
-``sr_rx_step``: ``recvmmsg`` batches (at most ``READ_BUDGET`` datagrams per wake-up), the route of
+A UDP socket bound with ``bind_udp(..., compiled_reader=True)`` has no asyncio datagram transport:
+its :class:`RxSocket` is the loop's reader of the fd (``loop.add_reader``, on the stock loop and on
+uvloop alike) and calls ``sr_rx_step``: ``recvmmsg`` batches (at most ``READ_BUDGET`` datagrams per wake-up), the route of
 the source address (a transport's :class:`RxTransport`), SRTP unprotect with the transport's libsrtp
 session, the SSRC's :class:`FastRecvStream`, RecvStream's in-order step and normalisation, and the
 producer's compiled fan-out. Python gets back, one at a time and in arrival order:
@@ -148,7 +149,7 @@ class RxSocket:
     hands back."""
 
     __slots__ = ("udp", "c", "_bufs", "_lens", "_addrs", "_addrlens", "_out", "_routes", "_handlers",
-                 "_keys", "_addr_cache", "installed", "handler_errors")
+                 "_keys", "_addr_cache", "installed", "handler_errors", "_loop")
 
     def __init__(self, udp: Any) -> None:
         ffi = fastpath.ffi
@@ -167,6 +168,7 @@ class RxSocket:
         self._keys: list[tuple[bytes, RxTransport]] = []
         self._addr_cache: dict[bytes, tuple] = {}
         self.installed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.handler_errors = 0
 
     # ------------------------------------------------------------------ routes
@@ -176,7 +178,6 @@ class RxSocket:
         keep = [(k, t, h) for (k, t), h in zip(self._keys, self._handlers) if t is not rxt and k != raw]
         keep.append((raw, rxt, handler))
         self._rebuild(keep)
-        self._install()
 
     def remove_routes(self, rxt: RxTransport) -> None:
         keep = [(k, t, h) for (k, t), h in zip(self._keys, self._handlers) if t is not rxt]
@@ -200,30 +201,22 @@ class RxSocket:
         self._handlers = [h for _r, _t, h in routes]
 
     # ------------------------------------------------------------------ reading
-    def _install(self) -> None:
-        if self.installed:
-            return
-        raw = getattr(self.udp, "_raw", None)
-        if raw is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        add = getattr(loop, "_add_reader", None)
-        remove = getattr(loop, "_remove_reader", None)
-        if add is None or remove is None:  # not the stock selector loop: asyncio keeps reading
-            return
-        fd = raw.fileno()
-        remove(fd)
-        add(fd, self._read)
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Read the socket from now on (bind_udp's ``compiled_reader``: no asyncio transport)."""
+        fd = self.udp._raw.fileno()
+        loop.add_reader(fd, self._read)
+        self._loop = loop
         self.c.fd = fd
         self.installed = True
 
     def close(self) -> None:
+        fd = int(self.c.fd)
         self.c.fd = -1
         self.c.nroutes = 0
         self._keys, self._handlers = [], []
+        if self.installed and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(fd)
+        self.installed = False
 
     def _addr(self, slot: int) -> tuple:
         raw = fastpath.ffi.buffer(self._addrs + slot * ADDR, self._addrlens[slot])[:]

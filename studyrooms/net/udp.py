@@ -86,8 +86,7 @@ class UdpSocket(asyncio.DatagramProtocol):
         """Send one datagram; never raises. Returns False when it was dropped."""
         transport = self._transport
         if transport is None:
-            self.send_errors += 1
-            return False
+            return self._sendto_raw(data, addr)
         raw = self._raw
         if raw is not None and not transport.get_write_buffer_size():
             try:
@@ -113,6 +112,22 @@ class UdpSocket(asyncio.DatagramProtocol):
         self.sent_bytes += len(data)
         return True
 
+    def _sendto_raw(self, data: bytes, addr: Address) -> bool:
+        """A socket the compiled reader owns (no asyncio transport): send directly; a full socket
+        buffer drops the datagram (counted), as the compiled core does for its copies."""
+        raw = self._raw
+        if raw is None or self.closed:
+            self.send_errors += 1
+            return False
+        try:
+            raw.sendto(data, addr)
+        except (OSError, TypeError, ValueError):
+            self.send_errors += 1
+            return False
+        self.sent += 1
+        self.sent_bytes += len(data)
+        return True
+
     def connect_remote(self, addr: Address) -> bool:
         """Connect the socket to its only peer (sends may still name it). False if that failed."""
         raw = self._raw
@@ -130,12 +145,15 @@ class UdpSocket(asyncio.DatagramProtocol):
             return
         self.closed = True
         self.on_datagram = _drop
-        if self.fast_rx is not None:
-            self.fast_rx.close()  # before the fd can be reused
+        raw = self._raw
         self._raw = None
+        if self.fast_rx is not None:
+            self.fast_rx.close()  # stops its reader before the fd can be reused
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()
+        elif raw is not None:  # the compiled reader's socket: no asyncio transport closes it
+            raw.close()
 
     def stats(self) -> dict:
         rx = self.fast_rx.c if self.fast_rx is not None else None
@@ -197,6 +215,7 @@ async def bind_udp(
     *,
     port_range: tuple[int, int] | None = None,
     buffer_bytes: int | None = 4 * 1024 * 1024,
+    compiled_reader: bool = False,
 ) -> UdpSocket:
     """Bind a UDP socket on ``ip``.
 
@@ -235,6 +254,17 @@ async def bind_udp(
             protocol.local_address, protocol.rcvbuf_bytes, buffer_bytes,
         )
     loop = asyncio.get_running_loop()
+    if compiled_reader:
+        from ..media import ingress
+
+        if ingress.available():
+            protocol._raw = sock
+            try:
+                ingress.rx_socket(protocol).install(loop)
+            except BaseException:
+                sock.close()
+                raise
+            return protocol
     try:
         await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
     except BaseException:
