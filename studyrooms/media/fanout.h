@@ -164,13 +164,24 @@ typedef struct sr_rstream {      /* one producer encoding (RecvStream's hot fiel
     int nev, gated, sent, out_len;  /* of the last fan-out, when it needs Python (SR_RX_EVENTS) */
     int pyid;
     unsigned long long handled;     /* packets the core took end to end */
+    /* per-TID byte totals (Producer._temporal: media/rate.py TemporalRates), tl_n layers; 0: none */
+    int tl_n;
+    long long *tl_totals;
+    double *tl_next;
 } sr_rstream;
 
 typedef struct sr_rxt {          /* one transport's receive side */
     void *srtp_ctx;               /* inbound srtp_t; NULL: plaintext (unless require_srtp) */
     void *srtp_unprotect;         /* libsrtp srtp_unprotect */
     int require_srtp;
-    int gate;                     /* nonzero: Python receives everything (e.g. transport-cc feedback) */
+    int gate;                     /* nonzero: Python receives everything */
+    /* the sender's transport-wide seqs (TwccRecorder.on_rtp's input), recorded in arrival order
+     * for the packets the core takes; Python drains them into its recorder before anything else */
+    int twcc_id;                  /* the sender's transport-cc extension id, 0: none */
+    int twcc_n, twcc_cap;
+    unsigned int *twcc_seqs;
+    unsigned int *twcc_ssrcs;
+    double *twcc_times;
     unsigned long long rx_rtp, rx_bytes, srtp_unprotected, srtp_auth_failures, srtp_replay_failures,
                        srtp_other_failures;
     int nstreams;

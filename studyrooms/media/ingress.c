@@ -24,6 +24,41 @@
 
 typedef int (*sr_unprotect_fn)(void *ctx, void *hdr, int *len);
 
+/* fanout.c: media/vp8.py parse_vp8_descriptor's (picture id, bits, tid); 0 when truncated */
+int sr_vp8_desc(const unsigned char *d, int off, int end, int *picture_id, int *bits, int *tid);
+
+/* media/twcc.py TwccRecorder.on_rtp's search: the 2-byte transport-wide seq of extension id, or -1 */
+static int sr_twcc_find(const unsigned char *d, int n, int id) {
+    int b0 = d[0];
+    if (!(b0 & 0x10)) return -1;
+    int p = 12 + ((b0 & 0x0F) << 2);
+    if (p + 4 > n) return -1;
+    int profile = (d[p] << 8) | d[p + 1];
+    int end = p + 4 + (((d[p + 2] << 8) | d[p + 3]) << 2);
+    if (end > n) return -1;
+    p += 4;
+    if (profile == 0xBEDE) {
+        while (p < end) {
+            int h = d[p];
+            if (h == 0) { p++; continue; }
+            int xid = h >> 4, ln = (h & 0x0F) + 1;
+            if (xid == 15 || p + 1 + ln > end) return -1;
+            if (xid == id) return ln == 2 ? ((d[p + 1] << 8) | d[p + 2]) : -1;
+            p += 1 + ln;
+        }
+    } else if ((profile & 0xFFF0) == 0x1000) {
+        while (p + 2 <= end) {
+            int xid = d[p];
+            if (xid == 0) { p++; continue; }
+            int ln = d[p + 1];
+            if (p + 2 + ln > end) return -1;
+            if (xid == id) return ln == 2 ? ((d[p + 2] << 8) | d[p + 3]) : -1;
+            p += 2 + ln;
+        }
+    }
+    return -1;
+}
+
 static unsigned char sr_ext[SR_RX_SLOT + 64];
 
 static double sr_mono(void) {
@@ -158,6 +193,13 @@ int sr_rx_packet(sr_rx *rx, sr_rxt *t, unsigned char *pkt, int n, double now) {
     out[1] = (unsigned char)((b1 & 0x80) | rpt);
     int new_end = new_pos + (pend - pos);
     if (s->vp8 && sr_vp8_key(out, out_len, new_pos, new_end)) return 2;  /* keyframes: Python */
+    int tid = -1;
+    if (s->tl_n > 0) {  /* Producer.receive_rtp: TemporalRates.add(tid, len(pkt), now) */
+        int picture_id, bits;
+        if (!sr_vp8_desc(out, new_pos, new_end < out_len ? new_end : out_len, &picture_id, &bits, &tid)) tid = -1;
+        if (tid >= s->tl_n) tid = -1;
+        if (tid >= 0 && now >= s->tl_next[tid]) return 2;  /* its RateMeter sample is due: Python */
+    }
 
     /* ---- commit: RecvStream's in-order path */
     if (seq == 0) s->cycles += SR_SEQ_MOD;
@@ -190,6 +232,7 @@ int sr_rx_packet(sr_rx *rx, sr_rxt *t, unsigned char *pkt, int n, double now) {
         s->level_sum += level;
         s->level_count++;
     }
+    if (tid >= 0) s->tl_totals[tid] += out_len;
     t->rx_rtp++;
     t->rx_bytes += (unsigned long long)n;
     s->handled++;
@@ -236,7 +279,9 @@ int sr_rx_step(sr_rx *rx) {
                 return 0;
             }
             rx->batches++;
-            rx->left -= r;
+            /* a short batch drained the socket: no second recvmmsg just to read EAGAIN (the loop's
+             * level-triggered poll wakes us again for anything that arrives meanwhile) */
+            rx->left = r < want ? 0 : rx->left - r;
             for (int i = 0; i < r; i++) {
                 int len = (int)msgs[i].msg_len;
                 if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
@@ -284,7 +329,21 @@ int sr_rx_step(sr_rx *rx) {
             return 1;
         }
         rx->cur_route = r;
-        int res = sr_rx_packet(rx, t, d, n, sr_mono());
+        double now = sr_mono();
+        int recorded = 0;
+        if (t->twcc_id && n >= 12) {
+            if (t->twcc_n >= t->twcc_cap) return 2;  /* Python drains the ring, then takes this one */
+            int tw = sr_twcc_find(d, n, t->twcc_id);
+            if (tw >= 0) {
+                int k = t->twcc_n++;
+                t->twcc_seqs[k] = (unsigned int)tw;
+                t->twcc_times[k] = now;
+                t->twcc_ssrcs[k] = ((unsigned int)d[8] << 24) | ((unsigned int)d[9] << 16) | ((unsigned int)d[10] << 8) | d[11];
+                recorded = 1;
+            }
+        }
+        int res = sr_rx_packet(rx, t, d, n, now);
+        if (res == 2 && recorded) t->twcc_n--;  /* Python records it itself, after draining the rest */
         if (res) return res;
     }
 }

@@ -31,6 +31,7 @@ import struct
 from typing import Any, Callable
 
 from studyrooms.media import fastpath
+from studyrooms.media.rate import TemporalRates
 from studyrooms.media.recv_stream import _TABLE_SIZE, RecvStream
 
 logger = logging.getLogger("studyrooms.media.ingress")
@@ -40,6 +41,7 @@ SLOT = 2048  # bytes per datagram slot (SR_RX_SLOT)
 ADDR = 28  # sockaddr bytes per slot (SR_RX_ADDR)
 READ_BUDGET = 64  # datagrams per wake-up, then the loop runs its other callbacks
 MAX_STREAMS = 32  # SSRCs per transport the core knows (more: Python receives them)
+TWCC_RING = 512  # transport-wide seqs recorded between two drains (full: Python takes the packet)
 
 _enabled = True
 _ids = itertools.count(1)
@@ -63,13 +65,37 @@ def available() -> bool:
 class RxTransport:
     """A transport's receive side in C: its inbound SRTP session, counters, and SSRC table."""
 
-    __slots__ = ("c", "_streams", "_srtp_owner")
+    __slots__ = ("c", "_streams", "_srtp_owner", "_twcc")
 
     def __init__(self, require_srtp: bool) -> None:
         self.c = fastpath.ffi.new("sr_rxt *")
         self.c.require_srtp = 1 if require_srtp else 0
         self._streams: list[FastRecvStream] = []
         self._srtp_owner: Any = None
+        self._twcc: Any = None
+
+    def set_twcc(self, ext_id: int) -> None:
+        """Record the sender's transport-wide seqs (extension ``ext_id``; 0: stop) for drain_twcc."""
+        ffi = fastpath.ffi
+        c = self.c
+        if ext_id and self._twcc is None:
+            self._twcc = (ffi.new("unsigned int[]", TWCC_RING), ffi.new("unsigned int[]", TWCC_RING),
+                          ffi.new("double[]", TWCC_RING))
+            c.twcc_seqs, c.twcc_ssrcs, c.twcc_times = self._twcc
+            c.twcc_cap = TWCC_RING
+        c.twcc_id = int(ext_id) if self._twcc is not None else 0
+
+    def drain_twcc(self, recorder: Any) -> None:
+        """Hand what the core recorded to ``recorder`` (TwccRecorder.on_packet), in arrival order:
+        called before Python records a packet itself and before feedback is built."""
+        c = self.c
+        n = c.twcc_n
+        if n:
+            c.twcc_n = 0
+            seqs, ssrcs, times = self._twcc
+            on_packet = recorder.on_packet
+            for i in range(n):
+                on_packet(seqs[i], times[i], ssrcs[i])
 
     def set_srtp(self, owner: Any) -> None:
         """Unprotect with ``owner``'s (an SrtpPair) inbound session; kept alive while set."""
@@ -358,3 +384,26 @@ for _name, _cname in _BOOL_FIELDS.items():
     setattr(FastRecvStream, _name, _bool_prop(_cname))
 for _name, _cname in _FLOAT_FIELDS.items():
     setattr(FastRecvStream, _name, _float_prop(_cname))
+
+
+class FastTemporalRates(TemporalRates):
+    """TemporalRates whose per-TID byte totals and next sample times are C arrays: the receive
+    step adds a packet's size to its TID's total, and hands the packet to Python when that TID's
+    RateMeter sample is due (so the snapshots are the Python path's)."""
+
+    __slots__ = ("_ctot", "_cnext", "n")
+
+    def __init__(self, layers: int) -> None:
+        super().__init__(layers)
+        ffi = fastpath.ffi
+        self.n = layers
+        self._ctot = ffi.new("long long[]", layers)
+        self._cnext = ffi.new("double[]", [float("-inf")] * layers)
+        self._totals = self._ctot  # type: ignore[assignment]
+        self._next = self._cnext  # type: ignore[assignment]
+
+    def add(self, tid: int, size: int, now: float) -> None:
+        if 0 <= tid < self.n:
+            if now >= self._next[tid]:
+                self._next[tid] = self._meters[tid].sample(self._totals[tid], now)
+            self._totals[tid] += size

@@ -3,7 +3,7 @@
 A producer on a transport with ``fast_rx`` keeps its encodings in FastRecvStreams registered in the
 transport's SSRC table. The core takes a stream's packets only while its ``gate`` is open: no NACK
 pending or keyframe owed, producer not paused or closed, every consumer compiled, no per-TID rate
-measurement, and a keyframe detector the core has (VP8, or none for audio). :func:`sync` recomputes
+measurement in Python (per-TID rates are C-backed: FastTemporalRates), and a keyframe detector the core has (VP8, or none for audio). :func:`sync` recomputes
 the gate and hands the core the producer's fan-out (consumer array, events, histories); the
 producer calls it whenever any of those change and after every packet Python received itself.
 :func:`after` does the Python half of a packet the core forwarded (Producer.receive_rtp's tail).
@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..media import fastpath
-from ..media.ingress import FastRecvStream
+from ..media.ingress import FastRecvStream, FastTemporalRates
 
 if TYPE_CHECKING:
     from .producer import Producer
@@ -40,8 +40,12 @@ def sync(producer: "Producer", index: int) -> None:
         c.store = 1 if fan.history_packets > 1 else 0
         h = fan._hists.get(index)
         c.hist = h.c if h is not None else ffi.NULL
+    temporal = producer._temporal[index] if producer._temporal is not None else None
+    if isinstance(temporal, FastTemporalRates):
+        c.tl_totals, c.tl_next, c.tl_n = temporal._ctot, temporal._cnext, temporal.n
     closed = (not stream.fast_ok or producer.closed or producer.paused or bool(producer._slow)
-              or producer._temporal is not None or stream.keyframe_required
+              or (temporal is not None and not isinstance(temporal, FastTemporalRates))
+              or stream.keyframe_required
               or (producer._nack_enabled and bool(stream.missing)))
     c.gate = 1 if closed else 0
 
@@ -97,6 +101,10 @@ def reset_levels(producer: "Producer", which: str) -> None:
     for stream in producer.streams:
         if isinstance(stream, FastRecvStream):
             setattr(stream._c, which, 0)
+
+
+def temporal_rates(producer: "Producer", layers: int) -> FastTemporalRates:
+    return FastTemporalRates(layers)
 
 
 def new_stream(producer: "Producer", index: int, **kwargs: Any) -> FastRecvStream:

@@ -82,8 +82,9 @@ class Producer:
         bwe = getattr(transport, "bwe", None)
         if bwe is not None and client_ext.get(TRANSPORT_CC_URI):
             bwe.recorder.ext_id = client_ext[TRANSPORT_CC_URI]
-            if transport.fast_rx is not None:
-                transport.fast_rx.gate = True  # the feedback recorder is Python: it sees every packet
+            refresh = getattr(transport, "refresh_fast_rx", None)
+            if refresh is not None:
+                refresh()  # the compiled receive step records the sender's transport-wide seqs too
         self._router_audio_level_id = router_ext.get(AUDIO_LEVEL_URI) if kind == "audio" else None
         feedback = set()
         for codec in rtp_parameters.get("codecs", []):
@@ -106,7 +107,8 @@ class Producer:
         layers = temporal_layer_count(rtp_parameters)
         vp8 = any((c.get("mimeType") or "").lower() == "video/vp8" for c in rtp_parameters.get("codecs") or [])
         self._temporal: list[TemporalRates] | None = (
-            [TemporalRates(layers) for _ in self.stream_params] if kind == "video" and vp8 and layers > 1 else None)
+            [(fast_ingress.temporal_rates(self, layers) if self._fast_rx else TemporalRates(layers))
+             for _ in self.stream_params] if kind == "video" and vp8 and layers > 1 else None)
         self._deferred_keyframe: list[Any] = [None] * len(self.stream_params)
         self._consumers: tuple["Consumer", ...] = ()
         self._fan: Fanout | None = None  # the compiled core's view of the FastConsumers

@@ -288,6 +288,8 @@ class WebRtcTransport(Transport):
                 if plain is not None:
                     recorder = self._twcc_in
                     if recorder.ext_id:
+                        if self.fast_rx is not None:
+                            self.fast_rx.drain_twcc(recorder)  # what the core recorded arrived first
                         recorder.on_rtp(plain, self._now())
                     self.receive_rtp(plain)
             return
@@ -298,8 +300,8 @@ class WebRtcTransport(Transport):
 
     def refresh_fast_rx(self) -> None:
         """Route the ICE-selected UDP tuple's SRTP through the compiled receive step (media/ingress.py)
-        while DTLS is connected; Python receives everything when the sender uses transport-wide-cc
-        (its feedback recorder is Python) and from every other tuple."""
+        while DTLS is connected (Python receives from every other tuple). The sender's transport-wide
+        seqs of the packets the core takes are recorded in C and drained into the Python recorder."""
         rx = self.fast_rx
         if rx is None:
             return
@@ -311,13 +313,14 @@ class WebRtcTransport(Transport):
             rx.clear_srtp()
             return
         rx.set_srtp(srtp)
-        rx.gate = bool(self._twcc_in.ext_id)
+        rx.set_twcc(self._twcc_in.ext_id)
         ingress.rx_socket(sock).set_route(tuple_, rx, self._fast_plain_rtp)
 
     def _fast_plain_rtp(self, plain: bytes) -> None:
         """Plaintext RTP the compiled receive step unprotected but hands back (_on_datagram's tail)."""
         recorder = self._twcc_in
         if recorder.ext_id:
+            self.fast_rx.drain_twcc(recorder)
             recorder.on_rtp(plain, self._now())
         self.receive_rtp(plain)
 

@@ -35,12 +35,15 @@ MID_ID, ABS_ID, UNKNOWN_ID = 9, 3, 12
 SUITE = "AES_CM_128_HMAC_SHA1_80"
 
 
-def vp8(picture_id: int, key: bool, size: int = 300) -> bytes:
-    return bytes([0x90, 0x80, 0x80 | (picture_id >> 8) & 0x7F, picture_id & 0xFF,
-                  0x00 if key else 0x01, 0x9D, 0x01, 0x2A]) + bytes(size)
+def vp8(picture_id: int, key: bool, size: int = 300, tid: int = -1) -> bytes:
+    if tid < 0:
+        return bytes([0x90, 0x80, 0x80 | (picture_id >> 8) & 0x7F, picture_id & 0xFF,
+                      0x00 if key else 0x01, 0x9D, 0x01, 0x2A]) + bytes(size)
+    return bytes([0x90, 0xA0, 0x80 | (picture_id >> 8) & 0x7F, picture_id & 0xFF, (tid << 6) | 0x20,
+                  0x00 if key else 0x01, 0x9D, 0x01, 0x2A]) + bytes(size + 10 * tid)
 
 
-def params() -> dict:
+def params(temporal: bool = False) -> dict:
     return {
         "codecs": [
             {"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000,
@@ -51,7 +54,8 @@ def params() -> dict:
             {"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": MID_ID},
             {"uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", "id": ABS_ID},
         ],
-        "encodings": [{"ssrc": SSRC, "rtx": {"ssrc": RTX_SSRC}}],
+        "encodings": [{"ssrc": SSRC, "rtx": {"ssrc": RTX_SSRC},
+                       **({"scalabilityMode": "L1T3"} if temporal else {})}],
         "rtcp": {"cname": "ingress", "reducedSize": True},
         "mid": "0",
     }
@@ -90,7 +94,7 @@ async def world():
     caps = (await channel.request("router_rtp_capabilities", {"routerId": router_id}))["rtpCapabilities"]
     sockets = []
 
-    async def pair(compiled_rx: bool, srtp: bool):
+    async def pair(compiled_rx: bool, srtp: bool, temporal: bool = False):
         """(producer, its sender (Endpoint, address, tx session), the sink Endpoint, consumer)."""
         fastpath.configure("on")
         ingress.set_enabled(compiled_rx)
@@ -106,7 +110,7 @@ async def world():
                 "cryptoSuite": SUITE, "keyBase64": base64.b64encode(key).decode()}})
             tx = new_session(CRYPTO_SUITES[SUITE][0], key, False)
             back = new_session(CRYPTO_SUITES[SUITE][0], base64.b64decode(t["srtpParameters"]["keyBase64"]), True)
-        p = await channel.request("produce", {"transportId": t["id"], "kind": "video", "rtpParameters": params()})
+        p = await channel.request("produce", {"transportId": t["id"], "kind": "video", "rtpParameters": params(temporal)})
         sender_sock = await bind_udp("127.0.0.1", 0)
         sink_sock = await bind_udp("127.0.0.1", 0)
         sockets.extend([sender_sock, sink_sock])
@@ -130,7 +134,7 @@ async def world():
     await worker.close()
 
 
-def script() -> list[tuple[bytes, float]]:
+def script(temporal: bool = False) -> list[tuple[bytes, float]]:
     """(packet, pause after it) of the scenario in the module docstring."""
     out: list[tuple[bytes, float]] = []
     seq, ts, pid = 65400, 2**32 - 90000, 100
@@ -140,7 +144,8 @@ def script() -> list[tuple[bytes, float]]:
     def media(key=False, *, two_byte=False, padding=0, extensions=None, ssrc=SSRC, pause=0.002, hold=False):
         nonlocal seq, ts, pid
         seq, ts, pid = (seq + 1) & 0xFFFF, (ts + 3000) & 0xFFFFFFFF, (pid + 1) & 0x7FFF
-        pkt = build_rtp(payload_type=96, seq=seq, ts=ts, ssrc=ssrc, marker=True, payload=vp8(pid, key),
+        tid = (0, 2, 1, 2)[pid % 4] if temporal else -1
+        pkt = build_rtp(payload_type=96, seq=seq, ts=ts, ssrc=ssrc, marker=True, payload=vp8(pid, key, tid=tid),
                         extensions=ext if extensions is None else extensions, two_byte=two_byte, padding=padding)
         if hold:
             held[seq] = pkt
@@ -175,10 +180,11 @@ def script() -> list[tuple[bytes, float]]:
     return out
 
 
-@pytest.mark.parametrize("srtp", [False, True], ids=["plain", "srtp"])
-async def test_compiled_receive_step_matches_the_python_receive_path(world, srtp):
-    fast = await world.pair(True, srtp)
-    slow = await world.pair(False, srtp)
+@pytest.mark.parametrize("srtp,temporal", [(False, False), (True, False), (False, True)],
+                         ids=["plain", "srtp", "plain-L1T3"])
+async def test_compiled_receive_step_matches_the_python_receive_path(world, srtp, temporal):
+    fast = await world.pair(True, srtp, temporal)
+    slow = await world.pair(False, srtp, temporal)
     fprod, sprod = fast[0], slow[0]
     assert fprod.transport.fast_rx is not None and slow[0].transport.fast_rx is None
     assert type(fprod.streams[0]).__name__ == "FastRecvStream" and type(sprod.streams[0]) is RecvStream
@@ -187,7 +193,7 @@ async def test_compiled_receive_step_matches_the_python_receive_path(world, srtp
     sc.send_stream._initial_seq = fc.send_stream._initial_seq
     sc.send_stream.rtx_ssrc = fc.send_stream.rtx_ssrc
 
-    packets = script()
+    packets = script(temporal)
     for pkt, pause in packets:
         for _prod, sender, target, tx, _sink, _c in (fast, slow):
             data = pkt
@@ -228,5 +234,121 @@ async def test_compiled_receive_step_matches_the_python_receive_path(world, srtp
         assert ft["srtpReplayFailures"] == st["srtpReplayFailures"] == 1  # the duplicate
     assert fc.send_stream.packets == sc.send_stream.packets == len(fast[4].rtp)
     # the core took the common case end to end; Python the rest
+    if temporal:  # per-TID byte totals (the allocator's rung prices) are the same
+        ft_, st_ = fprod._temporal[0], sprod._temporal[0]
+        assert list(ft_._totals) == list(st_._totals) and min(ft_._totals) > 0
+        assert all(sum(1 for t in m._times if t > 0) >= 2 for m in ft_._meters)  # rate samples taken
     assert fs.handled >= 50, fs.handled  # most of the in-order run before the loss (NACKs then gate it)
     assert fprod.transport.socket.fast_rx.c.batches > 0
+
+
+TWCC_ID = 5
+
+
+async def test_webrtc_sender_with_transport_cc_same_feedback_state_and_bytes():
+    """Two WebRtcTransports receive the same SRTP stream from a synthetic WebRTC client that sends
+    transport-wide seqs (as browsers do): the compiled receive step records them in C and the
+    transport drains them into its feedback recorder in arrival order, so both recorders hold the
+    same arrivals (by seq) and both sinks get the same bytes."""
+    import sys
+    from pathlib import Path
+
+    from aiortc import RTCCertificate
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from benchmarks.forwarding import ClientPeer
+
+    fastpath.configure("on")
+    worker = await Worker.create("w-ingress-rtc", WorkerOptions(rtc_min_port=46000, rtc_max_port=46999,
+                                                                listen_ip="127.0.0.1"))
+    channel = WorkerChannel(worker)
+    loop = asyncio.get_running_loop()
+    cert = RTCCertificate.generateCertificate()
+    peers, socks = [], []
+    try:
+        router_id = (await channel.request("create_router", {}))["routerId"]
+        caps = (await channel.request("router_rtp_capabilities", {"routerId": router_id}))["rtpCapabilities"]
+        sides = []
+        for compiled_rx in (True, False):
+            ingress.set_enabled(compiled_rx)
+            try:
+                info = await channel.request("create_webrtc_transport", {"routerId": router_id,
+                                                                         "direction": "send"})
+            finally:
+                ingress.set_enabled(True)
+            cand = info["iceCandidates"][0]
+            peer = ClientPeer(loop, (cand.get("ip") or cand.get("address"), cand["port"]), info["iceParameters"],
+                              cert)
+            peers.append(peer)
+            await peer.ice_connect()
+            await channel.request("connect_webrtc_transport", {"transportId": info["id"], "dtlsParameters": {
+                "role": "client", "fingerprints": peer.fingerprints()}})
+            await peer.dtls_connect(info["dtlsParameters"]["fingerprints"])
+            rtp = params()
+            rtp["headerExtensions"].append(
+                {"uri": "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01", "id": TWCC_ID})
+            p = await channel.request("produce", {"transportId": info["id"], "kind": "video", "rtpParameters": rtp})
+            sink_sock = await bind_udp("127.0.0.1", 0)
+            socks.append(sink_sock)
+            ct = await channel.request("create_plain_transport", {"routerId": router_id})
+            await channel.request("connect_plain_transport", {"transportId": ct["id"], "ip": "127.0.0.1",
+                                                              "port": sink_sock.local_address[1]})
+            c = await channel.request("consume", {"transportId": ct["id"], "producerId": p["id"],
+                                                  "rtpCapabilities": caps, "paused": False})
+            sides.append((worker.transports[info["id"]], worker.producers[p["id"]], peer, Endpoint(sink_sock),
+                          worker.consumers[c["id"]]))
+        (ft, fprod, fpeer, fsink, fc), (st, sprod, speer, ssink, sc) = sides
+        assert ft.fast_rx is not None and st.fast_rx is None
+        assert ft.bwe.recorder.ext_id == st.bwe.recorder.ext_id == TWCC_ID
+        sc.send_stream.ssrc = fc.send_stream.ssrc
+        sc.send_stream._initial_seq = fc.send_stream._initial_seq
+        from studyrooms.media.twcc import TwccRecorder
+
+        calls: dict[int, list] = {}
+
+        class Logged(TwccRecorder):
+            __slots__ = ()
+
+            def on_packet(self, seq, now, ssrc):
+                calls.setdefault(id(self), []).append((seq, ssrc))
+                super().on_packet(seq, now, ssrc)
+
+        for t in (ft, st):
+            t.bwe.recorder.__class__ = Logged
+
+        seq, ts = 65500, 1000
+        sent = 0
+        for i in range(120):
+            seq, ts = (seq + 1) & 0xFFFF, (ts + 3000) & 0xFFFFFFFF
+            if i in (70, 71):
+                continue  # lost: NACKs, the stream goes to Python until repaired or given up
+            tw = (65530 + i) & 0xFFFF  # the transport-wide seq wraps too
+            if i == 90:
+                tw = (65530 + 85) & 0xFFFF  # a reordered transport-wide seq
+            pkt = build_rtp(payload_type=96, seq=seq, ts=ts, ssrc=SSRC, marker=True, payload=vp8(i, i == 0),
+                            extensions=[(MID_ID, b"0"), (TWCC_ID, tw.to_bytes(2, "big"))])
+            for peer in (fpeer, speer):
+                peer.sock.send(peer.dtls._tx_srtp.protect(pkt))
+            sent += 1
+            await asyncio.sleep(0.003)
+        await until(lambda: len(fsink.rtp) >= sent and len(ssink.rtp) >= sent)
+        await asyncio.sleep(0.1)
+        assert fsink.rtp == ssink.rtp
+        ft.fast_rx.drain_twcc(ft.bwe.recorder)
+        fr, sr = ft.bwe.recorder, st.bwe.recorder
+        assert fr.received == sr.received == sent
+        assert calls[id(fr)] == calls[id(sr)]  # the same seqs in the same (arrival) order
+        assert fr._max_seq_ext == sr._max_seq_ext and fr.media_ssrc == sr.media_ssrc == SSRC
+        # the same seqs (arrival times differ between the two transports); feedback may have
+        # consumed some already, on each side at its own timer
+        assert fr.feedback_sent + len(fr._arrivals) > 0
+        assert fprod.streams[0].handled >= 50
+        for key in ("rtpPacketsReceived", "bytesReceived", "srtpUnprotected"):
+            assert ft.get_stats()[key] == st.get_stats()[key], key
+    finally:
+        for peer in peers:
+            await peer.close()
+        for sock in socks:
+            sock.close()
+        await worker.close()
+        fastpath.configure()
