@@ -199,6 +199,7 @@ typedef struct sr_route {
 typedef struct sr_rx {           /* one UDP socket */
     int fd;
     int left;                     /* datagrams this wake-up may still read (Python sets it) */
+    int batch;                    /* datagrams per recvmmsg (1..32): slots Python allocated */
     int count, cursor;            /* the current recvmmsg batch */
     unsigned char *bufs;          /* SR_RX_BATCH slots of 2048 bytes */
     int *lens;

@@ -260,7 +260,8 @@ int sr_rx_step(sr_rx *rx) {
         if (rx->cursor >= rx->count) {
             rx->count = rx->cursor = 0;
             if (rx->left <= 0 || rx->fd < 0) return 0;
-            int want = rx->left < SR_RX_BATCH ? rx->left : SR_RX_BATCH;
+            int cap = rx->batch > 0 && rx->batch < SR_RX_BATCH ? rx->batch : SR_RX_BATCH;
+            int want = rx->left < cap ? rx->left : cap;
             struct mmsghdr msgs[SR_RX_BATCH];
             struct iovec iov[SR_RX_BATCH];
             memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)want);

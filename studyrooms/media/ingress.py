@@ -36,7 +36,8 @@ from studyrooms.media.recv_stream import _TABLE_SIZE, RecvStream
 
 logger = logging.getLogger("studyrooms.media.ingress")
 
-BATCH = 32  # datagrams per recvmmsg (ingress.c SR_RX_BATCH)
+BATCH = 32  # datagrams per recvmmsg at most (ingress.c SR_RX_BATCH)
+OWN_SOCKET_BATCH = 8  # a transport's own socket (per-transport port mode, plain/pipe transports)
 SLOT = 2048  # bytes per datagram slot (SR_RX_SLOT)
 ADDR = 28  # sockaddr bytes per slot (SR_RX_ADDR)
 READ_BUDGET = 64  # datagrams per wake-up, then the loop runs its other callbacks
@@ -177,17 +178,19 @@ class RxSocket:
     __slots__ = ("udp", "c", "_bufs", "_lens", "_addrs", "_addrlens", "_out", "_routes", "_handlers",
                  "_keys", "_addr_cache", "installed", "handler_errors", "_loop")
 
-    def __init__(self, udp: Any) -> None:
+    def __init__(self, udp: Any, batch: int = BATCH) -> None:
         ffi = fastpath.ffi
+        batch = max(1, min(BATCH, int(batch)))
         self.udp = udp
         self.c = ffi.new("sr_rx *")
-        self._bufs = ffi.new("unsigned char[]", BATCH * SLOT)
-        self._lens = ffi.new("int[]", BATCH)
-        self._addrs = ffi.new("unsigned char[]", BATCH * ADDR)
-        self._addrlens = ffi.new("int[]", BATCH)
+        self._bufs = ffi.new("unsigned char[]", batch * SLOT)
+        self._lens = ffi.new("int[]", batch)
+        self._addrs = ffi.new("unsigned char[]", batch * ADDR)
+        self._addrlens = ffi.new("int[]", batch)
         self._out = ffi.new("unsigned char[]", SLOT + 64)
         c = self.c
         c.fd = -1
+        c.batch = batch
         c.bufs, c.lens, c.addrs, c.addrlens, c.out = self._bufs, self._lens, self._addrs, self._addrlens, self._out
         self._routes: Any = ffi.NULL
         self._handlers: list[Callable[[bytes], None]] = []
@@ -283,11 +286,12 @@ class RxSocket:
                 "readErrors": int(c.read_errors)}
 
 
-def rx_socket(udp: Any) -> RxSocket:
-    """The socket's RxSocket (created on first use)."""
+def rx_socket(udp: Any, batch: int = BATCH) -> RxSocket:
+    """The socket's RxSocket (created on first use with ``batch`` datagram slots of 2 KB: a
+    worker's shared WebRtcServer socket takes 32, a transport's own socket fewer)."""
     rx = getattr(udp, "fast_rx", None)
     if rx is None:
-        rx = udp.fast_rx = RxSocket(udp)
+        rx = udp.fast_rx = RxSocket(udp, batch)
     return rx
 
 

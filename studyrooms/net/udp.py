@@ -215,7 +215,7 @@ async def bind_udp(
     *,
     port_range: tuple[int, int] | None = None,
     buffer_bytes: int | None = 4 * 1024 * 1024,
-    compiled_reader: bool = False,
+    compiled_reader: bool | int = False,
 ) -> UdpSocket:
     """Bind a UDP socket on ``ip``.
 
@@ -260,7 +260,8 @@ async def bind_udp(
         if ingress.available():
             protocol._raw = sock
             try:
-                ingress.rx_socket(protocol).install(loop)
+                batch = ingress.BATCH if compiled_reader is True else int(compiled_reader)
+                ingress.rx_socket(protocol, batch).install(loop)
             except BaseException:
                 sock.close()
                 raise

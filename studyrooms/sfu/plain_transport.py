@@ -80,7 +80,7 @@ class PlainTransport(Transport):
             options.port,
             port_range=None if options.port is not None else (worker_options.rtc_min_port, worker_options.rtc_max_port),
             buffer_bytes=worker_options.socket_buffer_bytes,
-            compiled_reader=ingress.available(),
+            compiled_reader=ingress.available() and ingress.OWN_SOCKET_BATCH,
         )
         try:
             return cls(router, transport_id, options=options, sock=sock, clock=clock or SystemClock())

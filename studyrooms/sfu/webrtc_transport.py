@@ -151,7 +151,7 @@ class WebRtcTransport(Transport):
             worker_options.listen_ip,
             port_range=(worker_options.rtc_min_port, worker_options.rtc_max_port),
             buffer_bytes=worker_options.socket_buffer_bytes,
-            compiled_reader=ingress.available(),
+            compiled_reader=ingress.available() and ingress.OWN_SOCKET_BATCH,
         )
         tcp = None
         try:
