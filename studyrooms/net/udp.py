@@ -166,6 +166,9 @@ class UdpSocket(asyncio.DatagramProtocol):
             "bytesSent": self.sent_bytes,
             "sendErrors": self.send_errors,
             "handlerErrors": self.handler_errors + (self.fast_rx.handler_errors if rx is not None else 0),
+            # the compiled reader's recvmmsg calls and its drops (truncated datagrams, read errors)
+            "recvBatches": rx.batches if rx is not None else 0,
+            "readErrors": rx.read_errors if rx is not None else 0,
             "rcvbufBytes": self.rcvbuf_bytes,
             "sndbufBytes": self.sndbuf_bytes,
         }
