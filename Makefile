@@ -24,7 +24,7 @@ $(STAMP): requirements.lock pyproject.toml
 # The compiled fan-out core (STUDYROOMS_MEDIA_FAST_PATH): gcc + Python headers, built in place.
 # A failed build does not stop `make serve` (auto then forwards in pure Python, with one warning);
 # the test suite's compiled-path tests fail loudly instead.
-$(FANOUT): $(STAMP) studyrooms/media/fanout.c studyrooms/media/fanout.h studyrooms/media/fanout_build.py
+$(FANOUT): $(STAMP) studyrooms/media/fanout.c studyrooms/media/ingress.c studyrooms/media/fanout.h studyrooms/media/fanout_build.py
 	@if bash scripts/install-build-deps.sh $(BIN)/python && $(BIN)/python -m studyrooms.media.fanout_build; then \
 		touch $(FANOUT); \
 	else \

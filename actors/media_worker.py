@@ -195,6 +195,8 @@ class MediaWorker:
             "forwardingPath": stats.get("forwardingPath"),
             "rtpPacketsSent": int(stats.get("rtpPacketsSent", 0)),
             "rtpPacketsSentByCore": int(stats.get("rtpPacketsSentByCore", 0)),
+            "rtpPacketsReceived": int(stats.get("rtpPacketsReceived", 0)),
+            "rtpPacketsReceivedByCore": int(stats.get("rtpPacketsReceivedByCore", 0)),
             "closed": self.closed,
             "started": self.worker is not None,
         }

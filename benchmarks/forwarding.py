@@ -349,6 +349,9 @@ def run_cell(loop, mode: str, impl: str, fanout: int, rep: int, a) -> dict[str, 
             try:
                 st = sfu.call("get_stats", {}, timeout_s=10)
                 sfu_rx, sfu_tx = st.get("rtpPacketsReceived"), st.get("rtpPacketsSent")
+                handled = sfu.call("ingress_handled", {}, timeout_s=10).get("handled")
+                print(f"{impl} N={fanout}: rtp received {sfu_rx}, by the compiled receive step {handled}",
+                      file=sys.stderr)
             except Exception as exc:  # noqa: BLE001
                 print(f"get_stats failed: {exc}", file=sys.stderr)
             want = "compiled" if SFU_PATHS[impl] == "on" else "python"

@@ -53,6 +53,9 @@ async def serve(a) -> None:
                 if method == "setup_plain":
                     res = await setup_plain(channel.request, data["consumers"], data["sinkHost"], data["sinkPort"],
                                             data["ssrc"], data.get("pt", 96))
+                elif method == "ingress_handled":  # packets the compiled receive step took end to end
+                    res = {"handled": sum(getattr(s, "handled", 0) for p in worker.producers.values()
+                                          for s in p.streams if s is not None)}
                 elif method == "profile_start":
                     import cProfile
 

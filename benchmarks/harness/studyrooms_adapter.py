@@ -58,8 +58,10 @@ async def run(a) -> None:
             pass
         loop.remove_reader(sys.stdin.fileno())
         stats = await channel.request("get_stats", {})
+        handled = sum(getattr(s, "handled", 0) for p in worker.producers.values() for s in p.streams if s)
         print(json.dumps({"rtpPacketsReceived": stats.get("rtpPacketsReceived"),
-                          "rtpPacketsSent": stats.get("rtpPacketsSent")}), file=sys.stderr, flush=True)
+                          "rtpPacketsSent": stats.get("rtpPacketsSent"),
+                          "compiledReceiveStep": handled}), file=sys.stderr, flush=True)
     finally:
         await worker.close()
 

@@ -190,7 +190,7 @@ static void sr_send(sr_transport *t, unsigned char *buf, int len, sr_packet *m) 
 }
 
 /* media/vp8.py parse_vp8_descriptor, the fields temporal dropping needs. Returns 0 when truncated. */
-static int sr_vp8_desc(const unsigned char *d, int off, int end, int *picture_id, int *bits, int *tid) {
+int sr_vp8_desc(const unsigned char *d, int off, int end, int *picture_id, int *bits, int *tid) {
     *picture_id = -1; *bits = 0; *tid = -1;
     if (off < 0 || off >= end) return 0;
     int b0 = d[off];

@@ -122,3 +122,107 @@ int sr_twcc_stamp(sr_transport *t, unsigned char *buf, int len, double now);
 
 /* The record of a recent seq: 1 and *out filled, or 0 when unknown/overwritten (TwccStamper.lookup). */
 int sr_twcc_lookup(sr_transport *t, unsigned int seq, sr_twcc_record *out);
+
+/* ---- the compiled receive step (ingress.c): recvmmsg, SRTP unprotect, RecvStream's in-order
+ * path and ingress normalisation, then sr_fanout. Python (fastpath.RxSocket and friends) owns all
+ * the memory; anything the core does not handle goes back to Python untouched. */
+
+typedef struct sr_rstream {      /* one producer encoding (RecvStream's hot fields) */
+    unsigned int ssrc;
+    int key;                      /* encoding index */
+    int gate;                     /* nonzero: Python receives this stream (NACKs due, paused, ...) */
+    int vp8;                      /* 1: VP8 keyframe detection; 0: no detector (audio) */
+    double clock_rate;
+    signed char pt_table[128];    /* client PT -> router PT, -1 unknown */
+    unsigned char ext_table[256]; /* client ext id -> router id (0 drop) */
+    unsigned char twcc_ids[256];  /* 1: the sender's transport-wide seq (dropped) */
+    unsigned char slots[16];      /* reserved MID / transport-wide slots, as RecvStream._slots */
+    int slots_len;
+    int mid_slot;                 /* 1: slots start with the MID slot */
+    int al_id;                    /* router audio-level id, -1 none */
+    /* sequence tracking (RFC 3550 A.1) and stats */
+    int started;
+    unsigned int max_seq;
+    long long cycles, ext_max, received;
+    unsigned char *table;         /* 4096-entry received bitmap */
+    long long jitter_q4, last_transit;
+    unsigned long long packets, bytes;
+    double rate_next;
+    /* the last packet */
+    int last_seq;
+    long long last_ts;
+    int last_marker, last_audio_level, last_payload_offset, last_payload_end, mid_value_offset, last_keyframe;
+    long long last_ext_seq;
+    double last_receive_time;
+    /* producer: active-speaker level sums, the fan-out of its compiled consumers */
+    long long level_sum, level_count;
+    sr_consumer **cs;
+    int n;
+    int *events;
+    sr_history *hist;
+    int store;
+    int nev, gated, sent, out_len;  /* of the last fan-out, when it needs Python (SR_RX_EVENTS) */
+    int pyid;
+    unsigned long long handled;     /* packets the core took end to end */
+    /* per-TID byte totals (Producer._temporal: media/rate.py TemporalRates), tl_n layers; 0: none */
+    int tl_n;
+    long long *tl_totals;
+    double *tl_next;
+} sr_rstream;
+
+typedef struct sr_rxt {          /* one transport's receive side */
+    void *srtp_ctx;               /* inbound srtp_t; NULL: plaintext (unless require_srtp) */
+    void *srtp_unprotect;         /* libsrtp srtp_unprotect */
+    int require_srtp;
+    int gate;                     /* nonzero: Python receives everything */
+    /* the sender's transport-wide seqs (TwccRecorder.on_rtp's input), recorded in arrival order
+     * for the packets the core takes; Python drains them into its recorder before anything else */
+    int twcc_id;                  /* the sender's transport-cc extension id, 0: none */
+    int twcc_n, twcc_cap;
+    unsigned int *twcc_seqs;
+    unsigned int *twcc_ssrcs;
+    double *twcc_times;
+    unsigned long long rx_rtp, rx_bytes, srtp_unprotected, srtp_auth_failures, srtp_replay_failures,
+                       srtp_other_failures;
+    int nstreams;
+    unsigned int ssrcs[32];
+    sr_rstream *streams[32];
+} sr_rxt;
+
+typedef struct sr_route {
+    int addrlen;
+    unsigned char addr[28];
+    sr_rxt *t;
+    int pyid;
+} sr_route;
+
+typedef struct sr_rx {           /* one UDP socket */
+    int fd;
+    int left;                     /* datagrams this wake-up may still read (Python sets it) */
+    int batch;                    /* datagrams per recvmmsg (1..32): slots Python allocated */
+    int count, cursor;            /* the current recvmmsg batch */
+    unsigned char *bufs;          /* SR_RX_BATCH slots of 2048 bytes */
+    int *lens;
+    unsigned char *addrs;         /* SR_RX_BATCH x 28 */
+    int *addrlens;
+    unsigned char *out;           /* normalisation scratch (2048 + 64) */
+    sr_route *routes;
+    int nroutes, maxroutes;
+    unsigned long long received, received_bytes, batches, read_errors;
+    /* out: the datagram / plaintext / stream Python must handle */
+    const unsigned char *cur;
+    int cur_len;
+    int cur_slot;
+    int cur_route;
+    sr_rstream *cur_stream;
+} sr_rx;
+
+/* Handle datagrams until one needs Python or this wake-up's budget is spent. Returns 0 (done:
+ * nothing left, or rx.left reached 0), 1 (raw datagram cur/cur_len from addrs[cur_slot]: Python's
+ * datagram path), 2 (plaintext RTP cur/cur_len of route cur_route: Python's receive_rtp),
+ * 3 (cur_stream's packet was forwarded; its fan-out needs Python: events, gated, history). */
+int sr_rx_step(sr_rx *rx);
+
+/* The same normalisation and in-order step on one plaintext packet (tests, benchmarks). Returns
+ * 0 handled, 2 Python must take it, 3 handled with events. */
+int sr_rx_packet(sr_rx *rx, sr_rxt *t, unsigned char *pkt, int len, double now);

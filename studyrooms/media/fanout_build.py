@@ -26,7 +26,7 @@ def make_builder() -> FFI:
     ffibuilder.set_source(
         MODULE,
         '#include "fanout.h"',
-        sources=[os.path.join(HERE, "fanout.c")],
+        sources=[os.path.join(HERE, "fanout.c"), os.path.join(HERE, "ingress.c")],
         include_dirs=[HERE],
         extra_compile_args=["-O2", "-fno-strict-aliasing", "-Wall"],
         libraries=["m"],

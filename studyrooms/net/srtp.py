@@ -178,6 +178,13 @@ class SrtpPair:
         fn = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
         return ctx, fn
 
+    def rx_unprotect_addresses(self) -> tuple[int, int]:
+        """(inbound ``srtp_t``, ``srtp_unprotect``) as integers, for the compiled receive step
+        (studyrooms.media.ingress); valid while this pair lives (the owner clears its copy first)."""
+        ctx = int(ffi.cast("uintptr_t", self._rx.ctx))
+        fn = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect")))
+        return ctx, fn
+
     def remove_tx_stream(self, ssrc: int) -> None:
         """Free the libsrtp stream of an SSRC we no longer send (consumer closed)."""
         try:

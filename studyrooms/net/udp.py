@@ -15,7 +15,7 @@ import errno
 import logging
 import random
 import socket
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import InvalidRequestError, ResourceExhaustedError
 
@@ -54,6 +54,9 @@ class UdpSocket(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         # The bound socket itself, for direct sends while the loop has nothing queued (see bind_udp).
         self._raw: socket.socket | None = None
+        # media.ingress.RxSocket once a transport routes media through the compiled receive step
+        # (it then reads this socket instead of the asyncio transport and counts what it reads)
+        self.fast_rx: Any = None
 
     # ------------------------------------------------------------------ asyncio protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -83,8 +86,7 @@ class UdpSocket(asyncio.DatagramProtocol):
         """Send one datagram; never raises. Returns False when it was dropped."""
         transport = self._transport
         if transport is None:
-            self.send_errors += 1
-            return False
+            return self._sendto_raw(data, addr)
         raw = self._raw
         if raw is not None and not transport.get_write_buffer_size():
             try:
@@ -110,6 +112,22 @@ class UdpSocket(asyncio.DatagramProtocol):
         self.sent_bytes += len(data)
         return True
 
+    def _sendto_raw(self, data: bytes, addr: Address) -> bool:
+        """A socket the compiled reader owns (no asyncio transport): send directly; a full socket
+        buffer drops the datagram (counted), as the compiled core does for its copies."""
+        raw = self._raw
+        if raw is None or self.closed:
+            self.send_errors += 1
+            return False
+        try:
+            raw.sendto(data, addr)
+        except (OSError, TypeError, ValueError):
+            self.send_errors += 1
+            return False
+        self.sent += 1
+        self.sent_bytes += len(data)
+        return True
+
     def connect_remote(self, addr: Address) -> bool:
         """Connect the socket to its only peer (sends may still name it). False if that failed."""
         raw = self._raw
@@ -127,21 +145,30 @@ class UdpSocket(asyncio.DatagramProtocol):
             return
         self.closed = True
         self.on_datagram = _drop
+        raw = self._raw
         self._raw = None
+        if self.fast_rx is not None:
+            self.fast_rx.close()  # stops its reader before the fd can be reused
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()
+        elif raw is not None:  # the compiled reader's socket: no asyncio transport closes it
+            raw.close()
 
     def stats(self) -> dict:
+        rx = self.fast_rx.c if self.fast_rx is not None else None
         return {
             "localIp": self.local_address[0],
             "localPort": self.local_address[1],
-            "packetsReceived": self.received,
-            "bytesReceived": self.received_bytes,
+            "packetsReceived": self.received + (rx.received if rx is not None else 0),
+            "bytesReceived": self.received_bytes + (rx.received_bytes if rx is not None else 0),
             "packetsSent": self.sent,
             "bytesSent": self.sent_bytes,
             "sendErrors": self.send_errors,
-            "handlerErrors": self.handler_errors,
+            "handlerErrors": self.handler_errors + (self.fast_rx.handler_errors if rx is not None else 0),
+            # the compiled reader's recvmmsg calls and its drops (truncated datagrams, read errors)
+            "recvBatches": rx.batches if rx is not None else 0,
+            "readErrors": rx.read_errors if rx is not None else 0,
             "rcvbufBytes": self.rcvbuf_bytes,
             "sndbufBytes": self.sndbuf_bytes,
         }
@@ -191,6 +218,7 @@ async def bind_udp(
     *,
     port_range: tuple[int, int] | None = None,
     buffer_bytes: int | None = 4 * 1024 * 1024,
+    compiled_reader: bool | int = False,
 ) -> UdpSocket:
     """Bind a UDP socket on ``ip``.
 
@@ -229,6 +257,18 @@ async def bind_udp(
             protocol.local_address, protocol.rcvbuf_bytes, buffer_bytes,
         )
     loop = asyncio.get_running_loop()
+    if compiled_reader:
+        from ..media import ingress
+
+        if ingress.available():
+            protocol._raw = sock
+            try:
+                batch = ingress.BATCH if compiled_reader is True else int(compiled_reader)
+                ingress.rx_socket(protocol, batch).install(loop)
+            except BaseException:
+                sock.close()
+                raise
+            return protocol
     try:
         await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
     except BaseException:

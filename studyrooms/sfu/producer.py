@@ -20,7 +20,7 @@ from ..media.rate import TemporalRates
 from ..media.recv_stream import RecvStream
 from ..media.rtcp import build_fir, build_pli
 from ..media.vp8 import parse_vp8_descriptor, vp8_keyframe_height
-from . import ortc
+from . import fast_ingress, ortc
 from .parameters import producer_stream_params
 from .rtcp_router import SFU_RTCP_SSRC
 from .supported_capabilities import AUDIO_LEVEL_URI, MID_URI, RID_URI, RRID_URI, TRANSPORT_CC_URI
@@ -82,6 +82,9 @@ class Producer:
         bwe = getattr(transport, "bwe", None)
         if bwe is not None and client_ext.get(TRANSPORT_CC_URI):
             bwe.recorder.ext_id = client_ext[TRANSPORT_CC_URI]
+            refresh = getattr(transport, "refresh_fast_rx", None)
+            if refresh is not None:
+                refresh()  # the compiled receive step records the sender's transport-wide seqs too
         self._router_audio_level_id = router_ext.get(AUDIO_LEVEL_URI) if kind == "audio" else None
         feedback = set()
         for codec in rtp_parameters.get("codecs", []):
@@ -91,6 +94,10 @@ class Producer:
         self._use_fir = ("nack", "pli") not in feedback and ("ccm", "fir") in feedback
         self._fir_seq = 0
 
+        # the compiled receive step (media/ingress.py, sfu/fast_ingress.py) when the transport has one
+        self._fast_rx = transport.fast_rx is not None
+        self._level_sum = 0
+        self._level_count = 0
         self.streams: list[RecvStream | None] = [
             self._make_stream(index, params.ssrc) if params.ssrc else None
             for index, params in enumerate(self.stream_params)
@@ -100,7 +107,8 @@ class Producer:
         layers = temporal_layer_count(rtp_parameters)
         vp8 = any((c.get("mimeType") or "").lower() == "video/vp8" for c in rtp_parameters.get("codecs") or [])
         self._temporal: list[TemporalRates] | None = (
-            [TemporalRates(layers) for _ in self.stream_params] if kind == "video" and vp8 and layers > 1 else None)
+            [(fast_ingress.temporal_rates(self, layers) if self._fast_rx else TemporalRates(layers))
+             for _ in self.stream_params] if kind == "video" and vp8 and layers > 1 else None)
         self._deferred_keyframe: list[Any] = [None] * len(self.stream_params)
         self._consumers: tuple["Consumer", ...] = ()
         self._fan: Fanout | None = None  # the compiled core's view of the FastConsumers
@@ -111,6 +119,9 @@ class Producer:
         # active speaker sampling: sum/count of audio levels since the last observer tick
         self.level_sum = 0
         self.level_count = 0
+        if self._fast_rx:
+            self.receive_rtp = self._receive_rtp_then_sync  # type: ignore[method-assign]
+            fast_ingress.sync_all(self)
         self.keyframe_requests_sent = 0
         self.score = 10
         # frame height per encoding, read from its VP8 keyframes (consumers' max_height cap)
@@ -120,7 +131,11 @@ class Producer:
     # ------------------------------------------------------------------ streams
     def _make_stream(self, index: int, ssrc: int) -> RecvStream:
         params = self.stream_params[index]
-        return RecvStream(
+        make: Any = RecvStream
+        if self._fast_rx:
+            def make(**kwargs: Any) -> RecvStream:
+                return fast_ingress.new_stream(self, index, **kwargs)
+        return make(
             ssrc=ssrc,
             kind=self.kind,
             codec=params.codec,
@@ -151,10 +166,43 @@ class Producer:
         index = key if key >= 0 else ~key
         if key >= 0 and self.streams[index] is None:
             self.streams[index] = self._make_stream(index, ssrc)
+            if self._fast_rx:
+                fast_ingress.sync(self, index)
         elif key < 0 and self.streams[index] is not None:
             self.streams[index].rtx_ssrc = ssrc
 
+    # ------------------------------------------------------------------ audio levels
+    # Python adds here; the compiled receive step adds in its streams; readers see the sum.
+    @property
+    def level_sum(self) -> int:
+        return self._level_sum + fast_ingress.level_sums(self)[0] if self._fast_rx else self._level_sum
+
+    @level_sum.setter
+    def level_sum(self, value: int) -> None:
+        self._level_sum = value
+        if self._fast_rx:
+            fast_ingress.reset_levels(self, "level_sum")
+
+    @property
+    def level_count(self) -> int:
+        return self._level_count + fast_ingress.level_sums(self)[1] if self._fast_rx else self._level_count
+
+    @level_count.setter
+    def level_count(self, value: int) -> None:
+        self._level_count = value
+        if self._fast_rx:
+            fast_ingress.reset_levels(self, "level_count")
+
     # ------------------------------------------------------------------ hot path
+    def _receive_rtp_then_sync(self, key: int, data: bytes) -> None:
+        """receive_rtp for a packet the compiled receive step handed to Python; afterwards the
+        core's view of the stream (gate, fan-out, histories) is brought up to date."""
+        Producer.receive_rtp(self, key, data)
+        fast_ingress.sync(self, key if key >= 0 else ~key)
+
+    def fast_after(self, stream: Any) -> None:
+        fast_ingress.after(self, stream)
+
     def receive_rtp(self, key: int, data: bytes) -> None:
         if key >= 0:
             stream = self.streams[key]
@@ -186,8 +234,8 @@ class Producer:
             return
         level = stream.last_audio_level
         if level >= 0:
-            self.level_sum += level
-            self.level_count += 1
+            self._level_sum += level
+            self._level_count += 1
         fan = self._fan
         slow = self._slow
         if fan is not None:
@@ -234,6 +282,8 @@ class Producer:
             if packet:
                 self.transport.send_rtcp(packet)
             pending = pending or stream.has_missing()
+        if self._fast_rx:
+            fast_ingress.sync_all(self)
         return pending
 
     # ------------------------------------------------------------------ feedback
@@ -303,6 +353,8 @@ class Producer:
             self._fan.set_consumers(fast)
         else:
             self._fan = None
+        if self._fast_rx:
+            fast_ingress.sync_all(self)
 
     @property
     def consumers(self) -> tuple["Consumer", ...]:
@@ -344,6 +396,8 @@ class Producer:
         if self.paused:
             return
         self.paused = True
+        if self._fast_rx:
+            fast_ingress.sync_all(self)
         for consumer in self._consumers:
             consumer.producer_paused_changed(True)
         self.observer.emit("pause")
@@ -353,6 +407,8 @@ class Producer:
         if not self.paused:
             return
         self.paused = False
+        if self._fast_rx:
+            fast_ingress.sync_all(self)
         for consumer in self._consumers:
             consumer.producer_paused_changed(False)
         self.request_key_frame()
@@ -366,6 +422,8 @@ class Producer:
         if self.closed:
             return
         self.closed = True
+        if self._fast_rx:
+            fast_ingress.release(self)
         for handle in self._deferred_keyframe:
             if handle is not None:
                 handle.cancel()

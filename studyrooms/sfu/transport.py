@@ -34,6 +34,9 @@ logger = logging.getLogger("studyrooms.rtp")
 
 class Transport:
     kind = "base"
+    # the compiled receive step's view of this transport (studyrooms.media.ingress.RxTransport);
+    # None: every packet is received in Python. Its counters add to rx_rtp / rx_bytes.
+    fast_rx: Any = None
 
     def __init__(
         self,
@@ -59,9 +62,9 @@ class Transport:
         self.observer = EventEmitter()  # "close", "media-ready", "producer-added", "consumer-added"
         self._next_mid = 0
         # Plain int counters (read by observable gauges; never a metric call per packet).
-        self.rx_rtp = 0
+        self._rx_rtp = 0
         self.rx_rtcp = 0
-        self.rx_bytes = 0
+        self._rx_bytes = 0
         self.rx_dropped = 0  # unparseable or for no known producer
         # where the compiled fan-out core sends for this transport (studyrooms.media.fastpath);
         # None: this transport's consumers forward in Python
@@ -70,6 +73,28 @@ class Transport:
         self.tx_rtcp = 0
         self._tx_bytes = 0
         self._tx_dropped = 0
+
+    # ------------------------------------------------------------------ ingress counters
+    # Python receives count here; the compiled receive step counts in fast_rx; readers see the sum.
+    @property
+    def rx_rtp(self) -> int:
+        rx = self.fast_rx
+        return self._rx_rtp if rx is None else self._rx_rtp + rx.c.rx_rtp
+
+    @rx_rtp.setter
+    def rx_rtp(self, value: int) -> None:
+        rx = self.fast_rx
+        self._rx_rtp = value if rx is None else value - rx.c.rx_rtp
+
+    @property
+    def rx_bytes(self) -> int:
+        rx = self.fast_rx
+        return self._rx_bytes if rx is None else self._rx_bytes + rx.c.rx_bytes
+
+    @rx_bytes.setter
+    def rx_bytes(self, value: int) -> None:
+        rx = self.fast_rx
+        self._rx_bytes = value if rx is None else value - rx.c.rx_bytes
 
     # ------------------------------------------------------------------ egress counters
     # Python sends count here; the compiled core counts in fast_cell; readers see the sum.
@@ -113,8 +138,8 @@ class Transport:
     # ------------------------------------------------------------------ ingress (hot path)
     def receive_rtp(self, data: bytes) -> None:
         """One plaintext RTP packet from the remote side: find its producer stream and forward."""
-        self.rx_rtp += 1
-        self.rx_bytes += len(data)
+        self._rx_rtp += 1
+        self._rx_bytes += len(data)
         entry = self.listener.lookup(data)
         if entry is None:
             self.rx_dropped += 1
@@ -124,7 +149,7 @@ class Transport:
     def receive_rtcp(self, data: bytes) -> None:
         """One plaintext compound RTCP packet from the remote side."""
         self.rx_rtcp += 1
-        self.rx_bytes += len(data)
+        self._rx_bytes += len(data)
         self.rtcp.receive(data)
 
     # ------------------------------------------------------------------ lifecycle

@@ -224,6 +224,9 @@ class TransportBwe:
         transport = self.transport
         if transport.closed:
             return
+        rx = transport.fast_rx
+        if rx is not None:
+            rx.drain_twcc(self.recorder)
         if self.recorder.received and transport.media_ready:
             for packet in self.recorder.build(SFU_RTCP_SSRC):
                 transport.send_rtcp(packet)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..media import ingress
 from ..net.ice import IceLiteServer
 from ..net.tcp import TcpListener, bind_tcp
 from ..net.udp import UdpSocket, bind_udp
@@ -36,7 +37,8 @@ class WebRtcServer:
     ) -> "WebRtcServer":
         """Bind ``port`` (or one in ``port_range``, or an ephemeral one) on ``listen_ip``; with
         ``enable_tcp`` also listen on TCP (the UDP port's number if free, else one of the range)."""
-        sock = await bind_udp(listen_ip, port, port_range=port_range, buffer_bytes=buffer_bytes)
+        sock = await bind_udp(listen_ip, port, port_range=port_range, buffer_bytes=buffer_bytes,
+                              compiled_reader=ingress.available())
         tcp = None
         if enable_tcp:
             try:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..clock import Clock, SystemClock
 from ..errors import InvalidRequestError, InvalidStateError
-from ..media import fastpath
+from ..media import fastpath, ingress
 from ..net.dtls import DtlsEndpoint
 from ..net.ice import IceLiteConnection, IceLiteServer, protocol_of
 from ..net.tcp import bind_tcp
@@ -101,6 +101,8 @@ class WebRtcTransport(Transport):
         # framed and sent by Python). Transport-wide seqs: see add_consumer.
         if fastpath.active() and fastpath.webrtc_enabled() and not worker_options.enable_tcp:
             self.fast_cell = fastpath.TransportCell(require_srtp=True)
+            if ingress.available() and isinstance(clock, SystemClock):  # the core reads CLOCK_MONOTONIC
+                self.fast_rx = ingress.RxTransport(require_srtp=True)
         self._now = clock.now
         self.bwe = TransportBwe(
             self,
@@ -149,6 +151,7 @@ class WebRtcTransport(Transport):
             worker_options.listen_ip,
             port_range=(worker_options.rtc_min_port, worker_options.rtc_max_port),
             buffer_bytes=worker_options.socket_buffer_bytes,
+            compiled_reader=ingress.available() and ingress.OWN_SOCKET_BATCH,
         )
         tcp = None
         try:
@@ -239,6 +242,7 @@ class WebRtcTransport(Transport):
         if addr is not None:
             self._send_to = self._ice_server.sender_for(addr)
             self.dtls.set_writable()
+        self.refresh_fast_rx()
 
     def _on_ice_state(self, state: str) -> None:
         self.observer.emit("icestatechange", state)
@@ -253,12 +257,14 @@ class WebRtcTransport(Transport):
             self._srtp = self.dtls.srtp
             if self.fast_cell is not None and self._srtp is not None:
                 self.fast_cell.set_srtp(*self._srtp.tx_protect_addresses())
+            self.refresh_fast_rx()
             self.observer.emit("dtlsstatechange", state)
             self._set_media_ready()
             return
         self._srtp = None
         if self.fast_cell is not None:
             self.fast_cell.clear_srtp()
+        self.refresh_fast_rx()
         self.observer.emit("dtlsstatechange", state)
         if state == "failed":
             self.close("dtls-failed")
@@ -282,6 +288,8 @@ class WebRtcTransport(Transport):
                 if plain is not None:
                     recorder = self._twcc_in
                     if recorder.ext_id:
+                        if self.fast_rx is not None:
+                            self.fast_rx.drain_twcc(recorder)  # what the core recorded arrived first
                         recorder.on_rtp(plain, self._now())
                     self.receive_rtp(plain)
             return
@@ -289,6 +297,32 @@ class WebRtcTransport(Transport):
             self.dtls.feed(data)
             return
         self.garbage += 1
+
+    def refresh_fast_rx(self) -> None:
+        """Route the ICE-selected UDP tuple's SRTP through the compiled receive step (media/ingress.py)
+        while DTLS is connected (Python receives from every other tuple). The sender's transport-wide
+        seqs of the packets the core takes are recorded in C and drained into the Python recorder."""
+        rx = self.fast_rx
+        if rx is None:
+            return
+        sock = self._ice_server.socket
+        tuple_, srtp = self._tuple, self._srtp
+        if self.closed or srtp is None or tuple_ is None or len(tuple_) != 2:
+            if sock.fast_rx is not None:
+                sock.fast_rx.remove_routes(rx)
+            rx.clear_srtp()
+            return
+        rx.set_srtp(srtp)
+        rx.set_twcc(self._twcc_in.ext_id)
+        ingress.rx_socket(sock).set_route(tuple_, rx, self._fast_plain_rtp)
+
+    def _fast_plain_rtp(self, plain: bytes) -> None:
+        """Plaintext RTP the compiled receive step unprotected but hands back (_on_datagram's tail)."""
+        recorder = self._twcc_in
+        if recorder.ext_id:
+            self.fast_rx.drain_twcc(recorder)
+            recorder.on_rtp(plain, self._now())
+        self.receive_rtp(plain)
 
     def send_rtp(self, data: bytes) -> None:
         srtp = self._srtp
@@ -356,6 +390,10 @@ class WebRtcTransport(Transport):
     def _close_network(self) -> None:
         if self.fast_cell is not None:
             self.fast_cell.close()  # before any socket closes: the core must not send on a closed fd
+        if self.fast_rx is not None:
+            self.fast_rx.close()  # before the SRTP session goes
+            if self._ice_server.socket.fast_rx is not None:
+                self._ice_server.socket.fast_rx.remove_routes(self.fast_rx)
         self.bwe.stop()
         if self.allocator is not None:
             self.allocator.close()
@@ -427,6 +465,9 @@ class WebRtcTransport(Transport):
             if self.fast_cell is not None:
                 out["srtpProtected"] += self.fast_cell.c.srtp_protected
                 out["srtpOtherFailures"] += self.fast_cell.c.srtp_failures
+            if self.fast_rx is not None:
+                for k, v in self.fast_rx.srtp_stats().items():
+                    out[k] += v
         if self._own_socket is not None:
             out["udp"] = self._own_socket.stats()
         return out

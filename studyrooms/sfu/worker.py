@@ -158,12 +158,14 @@ class Worker:
 
     def get_stats(self) -> dict[str, Any]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        tx = rx = core = 0
+        tx = rx = core = rx_core = 0
         for transport in self.transports.values():
             tx += transport.tx_rtp
             rx += transport.rx_rtp
             if transport.fast_cell is not None:
                 core += transport.fast_cell.c.tx_rtp
+            if transport.fast_rx is not None:
+                rx_core += transport.fast_rx.c.rx_rtp
         return {
             "workerId": self.id,
             "pid": self.pid,
@@ -175,6 +177,7 @@ class Worker:
             "rtpPacketsReceived": rx,
             "rtpPacketsSent": tx,
             "rtpPacketsSentByCore": core,  # of those, sent by the compiled core (live transports)
+            "rtpPacketsReceivedByCore": rx_core,  # of rtpPacketsReceived, taken by the compiled receive step
             "cpu": self.cpu_utilization(),  # fraction of one core (the LoopLoad sampler's)
             "cpuSeconds": round(usage.ru_utime + usage.ru_stime, 3),  # user + system, since start
             **self.loop_load.snapshot(),  # loopCpu (fraction of a core), loopLagMs, loopCpuPeak

@@ -113,6 +113,10 @@ async def test_one_to_one_reaches_the_top_layer_and_a_late_joiner_too(server, ch
         print("workers:", [(w["forwardingPath"], w["rtpPacketsSent"], w["rtpPacketsSentByCore"]) for w in workers])
         assert workers and all(w["forwardingPath"] == "compiled" for w in workers)
         assert sum(w["rtpPacketsSentByCore"] for w in workers) > 0.9 * sum(w["rtpPacketsSent"] for w in workers)
+        # and came in through the compiled receive step (recvmmsg, SRTP unprotect, in-order RTP in C;
+        # the browsers send transport-wide seqs, which the core records for the Python feedback)
+        print("received:", [(w["rtpPacketsReceived"], w["rtpPacketsReceivedByCore"]) for w in workers])
+        assert sum(w["rtpPacketsReceivedByCore"] for w in workers) > 0.5 * sum(w["rtpPacketsReceived"] for w in workers)
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=chromium_path, headless=True, args=chromium_args)
