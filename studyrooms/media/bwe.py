@@ -20,7 +20,10 @@ Per transport, fed with the packet results joined from TransportFeedback and our
   the result is at most the rate the cluster was asked to measure (media sent in the window and
   whole RTX packets overshoot small bursts), and within ``CONGESTION_MEMORY_S`` of a congestion
   decrease (delay overuse or loss above 10 %) it is at most ``PROBE_AFTER_CONGESTION`` x the
-  throughput the link then delivered (or delivers now, if more). A token-bucket shaper or
+  current estimate (or the throughput delivered at the congestion point, if more): the estimate
+  climbs back 1.5x per good probe instead of jumping to whatever one cluster read. (Not 1.5x the
+  throughput delivered now: that holds the estimate just under what the next video needs, and
+  what is delivered only grows once the estimate lets it.) A token-bucket shaper or
   policer (``tc tbf``, a DSL/LTE policer) lets a 25 ms cluster through at line rate from its
   saved tokens, so without the second bound a probe on a saturated 150 kbit/s link read
   ~580 kbit/s and moved video up a spatial layer the link could not carry (issue 10).
@@ -356,7 +359,7 @@ class SendSideBwe:
         if target > 0:
             result = min(result, target)
         if now - self.congestion_at < CONGESTION_MEMORY_S:
-            result = min(result, PROBE_AFTER_CONGESTION * max(self.congestion_acked_bps, self.acked_bps))
+            result = min(result, PROBE_AFTER_CONGESTION * max(self.congestion_acked_bps, self.estimate_bps))
         self.last_probe_bps = int(result)
         if self.trendline.state != OVERUSING and result > self.aimd.bitrate:
             self.aimd.set_estimate(result, now)
