@@ -167,8 +167,11 @@ async def test_a_shaped_link_keeps_the_on_stage_video_and_pauses_the_others(netn
               f"{len(alloc_log)} samples")
         # 600 kbit/s: Alice keeps flowing at a layer at least as good as anyone's; the others are cut
         shape(600)
+        def rung(a, pid):
+            return (a[pid]["spatialLayer"], a[pid]["temporalLayer"])
+
         a = await until("cutting the others first", lambda a: flowing(a, alice.participant_id) and all(
-            not flowing(a, o) or a[o]["bitrate"] <= a[alice.participant_id]["bitrate"] for o in others)
+            not flowing(a, o) or rung(a, o) <= rung(a, alice.participant_id) for o in others)
             and a[alice.participant_id]["group"] == "on-stage", 25)
         print("600 kbit/s:", json.dumps(a))
         # 150 kbit/s: Alice's audio and her lowest layer fit, nobody else's lowest layer does: the
