@@ -15,6 +15,18 @@ Per transport, fed with the packet results joined from TransportFeedback and our
 * **probe results** — packets sent during a probe cluster (see the probe pacer in ``sfu``) give a
   send rate and a receive rate; ``min`` of the two raises the estimate at once when the detector
   is not overusing, so the estimate can reach what the link carries without waiting for AIMD.
+  As in GoogCC a cluster counts only when >= 80 % of its packets arrived and they did not
+  arrive more than 2x faster than they were sent. Two bounds keep a short cluster from overstating the link:
+  the result is at most the rate the cluster was asked to measure (media sent in the window and
+  whole RTX packets overshoot small bursts), and within ``CONGESTION_MEMORY_S`` of a congestion
+  decrease (delay overuse or loss above 10 %) it is at most ``PROBE_AFTER_CONGESTION`` x the
+  current estimate (or the throughput delivered at the congestion point, if more): the estimate
+  climbs back 1.5x per good probe instead of jumping to whatever one cluster read. (Not 1.5x the
+  throughput delivered now: that holds the estimate just under what the next video needs, and
+  what is delivered only grows once the estimate lets it.) A token-bucket shaper or
+  policer (``tc tbf``, a DSL/LTE policer) lets a 25 ms cluster through at line rate from its
+  saved tokens, so without the second bound a probe on a saturated 150 kbit/s link read
+  ~580 kbit/s and moved video up a spatial layer the link could not carry (issue 10).
 
 All times are seconds (floats); the receiver's arrival clock is only used for differences.
 """
@@ -35,7 +47,10 @@ LOSS_HIGH, LOSS_LOW = 0.10, 0.02
 LOSS_WINDOW_S = 0.5
 ACKED_WINDOW_S = 0.5
 PROBE_MIN_PACKETS = 5
-PROBE_MIN_RECEIVED = 0.5  # on a saturated link part of a cluster is lost: what arrived still counts
+PROBE_MIN_RECEIVED = 0.8  # GoogCC: a cluster with fewer of its packets back says nothing
+PROBE_MAX_RECV_SEND_RATIO = 2.0  # GoogCC: arrived more than 2x faster than sent: bunched, not a measurement
+PROBE_AFTER_CONGESTION = 1.5
+CONGESTION_MEMORY_S = 10.0
 DECREASE_INTERVAL_S = 0.2
 
 NORMAL, OVERUSING, UNDERUSING = "normal", "overusing", "underusing"
@@ -131,6 +146,7 @@ class AimdRateControl:
         self._var_max = 0.4
         self._last_change = -1.0
         self._last_decrease = -math.inf
+        self.decreases = 0
         self.state = "increase"
 
     def set_estimate(self, bps: float, now: float) -> None:
@@ -146,6 +162,7 @@ class AimdRateControl:
                     self._update_max(acked_bps / 1000.0)
                 self.bitrate = max(self.min_bps, new)
                 self._last_decrease = now
+                self.decreases += 1
             self.state = "hold"
             self._last_change = now
             return self.bitrate
@@ -209,6 +226,11 @@ class SendSideBwe:
         self._clusters: dict[int, list[tuple[float, int, float]]] = {}
         self._cluster_sent: dict[int, int] = {}
         self.last_probe_bps = 0
+        self.last_probe_raw_bps = 0  # before the bounds (stats: how far a cluster overstated)
+        self.congestion_at = -math.inf  # the last delay- or loss-based decrease ...
+        self.congestion_acked_bps = 0.0  # ... and the throughput acknowledged then
+        self._probe_targets: dict[int, int] = {}
+        self._last_now = 0.0
         self.feedbacks = 0
         self.packets_lost = 0
         self.packets_acked = 0
@@ -223,6 +245,7 @@ class SendSideBwe:
 
     def on_packet_results(self, results, now: float) -> None:
         self.feedbacks += 1
+        self._last_now = now
         lost = received = 0
         for send_s, size, cluster, arrival in results:
             if arrival is None:
@@ -235,8 +258,15 @@ class SendSideBwe:
         self.packets_lost += lost
         self.packets_acked += received
         signal = self.trendline.state
+        decreases = self.aimd.decreases
         self.aimd.update(signal, self.acked_bps, now)
+        if self.aimd.decreases != decreases:
+            self._congested(now)
         self._update_loss(lost, lost + received, now)
+
+    def _congested(self, now: float) -> None:
+        self.congestion_at = now
+        self.congestion_acked_bps = self.acked_bps
 
     def _on_arrival(self, send_s: float, arrival_s: float, size: int) -> None:
         acked = self._acked
@@ -282,18 +312,22 @@ class SendSideBwe:
             if now - self._last_loss_decrease >= 0.3:
                 self.loss_cap = max(self.min_bps, current * (1 - 0.5 * loss))
                 self._last_loss_decrease = now
+                self._congested(now)
         elif loss < LOSS_LOW and self.loss_cap != math.inf:
             self.loss_cap *= 1.08
             if self.loss_cap > 1.5 * self.aimd.bitrate:
                 self.loss_cap = math.inf
 
     # ------------------------------------------------------------------ probing
-    def probe_started(self, cluster: int) -> None:
+    def probe_started(self, cluster: int, target_bps: int = 0) -> None:
+        """A cluster starts; ``target_bps`` (0: unknown) is the rate it is sent to measure."""
         self._cluster_sent[cluster] = 0
+        self._probe_targets[cluster] = target_bps
         if len(self._cluster_sent) > 8:
             old = next(iter(self._cluster_sent))
             self._cluster_sent.pop(old, None)
             self._clusters.pop(old, None)
+            self._probe_targets.pop(old, None)
 
     def probe_finished(self, cluster: int, packets_sent: int) -> None:
         if cluster in self._cluster_sent:
@@ -307,6 +341,7 @@ class SendSideBwe:
             return 0
         self._cluster_sent.pop(cluster, None)
         self._clusters.pop(cluster, None)
+        target = self._probe_targets.pop(cluster, 0)
         by_send = sorted(got, key=lambda p: p[0])
         by_arrival = sorted(got, key=lambda p: p[2])
         send_interval = by_send[-1][0] - by_send[0][0]
@@ -315,9 +350,16 @@ class SendSideBwe:
             return 0
         send_bps = sum(p[1] for p in by_send[:-1]) * 8 / send_interval
         recv_bps = sum(p[1] for p in by_arrival[1:]) * 8 / recv_interval
+        if recv_bps > PROBE_MAX_RECV_SEND_RATIO * send_bps:
+            return 0
         result = min(send_bps, recv_bps)
         if recv_bps < 0.9 * send_bps:  # the link saturated: a bit under what arrived
             result = 0.95 * recv_bps
+        self.last_probe_raw_bps = int(result)
+        if target > 0:
+            result = min(result, target)
+        if now - self.congestion_at < CONGESTION_MEMORY_S:
+            result = min(result, PROBE_AFTER_CONGESTION * max(self.congestion_acked_bps, self.estimate_bps))
         self.last_probe_bps = int(result)
         if self.trendline.state != OVERUSING and result > self.aimd.bitrate:
             self.aimd.set_estimate(result, now)
@@ -339,5 +381,7 @@ class SendSideBwe:
             "threshold": round(self.trendline.threshold, 3),
             "lossFraction": round(self.loss_fraction, 4),
             "lastProbeBps": self.last_probe_bps,
+            "lastProbeRawBps": self.last_probe_raw_bps,
+            "congestedAgoS": None if self.congestion_at == -math.inf else round(self._last_now - self.congestion_at, 1),
             "feedbacks": self.feedbacks,
         }

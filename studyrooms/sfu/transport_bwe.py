@@ -166,7 +166,7 @@ class TransportBwe:
         self._probe_burst_bytes = int(target / 8 * PROBE_BURST_INTERVAL_S)
         self._probe_sent = 0
         self.stamper.cluster = self._cluster
-        self.estimator.probe_started(self._cluster)
+        self.estimator.probe_started(self._cluster, target)
         self.probes_sent += 1
         self._probe_burst()
         return True

@@ -152,6 +152,28 @@ def test_on_stage_keeps_its_best_fitting_layer_before_the_others_lowest():
     assert b.applied[:2] == (1, 2) and a.applied[0] >= 0 and c.applied[0] >= 0
 
 
+def test_a_leads_higher_resolution_never_pauses_another_cameras_lowest_layer():
+    """Issue 10: with the lead's whole preferred rung first, an estimate that paid for its 360p but
+    not also for the thumbnails' lowest layers kept the thumbnails paused (17 s at the start of a
+    real call). The lead now takes its lowest resolution at full frame rate, then the others get
+    their lowest layers, then the lead goes on to its preferred layer."""
+    a, b, c = cam("a", "pa"), cam("b", "pb"), cam("c", "pc")
+    alloc, t, clock = make(600_000, a, b, c)
+    alloc.inputs("b").on_stage = True
+    alloc.run()
+    # b: 150 k (180p, full rate); a, c: 60 k each; 500 k for b's 360p would leave no lowest rungs
+    assert b.applied[:2] == (0, 2)
+    assert a.applied[0] == 0 and c.applied[0] == 0
+    assert all(x.applied[:2] <= b.applied[:2] for x in (a, c))  # nobody above the lead
+    # enough for the lead's 360p and everyone's lowest: the lead's preferred rung comes first
+    t.bwe.bps = 720_000
+    clock.advance(UPGRADE_HOLD_S + 0.1)
+    for _ in range(3):
+        alloc.run()
+        clock.advance(1.1)
+    assert b.applied[:2] == (1, 2) and a.applied[0] == 0 and c.applied[0] == 0  # 620 k, then 100 k to share
+
+
 def test_explicit_priority_makes_a_lead_and_a_lone_lead_always_flows():
     a, b = cam("a", "pa"), cam("b", "pb")
     alloc, _, _ = make(30_000, a, b)
