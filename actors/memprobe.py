@@ -49,6 +49,48 @@ def malloc_stats() -> dict:
             "mmappedMiB": round(m.hblkhd / mib, 1), "heapMiB": round(m.arena / mib, 1)}
 
 
+def pymalloc_stats() -> dict:
+    """Python's small-object allocator (``sys._debugmallocstats``), MiB: ``arenas`` (1 MiB each,
+    mmapped; several in a row show as one mapping), ``used`` (bytes in allocated blocks) and the
+    rest of those arenas (free blocks, free pools: fragmentation that holds whole arenas)."""
+    import tempfile
+
+    out: dict = {}
+    try:
+        with tempfile.TemporaryFile(mode="w+") as tmp:
+            saved = os.dup(2)
+            sys.stderr.flush()
+            os.dup2(tmp.fileno(), 2)
+            try:
+                sys._debugmallocstats()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            tmp.seek(0)
+            text = tmp.read()
+    except (OSError, AttributeError):
+        return out
+    mib = 1 << 20
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        key, value = key.strip(), value.strip().replace(",", "")
+        if not value.isdigit():
+            continue
+        if key == "# arenas allocated current":
+            out["arenas"] = int(value)
+        elif key == "# arenas highwater mark":
+            out["arenasPeak"] = int(value)
+        elif key == "# bytes in allocated blocks":
+            out["usedMiB"] = round(int(value) / mib, 1)
+        elif key == "# bytes in available blocks":
+            out["freeBlocksMiB"] = round(int(value) / mib, 1)
+        elif key.startswith("# bytes lost to"):
+            out["lostMiB"] = round(out.get("lostMiB", 0) + int(value) / mib, 1)
+        elif key.endswith("unused pools * 16384 bytes") or "unused pools" in key:
+            out["unusedPoolsMiB"] = round(int(value) / mib, 1)
+    return out
+
+
 def smaps() -> dict:
     out: dict = {}
     try:
@@ -137,7 +179,8 @@ def census(top: int = 0, trim: bool = False, collect: bool = True) -> dict:
     return {"objects": dict(counts.most_common(top) if top else counts), "objectCount": sum(counts.values()),
             "media": dict(media),
             "tasks": tasks, "threads": threads, "garbage": len(gc.garbage), "smaps": smaps(),
-            "anon": anon_mappings(), "malloc": malloc_stats(), "trim": trimmed, "cycles": cycles}
+            "anon": anon_mappings(), "malloc": malloc_stats(), "pymalloc": pymalloc_stats(), "trim": trimmed,
+            "cycles": cycles}
 
 
 def collect_cycles(top: int = 20) -> dict:

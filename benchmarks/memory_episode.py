@@ -132,7 +132,8 @@ def main() -> None:
               c["baseline"]["tasks"], "->", c["after"]["tasks"], "grown", c["objectsGrown"][:8])
         print("   ", who, "anon", c["baseline"]["anon"], "->", c["after"]["anon"], "threads",
               c["baseline"]["threads"], "->", c["after"]["threads"], "trim now", c["after"].get("trimNow"))
-        print("   ", who, "cycles", c["after"]["cycles"])
+        print("   ", who, "cycles", c["after"]["cycles"], "pymalloc", c["baseline"]["pymalloc"], "->",
+              c["after"]["pymalloc"])
     print(f"worker RSS MiB: baseline {rss['baseline']}, peak {rss['peak']}, after {rss['after']}; room host "
           f"{host['baseline']} / {host['peak']} / {host['after']} -> {path}")
 

@@ -239,6 +239,7 @@ async def test_a_fronts_node_gone_for_good_its_client_resumes_through_another(ap
                 break
             await asyncio.sleep(0.2)
         assert [r["participantCount"] for r in rooms["rooms"] if r["roomId"] == room] == [2], rooms
+        print(f"front's node removed -> its non-resumable participant left: {time.monotonic() - removed_at:.2f} s")
         assert route_c not in {i["route"] for i in await call(app.directory.front_infos.remote())}
     finally:
         for client in (ada, cat, dan):
