@@ -12,6 +12,7 @@ Ray failures become ``InternalError("... unavailable")``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any, Callable
 
@@ -200,6 +201,11 @@ class RoomHost:
         await self.directory_port.refresh()
         self.notifier = RayNotifierPort(self.routes)
         self.service = resolve(self.factory)(self.settings, self.directory_port, self.notifier, self.host_id)
+        if me is not None:
+            # an actor's process: its start-up objects out of the collector's way, so the full
+            # collections of the memory trims walk only what requests created (as media_worker.py)
+            gc.collect()
+            gc.freeze()
         if self.restarted and me is not None:  # the routers of the previous process have no room now
             await asyncio.gather(*(self._close_stale_routers(port, me)
                                    for port in self.directory_port.ports.values()))
