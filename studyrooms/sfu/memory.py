@@ -19,9 +19,9 @@ import ctypes
 import ctypes.util
 import gc
 import logging
-import time
 import resource
 import sys
+import time
 from typing import Callable
 
 from ..clock import Clock, TimerHandle
