@@ -73,7 +73,11 @@ async def episode(participants: int, duration_s: float, after_s: float, trim_del
             await asyncio.sleep(1.0)
             sample("load")
         peak = max(s[1] for s in samples)
-        await asyncio.gather(*(p.close() for p in people), return_exceptions=True)
+        # one leaves while the others stay: the trim's collection then walks a live call's objects
+        await people[0].close()
+        await asyncio.sleep(trim_delay_s + 1.5 if trim_delay_s > 0 else 0)
+        one_left = (await call(worker.get_stats.remote())).get("memory", {})
+        await asyncio.gather(*(p.close() for p in people[1:]), return_exceptions=True)
         end = time.monotonic() + after_s
         while time.monotonic() < end:
             await asyncio.sleep(1.0)
@@ -93,6 +97,7 @@ async def episode(participants: int, duration_s: float, after_s: float, trim_del
                 "room_host_rss_mib": {"baseline": host_baseline, "peak": max(s[3] for s in samples),
                                       "after": samples[-1][3]},
                 "room_host_memory": host_memory,
+                "worker_memory_after_one_leave": one_left,
                 "tracemalloc_after_vs_baseline": traced,
                 "census": {who: {"baseline": _brief(census0[who]), "after": _brief(census1[who]),
                                  "objectsGrown": diff(census0[who], census1[who])} for who in census0},
@@ -134,6 +139,7 @@ def main() -> None:
               c["baseline"]["threads"], "->", c["after"]["threads"], "trim now", c["after"].get("trimNow"))
         print("   ", who, "cycles", c["after"]["cycles"], "pymalloc", c["baseline"]["pymalloc"], "->",
               c["after"]["pymalloc"])
+    print("worker trim after one of them left (the call going on):", result["worker_memory_after_one_leave"])
     print(f"worker RSS MiB: baseline {rss['baseline']}, peak {rss['peak']}, after {rss['after']}; room host "
           f"{host['baseline']} / {host['peak']} / {host['after']} -> {path}")
 
