@@ -11,6 +11,7 @@ Packets never cross this actor's boundary: only control calls do.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import logging
 import os
@@ -115,6 +116,12 @@ class MediaWorker:
         setup_actor_telemetry("media-worker")  # spans (and OTLP metrics when configured)
         self.worker, self.channel = await resolve(self.factory)(self.worker_id, settings, self.index)
         self.worker.observer.on("event", self._on_event)
+        # What exists now (modules, Ray's and the worker's own objects: ~80k) lives as long as the
+        # process: out of the collector's way, a full collection (the memory trim's, or Python's
+        # own) walks only what calls created: under 1 ms in an idle worker instead of ~30 ms of stalled
+        # packet loop.
+        gc.collect()
+        gc.freeze()
 
     async def info(self) -> dict:
         loop = type(asyncio.get_running_loop())
@@ -231,6 +238,12 @@ class MediaWorker:
             self._trace_base = None
             return {"tracing": False}
         raise ValueError(f"trace_memory: unknown action {action!r}")
+
+    async def memory_census(self, top: int = 0, trim: bool = False, collect: bool = True) -> dict:
+        """Diagnostics: live objects by type, tasks, smaps and glibc's view (actors/memprobe.py)."""
+        from .memprobe import census
+
+        return census(top, trim, collect)
 
     async def close_routers_of(self, owner: Any) -> int:
         """Close every router registered by ``owner`` (a room host that restarted: the routers of

@@ -12,6 +12,7 @@ Ray failures become ``InternalError("... unavailable")``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any, Callable
 
@@ -168,6 +169,7 @@ class RoomHost:
         self.node = node_name()
         self.media_resets = 0
         self._starting: asyncio.Lock | None = None
+        self._memory: Any = None  # MemoryTrimmer, made on the actor's loop (_after_leaves)
         from .supervision import call_self_later, was_restarted
 
         #: Ray re-created this host after its process died: its rooms are gone (the directory tells
@@ -199,6 +201,11 @@ class RoomHost:
         await self.directory_port.refresh()
         self.notifier = RayNotifierPort(self.routes)
         self.service = resolve(self.factory)(self.settings, self.directory_port, self.notifier, self.host_id)
+        if me is not None:
+            # an actor's process: its start-up objects out of the collector's way, so the full
+            # collections of the memory trims walk only what requests created (as media_worker.py)
+            gc.collect()
+            gc.freeze()
         if self.restarted and me is not None:  # the routers of the previous process have no room now
             await asyncio.gather(*(self._close_stale_routers(port, me)
                                    for port in self.directory_port.ports.values()))
@@ -220,17 +227,46 @@ class RoomHost:
     async def request(self, session: dict, method: str, data: dict) -> tuple[Any, dict]:
         """Returns ``(result, session)``: the session as the service left it (it may annotate it)."""
         await self._ensure_started()
-        result = await self.service.request(session, method, data)
+        try:
+            result = await self.service.request(session, method, data)
+        finally:
+            if method == "leave-room":
+                self._after_leaves()
         return result, session
 
     async def disconnect(self, session: dict) -> dict:
         await self._ensure_started()
-        await self.service.disconnect(session)
+        try:
+            await self.service.disconnect(session)
+        finally:
+            self._after_leaves()
         return session
 
     async def drop_route(self, route: str) -> int:
         """The signaling front ``route`` died: its participants leave (their sockets are gone)."""
-        return await self.service.drop_route(route) if self.service is not None else 0
+        try:
+            return await self.service.drop_route(route) if self.service is not None else 0
+        finally:
+            self._after_leaves()
+
+    def _after_leaves(self) -> None:
+        """A burst of leaves allocates and frees a lot at once (the notifications to everyone left,
+        the media workers' close calls: Ray's and gRPC's buffers, in the arenas of their threads);
+        glibc keeps those pages. Once leaves have settled (``media.memory_trim_delay_s``) the host
+        hands them back (``malloc_trim``, studyrooms/sfu/memory.py), as media workers do."""
+        if self._memory is None:
+            from studyrooms.clock import SystemClock
+            from studyrooms.sfu.memory import MemoryTrimmer
+
+            self._memory = MemoryTrimmer(SystemClock(), self.settings.media.memory_trim_delay_s)
+        self._memory.closed_something()
+
+    async def memory(self) -> dict:
+        """``{rssBytes, trims, releasedBytes}`` of this host's process (the trims after leaves)."""
+        from studyrooms.sfu.memory import rss_bytes
+
+        return self._memory.stats() if self._memory is not None else {"rssBytes": rss_bytes(), "trims": 0,
+                                                                       "releasedBytes": 0}
 
     async def on_worker_event(self, name: str, data: dict) -> None:
         if self.service is not None:
@@ -273,7 +309,15 @@ class RoomHost:
         """The service's bookkeeping (tests: no room, socket or rate-limiter entry left behind)."""
         return await _value(self.service.dump()) if self.service else {}
 
+    async def memory_census(self, top: int = 0, trim: bool = False, collect: bool = True) -> dict:
+        """Diagnostics: live objects by type, tasks, smaps and glibc's view (actors/memprobe.py)."""
+        from .memprobe import census
+
+        return census(top, trim, collect)
+
     async def close(self) -> None:
+        if self._memory is not None:
+            self._memory.stop()
         if self.service is not None:
             await self.service.close()
 

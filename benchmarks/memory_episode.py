@@ -30,6 +30,8 @@ async def episode(participants: int, duration_s: float, after_s: float, trim_del
     from actors.runtime import init_ray
     from studyrooms.config import Settings
 
+    from actors.memprobe import diff
+
     from .loadgen.participant import Participant, Profile
 
     started = init_ray(num_cpus=2, log_to_driver=False)
@@ -55,6 +57,7 @@ async def episode(participants: int, duration_s: float, after_s: float, trim_del
         await asyncio.sleep(2.0)
         if trace:
             await call(worker.trace_memory.remote("start"), timeout_s=60)
+        census0 = {"worker": await call(worker.memory_census.remote()), "host": await call(host.memory_census.remote())}
         baseline = sample("baseline")
         host_baseline = samples[-1][3]
         people = [Participant(app.url, "mem", f"p{i}", Profile(audio=True, video=True)) for i in range(participants)]
@@ -70,12 +73,22 @@ async def episode(participants: int, duration_s: float, after_s: float, trim_del
             await asyncio.sleep(1.0)
             sample("load")
         peak = max(s[1] for s in samples)
-        await asyncio.gather(*(p.close() for p in people), return_exceptions=True)
+        # one leaves while the others stay: the trim's collection then walks a live call's objects
+        await people[0].close()
+        await asyncio.sleep(trim_delay_s + 1.5 if trim_delay_s > 0 else 0)
+        one_left = (await call(worker.get_stats.remote())).get("memory", {})
+        await asyncio.gather(*(p.close() for p in people[1:]), return_exceptions=True)
         end = time.monotonic() + after_s
         while time.monotonic() < end:
             await asyncio.sleep(1.0)
             sample("after")
         stats = await call(worker.get_stats.remote())
+        host_memory = await call(host.memory.remote())
+        census1 = {"worker": await call(worker.memory_census.remote()), "host": await call(host.memory_census.remote())}
+        # diagnostics: what a malloc_trim(0) right now would still give back (not part of the figures)
+        for who, actor in (("worker", worker), ("host", host)):
+            trimmed = await call(actor.memory_census.remote(0, True))
+            census1[who]["trimNow"] = {**trimmed["trim"], "anon": trimmed["anon"], "malloc": trimmed["malloc"]}
         traced = await call(worker.trace_memory.remote("diff"), timeout_s=120) if trace else None
         return {"parameters": {"participants": participants, "duration_s": duration_s, "after_s": after_s,
                                "memory_trim_delay_s": trim_delay_s, "tracemalloc": trace},
@@ -83,7 +96,11 @@ async def episode(participants: int, duration_s: float, after_s: float, trim_del
                             "samples": samples},
                 "room_host_rss_mib": {"baseline": host_baseline, "peak": max(s[3] for s in samples),
                                       "after": samples[-1][3]},
+                "room_host_memory": host_memory,
+                "worker_memory_after_one_leave": one_left,
                 "tracemalloc_after_vs_baseline": traced,
+                "census": {who: {"baseline": _brief(census0[who]), "after": _brief(census1[who]),
+                                 "objectsGrown": diff(census0[who], census1[who])} for who in census0},
                 "joined": sum(1 for p in people if p.result.participant_id), "join_failures": refused,
                 "worker": {k: stats.get(k) for k in ("transportCount", "consumerCount", "producerCount",
                                                       "routerCount", "memory")}}
@@ -93,6 +110,10 @@ async def episode(participants: int, duration_s: float, after_s: float, trim_del
             import ray
 
             ray.shutdown()
+
+
+def _brief(c: dict) -> dict:
+    return {k: v for k, v in c.items() if k not in ("objects", "media")}
 
 
 def main() -> None:
@@ -111,6 +132,14 @@ def main() -> None:
     path.write_text(json.dumps(result, indent=1))
     rss = result["rss_mib"]
     host = result["room_host_rss_mib"]
+    for who, c in result["census"].items():
+        print(who, "malloc", c["baseline"]["malloc"], "->", c["after"]["malloc"], "tasks",
+              c["baseline"]["tasks"], "->", c["after"]["tasks"], "grown", c["objectsGrown"][:8])
+        print("   ", who, "anon", c["baseline"]["anon"], "->", c["after"]["anon"], "threads",
+              c["baseline"]["threads"], "->", c["after"]["threads"], "trim now", c["after"].get("trimNow"))
+        print("   ", who, "cycles", c["after"]["cycles"], "pymalloc", c["baseline"]["pymalloc"], "->",
+              c["after"]["pymalloc"])
+    print("worker trim after one of them left (the call going on):", result["worker_memory_after_one_leave"])
     print(f"worker RSS MiB: baseline {rss['baseline']}, peak {rss['peak']}, after {rss['after']}; room host "
           f"{host['baseline']} / {host['peak']} / {host['after']} -> {path}")
 

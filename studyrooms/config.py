@@ -35,7 +35,8 @@ class MediaSettings(_Model):
     # retransmission history per video consumer: ~1-2 s of a camera stream; the main memory cost of a consumer
     nack_buffer_packets: int = Field(256, ge=16, le=4096)
     keyframe_request_interval_s: float = Field(1.0, ge=0)
-    # after closes settle for this long, the worker gives freed heap pages back (malloc_trim); 0: never
+    # after closes (worker) or leaves (room host) settle for this long, the process collects cycles and
+    # gives freed heap pages back (gc.collect + malloc_trim); 0: never
     memory_trim_delay_s: float = Field(2.0, ge=0)
     max_incoming_bitrate_bps: int | None = Field(None, ge=10_000)
     certificate_validity_days: int = Field(365, ge=1)

@@ -61,33 +61,15 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """A simulated multi-node cluster (``ray.cluster_utils.Cluster``) for one module.
+    """A simulated multi-node cluster for one module (support/cluster.py): the head (``num_cpus=0``
+    + ``signaling``) and two media nodes with ``media_slots`` 2 and 1."""
+    from support.cluster import simulated_cluster
 
-    Head: ``num_cpus=0`` + ``signaling``; two media nodes with ``media_slots`` 2 and 1. The driver
-    leaves the session Ray while the module runs (a driver talks to one cluster at a time). No
-    ``temp_dir`` is passed (ray.md P5: RAY_TMPDIR is set)."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args=dict(num_cpus=0, resources={"signaling": 1}, include_dashboard=False),
-    )
-    nodes = {
-        "a": cluster.add_node(num_cpus=2, resources={"media_slots": 2}),
-        "b": cluster.add_node(num_cpus=1, resources={"media_slots": 1}),
-    }
-    try:
-        cluster.wait_for_nodes(timeout=120)
-        ray.init(address=cluster.address, log_to_driver=False, namespace="tests-multinode")
-        cluster.media_nodes = {name: node.node_id for name, node in nodes.items()}
-        cluster.head_id = cluster.head_node.node_id
+    with simulated_cluster("tests-multinode", {"a": dict(num_cpus=2, resources={"media_slots": 2}),
+                                               "b": dict(num_cpus=1, resources={"media_slots": 1})}) as cluster:
+        cluster.media_nodes = {name: cluster.ids[name] for name in ("a", "b")}
+        cluster.head_id = cluster.ids["head"]
         yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 def pytest_sessionfinish(session, exitstatus):

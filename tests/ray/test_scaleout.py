@@ -1,12 +1,14 @@
-"""Scale-out on a simulated cluster (``ray.cluster_utils.Cluster``, loopback): a head and node ``a``
-advertise ``signaling`` (two signaling fronts), nodes ``a`` and ``b`` one media slot each (two media
-workers on two nodes, one room host per media node).
+"""Scale-out on a simulated cluster (``ray.cluster_utils.Cluster``, loopback): the head and nodes
+``a`` and ``c`` advertise ``signaling`` (three signaling fronts), nodes ``a`` and ``b`` one media slot
+each (two media workers on two nodes, one room host per media node).
 
 * participants on different fronts share a room and decode each other; the room outgrows its node
   and spreads to the other one; the pipe between the nodes is SRTP on the wire; all gone after leave;
 * a front's process is killed: the others' media never stops, its participants leave the room and
   its clients reconnect through the other front;
-* the room limit and the room capacity hold across the two room hosts and the two fronts.
+* the room limit and the room capacity hold across the two room hosts and the two fronts;
+* (last: it removes node ``c``) a front's node goes for good: its resumable client moves to another
+  front and resumes the same participant, media untouched; a client that cannot resume is dropped.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import pytest_asyncio
 from actors.app import start_app
 from actors.hop import call
 from studyrooms.config import Settings
+from support.cluster import simulated_cluster
+from support.healing import HealingClient
 from support.scaleout import Client, http, room_dump, wait_all_gone
 from support.wire import capture_or_skip, check_srtp
 
@@ -32,23 +36,10 @@ pytestmark = [pytest.mark.multinode, pytest.mark.ray, pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def cluster():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    c = Cluster(initialize_head=True,
-                head_node_args=dict(num_cpus=0, resources={"signaling": 1}, include_dashboard=False))
-    nodes = {"a": c.add_node(num_cpus=1, resources={"media_slots": 1, "signaling": 1}),
-             "b": c.add_node(num_cpus=1, resources={"media_slots": 1})}
-    try:
-        c.wait_for_nodes(timeout=120)
-        ray.init(address=c.address, log_to_driver=False, namespace="tests-scaleout")
-        c.ids = {"head": c.head_node.node_id, **{k: n.node_id for k, n in nodes.items()}}
+    with simulated_cluster("tests-scaleout", {"a": dict(num_cpus=1, resources={"media_slots": 1, "signaling": 1}),
+                                              "b": dict(num_cpus=1, resources={"media_slots": 1}),
+                                              "c": dict(num_cpus=0, resources={"signaling": 1})}) as c:
         yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -63,7 +54,8 @@ async def app(cluster):
 
 async def test_fronts_on_two_nodes_room_spreads_over_an_srtp_pipe(app, cluster, aioice_loopback):
     fronts = list(app.front_info.values())
-    assert [f["node"] for f in fronts] == [cluster.ids["head"], cluster.ids["a"]]  # one per `signaling` node
+    assert fronts[0]["node"] == cluster.ids["head"]  # one per `signaling` node, the head's first
+    assert sorted(f["node"] for f in fronts) == sorted(cluster.ids[n] for n in ("head", "a", "c"))
     assert sorted(app.worker_nodes.values()) == sorted([cluster.ids["a"], cluster.ids["b"]])
     url0, url1 = fronts[0]["url"], fronts[1]["url"]
     room = f"big-{uuid.uuid4().hex[:4]}"
@@ -107,8 +99,9 @@ async def test_fronts_on_two_nodes_room_spreads_over_an_srtp_pipe(app, cluster, 
                      "rooms": 0, "reserved": 0}
 
 
-async def test_killing_a_front_moves_its_clients_and_spares_the_others_media(app, aioice_loopback):
-    (route0, info0), (route1, info1) = list(app.front_info.items())
+async def test_killing_a_front_moves_its_clients_and_spares_the_others_media(app, cluster, aioice_loopback):
+    (route0, info0), *others = list(app.front_info.items())
+    route1, info1 = next((r, i) for r, i in others if i["node"] == cluster.ids["a"])
     room = f"kill-{uuid.uuid4().hex[:4]}"
     ada, cat, bob, bob2 = Client("Ada"), Client("Cat"), Client("Bob"), Client("Bob")
     try:
@@ -199,3 +192,67 @@ async def test_room_limit_and_capacity_hold_across_hosts(app):
             await client.close()
     state = await wait_all_gone(app)
     assert state["rooms"] == 0 and state["reserved"] == 0
+
+
+async def test_a_fronts_node_gone_for_good_its_client_resumes_through_another(app, cluster, aioice_loopback):
+    """Node ``c`` (a front, nothing else) is removed for good. Cat (on that front, resumable) reconnects
+    through the head's front and gets the same participant back: no new transport or consumer, and
+    both directions decode again. Dan (on that front, not resumable) is dropped from the room."""
+    (route0, info0), *others = list(app.front_info.items())
+    route_c, info_c = next((r, i) for r, i in others if i["node"] == cluster.ids["c"])
+    room = f"move-{uuid.uuid4().hex[:4]}"
+
+    async def token(url: str, name: str) -> str:
+        status, body = await http(url, "POST", "api/token", {"roomId": room, "displayName": name})
+        assert status == 200, body
+        return body["token"]
+
+    ada = HealingClient(info0["url"], await token(info0["url"], "Ada"), room, "Ada")
+    cat = HealingClient(info_c["url"], await token(info_c["url"], "Cat"), room, "Cat", failover=(info0["url"],))
+    dan = Client("Dan")
+    try:
+        for client in (ada, cat):
+            await client.start()
+            await client.wait_joined()
+        assert (await dan.join(info_c["url"], room, media=False))["ok"]
+        await wait_decoding({ada: "Cat", cat: "Ada"}, since=0.0, timeout=30)
+        cat_id, cat_transports = cat.participant_id, (cat.peer.send_transport.id, cat.peer.recv_transport.id)
+
+        removed_at = time.monotonic()
+        await asyncio.to_thread(cluster.remove_node, cluster.nodes["c"], False)  # SIGKILL: node and front gone
+        deadline = time.monotonic() + 20
+        while cat.resumes == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert cat.resumes == 1, (cat.errors, cat.events[-8:])
+        resumed_at = next(t for t, e in cat.events if e == "resumed")
+        assert cat.url == info0["url"] and cat.participant_id == cat_id  # another front, the same participant
+        assert (cat.peer.send_transport.id, cat.peer.recv_transport.id) == cat_transports
+        assert cat.consumers_created_after(removed_at) == 0 and ada.consumers_created_after(removed_at) == 0
+        await wait_decoding({ada: "Cat", cat: "Ada"}, since=resumed_at + 0.3, timeout=15)
+        print(f"\nfront's node removed -> resumed through another front: {resumed_at - removed_at:.2f} s")
+
+        # Dan could not resume: once Ray declares the node dead (its health check, ~15 s) the
+        # directory finds the front dead for good and he leaves the room
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            _, rooms = await http(info0["url"], "GET", "api/rooms")
+            if [r["participantCount"] for r in rooms["rooms"] if r["roomId"] == room] == [2]:
+                break
+            await asyncio.sleep(0.2)
+        assert [r["participantCount"] for r in rooms["rooms"] if r["roomId"] == room] == [2], rooms
+        print(f"front's node removed -> its non-resumable participant left: {time.monotonic() - removed_at:.2f} s")
+        assert route_c not in {i["route"] for i in await call(app.directory.front_infos.remote())}
+    finally:
+        for client in (ada, cat, dan):
+            await client.close()
+    state = await wait_all_gone(app)
+    assert state == {"routerCount": 0, "transportCount": 0, "producerCount": 0, "consumerCount": 0,
+                     "rooms": 0, "reserved": 0}
+
+
+async def wait_decoding(pairs: dict, *, since: float, timeout: float) -> None:
+    """Until each client decoded the named person's video after ``since`` (monotonic)."""
+    deadline = time.monotonic() + timeout
+    while any(c.first_frame_after(since, name, new_only=False) is None for c, name in pairs.items()):
+        assert time.monotonic() < deadline, {c.name: (c.errors[-3:], c.events[-6:]) for c in pairs}
+        await asyncio.sleep(0.05)

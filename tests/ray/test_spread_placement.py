@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from actors.app import start_app
+from support.cluster import simulated_cluster
 from support.scaleout import Client, room_dump, wait_all_gone
 
 pytestmark = [pytest.mark.multinode, pytest.mark.ray, pytest.mark.slow,
@@ -24,22 +25,9 @@ pytestmark = [pytest.mark.multinode, pytest.mark.ray, pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def cluster():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    c = Cluster(initialize_head=True,
-                head_node_args=dict(num_cpus=0, resources={"signaling": 1}, include_dashboard=False))
-    for _ in range(2):
-        c.add_node(num_cpus=2, resources={"media_slots": 2})
-    try:
-        c.wait_for_nodes(timeout=120)
-        ray.init(address=c.address, log_to_driver=False, namespace="tests-spread-placement")
+    with simulated_cluster("tests-spread-placement", {name: dict(num_cpus=2, resources={"media_slots": 2})
+                                                      for name in ("a", "b")}) as c:
         yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

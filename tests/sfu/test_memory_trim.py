@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import sys
+import weakref
 
 import pytest
 
@@ -30,8 +32,35 @@ def test_a_burst_of_closes_costs_one_trim_after_the_delay():
     assert trimmer.trims == 0
     clock.advance(2.0)
     assert trimmer.trims == (1 if sys.platform.startswith("linux") else 0)
-    assert set(trimmer.stats()) == {"rssBytes", "trims", "releasedBytes"}
+    assert set(trimmer.stats()) == {"rssBytes", "trims", "releasedBytes", "collected", "lastTrimMs"}
     off = MemoryTrimmer(clock, delay_s=0)
     off.closed_something()
     clock.advance(10)
     assert off.trims == 0
+
+
+def test_the_trim_frees_what_only_the_collector_can_free_first():
+    """A closed object kept in a reference cycle (a transport and its listeners) holds its buffers
+    until a full collection, which an idle worker does not trigger by itself: the trimmer runs one."""
+
+    class Closed:
+        pass
+
+    enabled = gc.isenabled()
+    gc.disable()  # as in a quiet worker: no automatic collection meanwhile
+    try:
+        closed = Closed()
+        closed.listeners = [closed.__init__]  # the cycle: object -> bound method -> object
+        closed.buffer = bytearray(1 << 20)
+        alive = weakref.ref(closed)
+        del closed
+        assert alive() is not None  # refcounting alone does not free it
+        clock = FakeClock()
+        trimmer = MemoryTrimmer(clock, delay_s=2.0)
+        trimmer.closed_something()
+        clock.advance(2.0)
+        assert alive() is None
+        assert trimmer.stats()["collected"] >= 3  # the object, its dict, the list (and the method)
+    finally:
+        if enabled:
+            gc.enable()

@@ -6,6 +6,10 @@ Socket.IO auth, then the join ack's ``resumeKey``): when the join after a reconn
 ``resumed: true`` it keeps its transports, producers and consumers and only consumes producers it
 missed; otherwise it rebuilds. It records when each remote person's video decodes, so tests can
 measure kill -> first decoded frame.
+
+Given ``failover`` URLs (other signaling fronts, what a load balancer would pick), it does not
+reconnect to a front that went away: it connects to the next URL in turn (bounded tries), with the
+same auth (token and resume key).
 """
 
 from __future__ import annotations
@@ -33,13 +37,15 @@ class Received:
 
 
 class HealingClient:
-    def __init__(self, url: str, token: str, room: str, name: str, *, resume: bool = True) -> None:
+    def __init__(self, url: str, token: str, room: str, name: str, *, resume: bool = True,
+                 failover: tuple[str, ...] = ()) -> None:
         self.url, self.token, self.room, self.name = url, token, room, name
+        self.urls = [url, *failover]
         #: the Socket.IO auth payload, sent again on every reconnection (python-socketio keeps it)
         self.auth: dict = {"token": token, **({"resume": True} if resume else {})}
         self.resumes = 0  # joins the server answered with resumed: true
-        self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.3, reconnection_delay_max=1.0,
-                                        randomization_factor=0.2)
+        self.sio = socketio.AsyncClient(reconnection=not failover, reconnection_delay=0.3,
+                                        reconnection_delay_max=1.0, randomization_factor=0.2)
         self.signal = SocketIOSignal(self.sio, timeout=20)
         self.peer: Peer | None = None
         self.caps: dict | None = None
@@ -59,7 +65,8 @@ class HealingClient:
         sio.on("room-reset", lambda data: self._put(("join", data)))
         sio.on("new-producer", lambda data: self._put(("consume", data)))
         sio.on("participant-joined", self._on_joined)
-        sio.on("disconnect", lambda *a: self._note("disconnect"))
+        sio.on("disconnect", self._on_disconnect)
+        self._failover: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ public
     async def start(self) -> None:
@@ -91,8 +98,9 @@ class HealingClient:
 
     async def close(self) -> None:
         self._closing = True
-        if self._runner is not None:
-            self._runner.cancel()
+        for task in (self._runner, self._failover):
+            if task is not None:
+                task.cancel()
         if self.sio.connected:
             try:
                 await self.sio.call("leave-room", {}, timeout=5)
@@ -111,6 +119,27 @@ class HealingClient:
     def _put(self, item: tuple[str, Any]) -> None:
         self._note(item[0])
         self._queue.put_nowait(item)
+
+    def _on_disconnect(self, *args: Any) -> None:
+        self._note("disconnect")
+        if len(self.urls) > 1 and not self._closing and (self._failover is None or self._failover.done()):
+            self._failover = asyncio.ensure_future(self._connect_elsewhere())
+
+    async def _connect_elsewhere(self, tries: int = 30) -> None:
+        """The front went away: the next URL in turn (the dead one comes last), bounded tries."""
+        i = self.urls.index(self.url)
+        for attempt in range(tries):
+            url = self.urls[(i + 1 + attempt) % len(self.urls)]
+            try:
+                await self.sio.connect(url, auth=self.auth, transports=["websocket"], wait_timeout=3)
+            except Exception as exc:  # noqa: BLE001 - try the next one
+                self._note(f"connect {url} failed: {exc!r}")
+                await asyncio.sleep(0.3)
+                continue
+            self.url = url
+            self._note(f"failover to {url}")
+            return
+        self.errors.append(f"no front answered after {tries} tries")
 
     def _on_joined(self, data: dict) -> None:
         if isinstance(data, dict) and data.get("participantId"):
