@@ -136,6 +136,7 @@ async def run(args: argparse.Namespace) -> Path:
         concurrency = args.room_concurrency or args.participants
         t_start = time.monotonic()
         all_joined: dict[str, float] = {}
+        counts: dict[str, int] = {}
 
         async def start() -> list[dict]:
             return list(await asyncio.gather(*(
@@ -152,6 +153,7 @@ async def run(args: argparse.Namespace) -> Path:
                 all_joined["s"] = time.monotonic() - t_start
                 snapshots["joined"] = actor_processes()
                 stamps["joined"] = time.monotonic()
+                counts["consumed_at_joined"] = consumed
             if consumed >= expected_consumers and "consumed" not in all_joined:
                 all_joined["consumed"] = time.monotonic() - t_start
                 snapshots["consumed"] = actor_processes()
@@ -198,6 +200,7 @@ async def run(args: argparse.Namespace) -> Path:
     idle, joined, end = snapshots.get("idle", {}), snapshots.get("joined", {}), snapshots.get("end", {})
     settled = snapshots.get("consumed", {})
     window_span = stamps.get("end", 0) - stamps.get("consumed", stamps.get("joined", 0)) if "end" in stamps else 0
+    consume_cpu = _consume_cpu(joined, settled, expected_consumers - counts.get("consumed_at_joined", 0))
     for pid, first in sorted(idle.items(), key=lambda kv: kv[1]["kind"]):
         j, e = joined.get(pid, {}), end.get(pid, {})
         c = settled.get(pid) or j  # the media window starts once every consumer exists
@@ -248,12 +251,32 @@ async def run(args: argparse.Namespace) -> Path:
         "uptime_before": getattr(args, "uptime_before", None), "uptime_after": _uptime(),
         "cpu_window_span_s": _r(window_span, 2),  # what cpu_pct_media_window is a share of
         "actors": actors,
+        # server CPU (every product actor) from everyone joined to every consumer resumed, per consume
+        # (one consume + one resume-consumer request) completed in that span
+        "consume_phase": consume_cpu,
         "leftovers_after_leave": left,
         "load_generator_cpu_s": _r(sum(s["loadgen"].get("cpu_s", 0) for s in measured["shards"]), 2),
     }
     with open(folder / "cluster.json", "w") as fh:
         json.dump(cluster, fh, indent=2, default=str)
     return folder
+
+
+SERVER_KINDS = ("Directory", "Signaling", "RoomHost", "MediaWorker")
+
+
+def _consume_cpu(joined: dict, settled: dict, consumes: int) -> dict | None:
+    """Server CPU per consume in the consume phase (joined -> all consumed), per actor kind."""
+    if not joined or not settled or consumes <= 0:
+        return None
+    per_kind = {k: 0.0 for k in SERVER_KINDS}
+    for pid, j in joined.items():
+        if j["kind"] in per_kind and pid in settled:
+            per_kind[j["kind"]] += settled[pid]["cpu_s"] - j["cpu_s"]
+    total = sum(per_kind.values())
+    return {"consumes": consumes, "server_cpu_s": _r(total, 2),
+            "server_cpu_ms_per_consume": _r(1000 * total / consumes, 3),  # consume + resume-consumer
+            "cpu_ms_per_consume_by_kind": {k: _r(1000 * v / consumes, 3) for k, v in per_kind.items()}}
 
 
 def _uptime() -> str:
@@ -322,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         if private_tmp:
             shutil.rmtree(private_tmp, ignore_errors=True)
     summary = json.loads((folder / "cluster.json").read_text())
-    print(json.dumps({k: summary[k] for k in ("time_until_all_joined_s", "participants", "participants_ok",
+    print(json.dumps({k: summary[k] for k in ("time_until_all_joined_s", "time_until_all_consumed_s", "consume_phase",
+                                              "participants", "participants_ok",
                                               "join_ack_s", "media_ready_s", "leftovers_after_leave")}, indent=1))
     print(f"errors: {len(summary['errors'])}; results in {folder} ({time.monotonic() - t0:.0f} s)")
     return 0 if not summary["errors"] and not any(summary["leftovers_after_leave"].values()) else 1
