@@ -124,6 +124,7 @@ async def run(args: argparse.Namespace) -> Path:
         for i, entry in enumerate(entries):
             entry["url"] = urls[i % len(urls)]
             entry["profile"].update(max_consumed=args.max_consumed or None, media_scale=args.media_scale,
+                                    consume_in_parallel=not args.sequential_consume,
                                     audio_levels=True, talking=entry["index"] < args.talkers)
         groups = shard(entries, args.shards)
         Shard = shard_actor_class()
@@ -173,6 +174,7 @@ async def run(args: argparse.Namespace) -> Path:
         measured = await drive(app.url, len(entries), args.duration, start=start, progress=poll, stop=stop,
                                settled=lambda prog: prog["consumed"] >= expected_consumers,
                                settle_timeout_s=args.consume_timeout)
+        batching = await batch_stats(app)
         left = await leftovers(app, args.leave_timeout)
         worker_info = {info.get("pid"): wid for wid, info in
                        zip(app.workers, await asyncio.gather(*(call(w.info.remote()) for w in app.workers.values())))}
@@ -226,7 +228,8 @@ async def run(args: argparse.Namespace) -> Path:
               "media_scale": args.media_scale, "audio_pps": 50 * args.media_scale,
               "talkers_per_room": args.talkers,
               "room_concurrency": args.room_concurrency or args.participants, "shards": len(groups),
-              "media_slots_per_node": args.media_slots, "nodes": "head (signaling) + a (signaling, media) + b (media)",
+              "media_slots_per_node": args.media_slots,
+              "consume": "one at a time" if args.sequential_consume else "all announced at once (as the page)", "nodes": "head (signaling) + a (signaling, media) + b (media)",
               "fronts": len(urls), "server": "ray-cluster-sim", "loadgen": "ray-actors",
               "total_participants": len(entries)}
     rows = worker_rows(measured["idle"], measured["start"], measured["end"], measured["window_s"])
@@ -254,12 +257,34 @@ async def run(args: argparse.Namespace) -> Path:
         # server CPU (every product actor) from everyone joined to every consumer resumed, per consume
         # (one consume + one resume-consumer request) completed in that span
         "consume_phase": consume_cpu,
+        # Ray calls vs requests they carried on the batched paths (actors/call_batch.py), whole run
+        "batching": batching,
         "leftovers_after_leave": left,
         "load_generator_cpu_s": _r(sum(s["loadgen"].get("cpu_s", 0) for s in measured["shards"]), 2),
     }
     with open(folder / "cluster.json", "w") as fh:
         json.dump(cluster, fh, indent=2, default=str)
     return folder
+
+
+async def batch_stats(app: Any) -> dict:
+    """Per path: Ray calls made and the requests they carried (front -> room host, room host ->
+    media worker)."""
+    from actors.hop import call
+
+    out: dict = {}
+    for label, handles in (("front_to_room_host", app.fronts), ("room_host_to_worker", app.hosts)):
+        calls = items = largest = 0
+        for handle in handles.values():
+            try:
+                stats = await call(handle.batch_stats.remote(), what="batch stats", timeout_s=10)
+            except Exception:  # noqa: BLE001 - a product without batching
+                continue
+            for st in stats.values():
+                calls, items, largest = calls + st["calls"], items + st["items"], max(largest, st["largest"])
+        out[label] = {"ray_calls": calls, "requests": items, "largest_batch": largest,
+                      "requests_per_call": _r(items / calls, 2) if calls else None}
+    return out
 
 
 SERVER_KINDS = ("Directory", "Signaling", "RoomHost", "MediaWorker")
@@ -311,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="multiplies every packet rate (1: Opus 50 pps, camera at its full rate)")
     parser.add_argument("--talkers", type=int, default=2,
                         help="participants per room whose mic carries a speaking audio level")
+    parser.add_argument("--sequential-consume", action="store_true",
+                        help="each participant consumes one producer at a time (the page: all at once)")
     parser.add_argument("--room-concurrency", type=int, default=0, help="participants of a room joining at once (0: all)")
     parser.add_argument("--shards", type=int, default=4, help="load-generator actors")
     parser.add_argument("--media-slots", type=int, default=1, help="media workers per media node")
