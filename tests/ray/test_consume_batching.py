@@ -18,12 +18,11 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import socketio
+from support.smoke import ROOT
 
 from actors.app import start_app
 from actors.hop import call
 from studyrooms.config import Settings
-
-from support.smoke import ROOT
 
 if str(ROOT) not in sys.path:  # the benchmarks package lives in the checkout
     sys.path.insert(0, str(ROOT))
