@@ -69,14 +69,14 @@ class CallBatcher:
             item, future = batch[0]
             try:
                 outcomes: Outcomes = [("ok", await self._send_one(item))]
-            except Exception as exc:
+            except Exception as exc:  # handed to its caller
                 outcomes = [("err", exc)]
         else:
             try:
                 outcomes = await self._send_many([item for item, _ in batch])
                 if len(outcomes) != len(batch):
                     raise RuntimeError(f"batch of {len(batch)} answered with {len(outcomes)} outcomes")
-            except Exception as exc:
+            except Exception as exc:  # the whole call failed: so did every item
                 outcomes = [("err", exc)] * len(batch)
         for (_, future), (kind, value) in zip(batch, outcomes):
             if future.done():
@@ -101,7 +101,7 @@ async def answer_each(items: list, handle: Callable[[Any], Awaitable[Any]], *, c
             raise
         except StudyRoomsError as exc:  # goes back to that item's caller (pickles with its code)
             return ("err", exc)
-        except Exception as exc:
+        except Exception as exc:  # as the plain call would: an internal error
             logger.warning("batched request failed", exc_info=True)
             return ("err", InternalError(f"{type(exc).__name__}: {exc}"))
 
