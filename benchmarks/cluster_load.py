@@ -175,6 +175,11 @@ async def run(args: argparse.Namespace) -> Path:
                                settled=lambda prog: prog["consumed"] >= expected_consumers,
                                settle_timeout_s=args.consume_timeout)
         batching = await batch_stats(app)
+        closed_by_reason: dict[str, int] = {}  # transports the workers closed themselves (before leave)
+        for worker in app.workers.values():
+            stats = await call(worker.get_stats.remote(), what="media worker", timeout_s=30)
+            for reason, n in (stats.get("transportsClosedByReason") or {}).items():
+                closed_by_reason[reason] = closed_by_reason.get(reason, 0) + n
         left = await leftovers(app, args.leave_timeout)
         worker_info = {info.get("pid"): wid for wid, info in
                        zip(app.workers, await asyncio.gather(*(call(w.info.remote()) for w in app.workers.values())))}
@@ -259,6 +264,8 @@ async def run(args: argparse.Namespace) -> Path:
         "consume_phase": consume_cpu,
         # Ray calls vs requests they carried on the batched paths (actors/call_batch.py), whole run
         "batching": batching,
+        # transports a worker closed by itself during the run (consent lost, DTLS failed), before the leave
+        "transports_closed_by_reason": closed_by_reason,
         "leftovers_after_leave": left,
         "load_generator_cpu_s": _r(sum(s["loadgen"].get("cpu_s", 0) for s in measured["shards"]), 2),
     }
