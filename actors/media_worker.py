@@ -152,6 +152,13 @@ class MediaWorker:
             self.owners.pop(data.get("routerId"), None)
         return result
 
+    async def request_many(self, calls: list) -> list:
+        """``[(method, data), ...]`` from a room host's batch (actors/call_batch.py): run one after
+        the other, in order; each answered on its own (``("ok", result)`` or ``("err", error)``)."""
+        from .call_batch import answer_each
+
+        return await answer_each(calls, lambda c: self.request(c[0], c[1]), concurrent=False)
+
     def _on_event(self, name: str, data: dict) -> None:
         """Worker observer callback (sync, on this actor's loop): forward to the router's owner."""
         router_id = (data or {}).get("routerId")

@@ -21,6 +21,7 @@ from ray.exceptions import ActorDiedError
 
 from studyrooms.errors import NotFoundError
 
+from .call_batch import CallBatcher, answer_each
 from .hop import call
 from .media_worker import node_name, resolve
 from .notify_batch import NotificationBatcher
@@ -37,8 +38,15 @@ def create_room_service(settings: Any, directory: Any, notifier: Any, host_id: s
     return RoomService(settings, directory, notifier, SystemClock(), host_id)
 
 
+#: worker calls a consume storm makes (one per client request): batched per worker (call_batch.py)
+BATCHED_WORKER_METHODS = frozenset({"consume", "resume_consumer", "pause_consumer"})
+
+
 class RayWorkerPort:
-    """studyrooms.rooms.ports.WorkerPort over a MediaWorkerActor handle."""
+    """studyrooms.rooms.ports.WorkerPort over a MediaWorkerActor handle.
+
+    The calls of :data:`BATCHED_WORKER_METHODS` made in one loop turn (e.g. a room's batch of
+    consumes, studyrooms.rooms.op_batch) go to the worker in one ``request_many`` call."""
 
     def __init__(self, worker_id: str, handle: Any, owner: Any = None, timeout_s: float = 30.0,
                  node: str | None = None, on_died: Callable[[str, str], Any] | None = None) -> None:
@@ -48,12 +56,24 @@ class RayWorkerPort:
         self.timeout_s = timeout_s
         self.node = node  # Ray node id: pipes to a worker on another node carry SRTP
         self.on_died = on_died  # (worker id, reason): a call failed because the actor died
+        self.batcher = CallBatcher(self._one, self._many)
 
     async def request(self, method: str, data: dict) -> dict:
+        if method in BATCHED_WORKER_METHODS:
+            return await self.batcher.submit((method, data))
+        return await self._one((method, data))
+
+    async def _one(self, item: tuple[str, dict]) -> dict:
+        method, data = item
         owner = self.owner if method == "create_router" else None
+        return await self._call(self.handle.request.remote(method, data, owner))
+
+    async def _many(self, items: list) -> list:
+        return await self._call(self.handle.request_many.remote(items))
+
+    async def _call(self, ref: Any) -> Any:
         try:
-            return await call(self.handle.request.remote(method, data, owner),
-                              what=f"media worker {self.worker_id}", timeout_s=self.timeout_s)
+            return await call(ref, what=f"media worker {self.worker_id}", timeout_s=self.timeout_s)
         except Exception as exc:
             if self.on_died is not None and isinstance(exc.__cause__, ActorDiedError):
                 self.on_died(self.worker_id, str(exc))
@@ -233,6 +253,17 @@ class RoomHost:
             if method == "leave-room":
                 self._after_leaves()
         return result, session
+
+    async def request_many(self, items: list) -> list:
+        """A front's batch of ``(session, method, data)`` (actors/call_batch.py): served side by side
+        (they are different clients' requests), each answered on its own with ``(result, session)``."""
+        await self._ensure_started()
+        return await answer_each(items, lambda it: self.request(*it), concurrent=True)
+
+    async def batch_stats(self) -> dict:
+        """Calls and requests of the batched paths to each media worker (benchmarks)."""
+        ports = self.directory_port.ports if self.directory_port is not None else {}
+        return {wid: port.batcher.stats() for wid, port in ports.items()}
 
     async def disconnect(self, session: dict) -> dict:
         await self._ensure_started()

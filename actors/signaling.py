@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import ray
 
+from .call_batch import CallBatcher
 from .fdlimit import raise_nofile_limit
 from .hop import call, call_restarting
 from .media_worker import node_name, resolve
@@ -28,6 +29,8 @@ logger = logging.getLogger("studyrooms.actors.signaling")
 DEFAULT_SERVER_FACTORY = "actors.signaling:create_signaling_server"
 JOIN_METHODS = frozenset({"join-room", "join_room", "join"})
 LEAVE_METHODS = frozenset({"leave-room", "leave_room", "leave"})
+#: the requests of a consume storm: those of sockets in a room go to its host batched (call_batch.py)
+BATCHED_METHODS = frozenset({"consume", "resume-consumer", "pause-consumer"})
 
 
 def create_signaling_server(settings: Any, rooms: Any, route: str, dev_secret: str | None = None) -> Any:
@@ -54,6 +57,21 @@ class RayRoomsPort:
         # sid -> every host the socket's requests reached (each keeps per-socket state, e.g. the
         # rate limiter, until it hears of the disconnect; a leave-room forgets by_sid, not these)
         self.seen: dict[str, dict[str, Any]] = {}
+        self.batchers: dict[str, CallBatcher] = {}  # hostId -> its batched requests
+
+    def _batcher(self, host: tuple[str, Any]) -> CallBatcher:
+        from .supervision import actor_id_of
+
+        batcher = self.batchers.get(host[0])
+        # every join's answer carries its own copy of the host's handle: one batcher per actor
+        if batcher is None or (batcher.handle is not host[1] and actor_id_of(batcher.handle) != actor_id_of(host[1])):
+            what, handle = f"room host {host[0]}", host[1]
+            batcher = CallBatcher(
+                lambda item: call(handle.request.remote(*item), what=what, timeout_s=self.timeout_s),
+                lambda items: call(handle.request_many.remote(items), what=what, timeout_s=self.timeout_s))
+            batcher.handle = handle
+            self.batchers[host[0]] = batcher
+        return batcher
 
     async def _host_for_join(self, room_id: str) -> tuple[str, Any]:
         return await call(self.directory.host_for_room.remote(room_id, True, True), what="directory")
@@ -68,6 +86,10 @@ class RayRoomsPort:
         sid = _sid(session)
         data = data if data is not None else {}
         host = self.by_sid.get(sid) if sid else None
+        if host is not None and method in BATCHED_METHODS:
+            result, new_session = await self._batcher(host).submit((session, method, data))
+            _merge(session, new_session)
+            return result
         routed: str | None = None  # a join routed by the Directory: tell it when the join is over
         if host is None and method in JOIN_METHODS and isinstance(data, dict) and data.get("roomId"):
             routed = str(data["roomId"])
@@ -328,6 +350,10 @@ class Signaling:
 
     async def ping(self) -> str:
         return self.route
+
+    async def batch_stats(self) -> dict:
+        """Calls and requests of the batched path to each room host (benchmarks)."""
+        return {hid: b.stats() for hid, b in (self.rooms.batchers.items() if self.rooms else ())}
 
     async def info(self) -> dict:
         return {"route": self.route, "node": self.node, "host": getattr(self, "host", None), "port": self.port,

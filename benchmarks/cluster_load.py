@@ -124,6 +124,7 @@ async def run(args: argparse.Namespace) -> Path:
         for i, entry in enumerate(entries):
             entry["url"] = urls[i % len(urls)]
             entry["profile"].update(max_consumed=args.max_consumed or None, media_scale=args.media_scale,
+                                    consume_in_parallel=not args.sequential_consume,
                                     audio_levels=True, talking=entry["index"] < args.talkers)
         groups = shard(entries, args.shards)
         Shard = shard_actor_class()
@@ -136,6 +137,7 @@ async def run(args: argparse.Namespace) -> Path:
         concurrency = args.room_concurrency or args.participants
         t_start = time.monotonic()
         all_joined: dict[str, float] = {}
+        counts: dict[str, int] = {}
 
         async def start() -> list[dict]:
             return list(await asyncio.gather(*(
@@ -152,6 +154,7 @@ async def run(args: argparse.Namespace) -> Path:
                 all_joined["s"] = time.monotonic() - t_start
                 snapshots["joined"] = actor_processes()
                 stamps["joined"] = time.monotonic()
+                counts["consumed_at_joined"] = consumed
             if consumed >= expected_consumers and "consumed" not in all_joined:
                 all_joined["consumed"] = time.monotonic() - t_start
                 snapshots["consumed"] = actor_processes()
@@ -171,6 +174,12 @@ async def run(args: argparse.Namespace) -> Path:
         measured = await drive(app.url, len(entries), args.duration, start=start, progress=poll, stop=stop,
                                settled=lambda prog: prog["consumed"] >= expected_consumers,
                                settle_timeout_s=args.consume_timeout)
+        batching = await batch_stats(app)
+        closed_by_reason: dict[str, int] = {}  # transports the workers closed themselves (before leave)
+        for worker in app.workers.values():
+            stats = await call(worker.get_stats.remote(), what="media worker", timeout_s=30)
+            for reason, n in (stats.get("transportsClosedByReason") or {}).items():
+                closed_by_reason[reason] = closed_by_reason.get(reason, 0) + n
         left = await leftovers(app, args.leave_timeout)
         worker_info = {info.get("pid"): wid for wid, info in
                        zip(app.workers, await asyncio.gather(*(call(w.info.remote()) for w in app.workers.values())))}
@@ -198,6 +207,7 @@ async def run(args: argparse.Namespace) -> Path:
     idle, joined, end = snapshots.get("idle", {}), snapshots.get("joined", {}), snapshots.get("end", {})
     settled = snapshots.get("consumed", {})
     window_span = stamps.get("end", 0) - stamps.get("consumed", stamps.get("joined", 0)) if "end" in stamps else 0
+    consume_cpu = _consume_cpu(joined, settled, expected_consumers - counts.get("consumed_at_joined", 0))
     for pid, first in sorted(idle.items(), key=lambda kv: kv[1]["kind"]):
         j, e = joined.get(pid, {}), end.get(pid, {})
         c = settled.get(pid) or j  # the media window starts once every consumer exists
@@ -223,7 +233,8 @@ async def run(args: argparse.Namespace) -> Path:
               "media_scale": args.media_scale, "audio_pps": 50 * args.media_scale,
               "talkers_per_room": args.talkers,
               "room_concurrency": args.room_concurrency or args.participants, "shards": len(groups),
-              "media_slots_per_node": args.media_slots, "nodes": "head (signaling) + a (signaling, media) + b (media)",
+              "media_slots_per_node": args.media_slots,
+              "consume": "one at a time" if args.sequential_consume else "all announced at once (as the page)", "nodes": "head (signaling) + a (signaling, media) + b (media)",
               "fronts": len(urls), "server": "ray-cluster-sim", "loadgen": "ray-actors",
               "total_participants": len(entries)}
     rows = worker_rows(measured["idle"], measured["start"], measured["end"], measured["window_s"])
@@ -248,12 +259,56 @@ async def run(args: argparse.Namespace) -> Path:
         "uptime_before": getattr(args, "uptime_before", None), "uptime_after": _uptime(),
         "cpu_window_span_s": _r(window_span, 2),  # what cpu_pct_media_window is a share of
         "actors": actors,
+        # server CPU (every product actor) from everyone joined to every consumer resumed, per consume
+        # (one consume + one resume-consumer request) completed in that span
+        "consume_phase": consume_cpu,
+        # Ray calls vs requests they carried on the batched paths (actors/call_batch.py), whole run
+        "batching": batching,
+        # transports a worker closed by itself during the run (consent lost, DTLS failed), before the leave
+        "transports_closed_by_reason": closed_by_reason,
         "leftovers_after_leave": left,
         "load_generator_cpu_s": _r(sum(s["loadgen"].get("cpu_s", 0) for s in measured["shards"]), 2),
     }
     with open(folder / "cluster.json", "w") as fh:
         json.dump(cluster, fh, indent=2, default=str)
     return folder
+
+
+async def batch_stats(app: Any) -> dict:
+    """Per path: Ray calls made and the requests they carried (front -> room host, room host ->
+    media worker)."""
+    from actors.hop import call
+
+    out: dict = {}
+    for label, handles in (("front_to_room_host", app.fronts), ("room_host_to_worker", app.hosts)):
+        calls = items = largest = 0
+        for handle in handles.values():
+            try:
+                stats = await call(handle.batch_stats.remote(), what="batch stats", timeout_s=10)
+            except Exception:  # noqa: BLE001 - a product without batching
+                continue
+            for st in stats.values():
+                calls, items, largest = calls + st["calls"], items + st["items"], max(largest, st["largest"])
+        out[label] = {"ray_calls": calls, "requests": items, "largest_batch": largest,
+                      "requests_per_call": _r(items / calls, 2) if calls else None}
+    return out
+
+
+SERVER_KINDS = ("Directory", "Signaling", "RoomHost", "MediaWorker")
+
+
+def _consume_cpu(joined: dict, settled: dict, consumes: int) -> dict | None:
+    """Server CPU per consume in the consume phase (joined -> all consumed), per actor kind."""
+    if not joined or not settled or consumes <= 0:
+        return None
+    per_kind = {k: 0.0 for k in SERVER_KINDS}
+    for pid, j in joined.items():
+        if j["kind"] in per_kind and pid in settled:
+            per_kind[j["kind"]] += settled[pid]["cpu_s"] - j["cpu_s"]
+    total = sum(per_kind.values())
+    return {"consumes": consumes, "server_cpu_s": _r(total, 2),
+            "server_cpu_ms_per_consume": _r(1000 * total / consumes, 3),  # consume + resume-consumer
+            "cpu_ms_per_consume_by_kind": {k: _r(1000 * v / consumes, 3) for k, v in per_kind.items()}}
 
 
 def _uptime() -> str:
@@ -288,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="multiplies every packet rate (1: Opus 50 pps, camera at its full rate)")
     parser.add_argument("--talkers", type=int, default=2,
                         help="participants per room whose mic carries a speaking audio level")
+    parser.add_argument("--sequential-consume", action="store_true",
+                        help="each participant consumes one producer at a time (the page: all at once)")
     parser.add_argument("--room-concurrency", type=int, default=0, help="participants of a room joining at once (0: all)")
     parser.add_argument("--shards", type=int, default=4, help="load-generator actors")
     parser.add_argument("--media-slots", type=int, default=1, help="media workers per media node")
@@ -322,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         if private_tmp:
             shutil.rmtree(private_tmp, ignore_errors=True)
     summary = json.loads((folder / "cluster.json").read_text())
-    print(json.dumps({k: summary[k] for k in ("time_until_all_joined_s", "participants", "participants_ok",
+    print(json.dumps({k: summary[k] for k in ("time_until_all_joined_s", "time_until_all_consumed_s", "consume_phase",
+                                              "participants", "participants_ok",
                                               "join_ack_s", "media_ready_s", "leftovers_after_leave")}, indent=1))
     print(f"errors: {len(summary['errors'])}; results in {folder} ({time.monotonic() - t0:.0f} s)")
     return 0 if not summary["errors"] and not any(summary["leftovers_after_leave"].values()) else 1

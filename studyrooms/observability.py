@@ -42,8 +42,17 @@ LOG_TAGS = ("ice", "dtls", "srtp", "rtp", "rtcp", "rtx", "bwe", "score", "simulc
             "worker", "telemetry")
 
 
+_tracer_cache: list = [None, None]  # [provider, its tracer]: get_tracer builds a new Tracer per call
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    """The studyrooms tracer of the current global provider (cached: one span per request is on the
+    consume path, and ``get_tracer`` costs more than the span itself)."""
+    provider = trace.get_tracer_provider()
+    if _tracer_cache[0] is not provider:
+        _tracer_cache[1] = trace.get_tracer(TRACER_NAME, tracer_provider=provider)
+        _tracer_cache[0] = provider
+    return _tracer_cache[1]
 
 
 def meter() -> metrics.Meter:

@@ -41,6 +41,7 @@ class Profile:
     screen: bool = False
     consume: bool = True
     max_consumed: int | None = None  # consume at most this many remote producers (None: all of them)
+    consume_in_parallel: bool = True  # every announced producer at once, as the page does
     audio_levels: bool = False  # mic packets carry ssrc-audio-level (silent until set_talking)
     media_scale: float = 1.0  # multiplies audio and camera packet rates (reduced-rate big rooms)
     talking: bool = False  # with audio_levels: the mic carries a speaking level from the start
@@ -276,31 +277,46 @@ class Participant:
         self._pending.put_nowait(data)
 
     async def _consume_loop(self) -> None:
-        while True:
-            info = await self._pending.get()
-            if info is None:
-                return
-            pid = info.get("producerId")
-            if not pid or pid in self.consumed or info.get("participantId") == self.result.participant_id:
-                continue
-            if self.profile.max_consumed is not None and len(self.consumed) >= self.profile.max_consumed:
-                continue
-            self.consumed.add(pid)
-            try:
-                c = await self.call("consume", {"transportId": self.recv_transport_id, "producerId": pid,
-                                                "rtpCapabilities": self.rtp_capabilities})
-                codec = c["rtpParameters"]["codecs"][0]
-                for enc in c["rtpParameters"]["encodings"]:
-                    self.streams[enc["ssrc"]] = RecvStats(c["id"], pid, c["kind"], info.get("source", ""),
-                                                         info.get("participantId", ""), codec["clockRate"])
-                await self.call("resume-consumer", {"consumerId": c["id"]})
-                self.result.last_consume_s = time.monotonic() - self._t0
-                if self.on_consumed is not None:
-                    self.on_consumed()
-            except Exception as exc:  # noqa: BLE001 - the producer may be gone already
-                logger.debug("%s: consume %s failed: %s", self.name, pid, exc)
-                if len(self.result.consume_errors) < 20:
-                    self.result.consume_errors.append(f"{type(exc).__name__}: {exc}"[:200])
+        """Consume every announced producer. Like the page (web/src/roomClient.js ``_consume``), each
+        one at once, without waiting for the others (``consume_in_parallel``); else one at a time."""
+        tasks: set[asyncio.Task] = set()
+        try:
+            while True:
+                info = await self._pending.get()
+                if info is None:
+                    return
+                pid = info.get("producerId")
+                if not pid or pid in self.consumed or info.get("participantId") == self.result.participant_id:
+                    continue
+                if self.profile.max_consumed is not None and len(self.consumed) >= self.profile.max_consumed:
+                    continue
+                self.consumed.add(pid)
+                if not self.profile.consume_in_parallel:
+                    await self._consume(pid, info)
+                    continue
+                task = asyncio.ensure_future(self._consume(pid, info))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _consume(self, pid: str, info: dict) -> None:
+        try:
+            c = await self.call("consume", {"transportId": self.recv_transport_id, "producerId": pid,
+                                            "rtpCapabilities": self.rtp_capabilities})
+            codec = c["rtpParameters"]["codecs"][0]
+            for enc in c["rtpParameters"]["encodings"]:
+                self.streams[enc["ssrc"]] = RecvStats(c["id"], pid, c["kind"], info.get("source", ""),
+                                                     info.get("participantId", ""), codec["clockRate"])
+            await self.call("resume-consumer", {"consumerId": c["id"]})
+            self.result.last_consume_s = time.monotonic() - self._t0
+            if self.on_consumed is not None:
+                self.on_consumed()
+        except Exception as exc:  # noqa: BLE001 - the producer may be gone already
+            logger.debug("%s: consume %s failed: %s", self.name, pid, exc)
+            if len(self.result.consume_errors) < 20:
+                self.result.consume_errors.append(f"{type(exc).__name__}: {exc}"[:200])
 
     def _on_rtp(self, pkt: bytes) -> None:
         if len(pkt) < 12:

@@ -48,6 +48,7 @@ from ..protocol import messages as m
 from ..protocol import requests as rq
 from .forwarding import UNSET as UNSET_DOMINANT
 from .forwarding import RoomForwarding
+from .op_batch import OpBatch
 from .outbox import Notification, OutboxLock, send_in_order
 from .participant import Participant
 from .ports import DirectoryPort, NotifierPort, WorkerPort
@@ -95,6 +96,8 @@ class Room(RoomRecovery):
         self._pipe_links: dict[tuple[str, str], tuple[str, str]] = {}  # (from, to) -> pipe transport ids
         self._pipe_info: dict[tuple[str, str], dict] = {}  # (from, to) -> both ends' parameters (dump)
         self._lock = OutboxLock(self._send_notifications)  # notifications wait for its release
+        self._batch = OpBatch(self._lock)  # _BATCHED operations: many per hold of the lock
+        self._pipe_lock = asyncio.Lock()  # batched consumes may need the same pipe at once
         self._ids = id_factory
         self._on_empty = on_empty
         self._empty_timer: TimerHandle | None = None
@@ -391,14 +394,20 @@ class Room(RoomRecovery):
         op = self._OPS.get(method)
         if op is None:
             raise InvalidRequestError(f"{method} is not a room operation")
+        if method in self._BATCHED:  # independent of other participants' requests (rooms/op_batch.py)
+            return await self._batch.run(participant_id, lambda: self._run_op(participant_id, op, method, req))
         async with self._lock:
-            p = self.participants.get(participant_id)
-            if p is None or self.closed:
-                raise InvalidStateError("not in this room")
-            result = await op(self, p, req)
-            if method in self._REFRESH_AFTER:
-                await self.forwarding.refresh()
-            return result
+            return await self._run_op(participant_id, op, method, req)
+
+    async def _run_op(self, participant_id: str, op: Callable[..., Any], method: str, req: Any) -> dict:
+        """Under the room's lock."""
+        p = self.participants.get(participant_id)
+        if p is None or self.closed:
+            raise InvalidStateError("not in this room")
+        result = await op(self, p, req)
+        if method in self._REFRESH_AFTER:
+            await self.forwarding.refresh()
+        return result
 
     async def _get_rtp_capabilities(self, p: Participant, req: rq.GetRtpCapabilitiesRequest) -> dict:
         return dict(self.rtp_capabilities or {})
@@ -680,6 +689,8 @@ class Room(RoomRecovery):
         "get-stats": _get_stats,
     }
     #: operations after which the forwarding decisions are re-evaluated
+    #: operations on the requester's own objects only: run side by side across participants
+    _BATCHED = frozenset({"consume", "resume-consumer", "pause-consumer"})
     _REFRESH_AFTER = frozenset({"produce", "pause-producer", "resume-producer", "close-producer",
                                 "set-receive-constraints"})
 
@@ -811,6 +822,11 @@ class Room(RoomRecovery):
         home = self._object_worker.get(producer_id)
         if home is None or home == target or (producer_id, target) in self._piped:
             return
+        async with self._pipe_lock:  # batched consumes of one producer: one pipe
+            if (producer_id, target) not in self._piped:
+                await self._pipe(producer_id, home, target)
+
+    async def _pipe(self, producer_id: str, home: str, target: str) -> None:
         link = self._pipe_links.get((home, target))
         if link is None:
             src, dst = self.routers[home], self.routers[target]

@@ -146,6 +146,8 @@ class Router:
         self.worker._unregister("transport", transport)
         reason = getattr(transport, "closed_reason", None) or "closed"
         if reason not in ("closed", "router-closed"):
+            failures = self.worker.transport_failures
+            failures[reason] = failures.get(reason, 0) + 1
             self.worker._emit(
                 "transport-closed", {"routerId": self.id, "transportId": transport.id, "reason": reason}
             )

@@ -43,6 +43,8 @@ class Worker:
         self.consumers: dict[str, Any] = {}
         self.observer = EventEmitter()  # "event" (name, data), "close"
         self.counters = WorkerCounters()  # closed entities' final counters (studyrooms/sfu/counters.py)
+        #: transports that closed themselves, by reason (ice-timeout, dtls-failed, dtls-closed)
+        self.transport_failures: dict[str, int] = {}
         self.started_at = time.monotonic()
         self._cpu_start = time.process_time()
         self.loop_load = LoopLoad(self.clock)  # started in create(), on the worker's loop
@@ -184,4 +186,5 @@ class Worker:
             "maxRssKb": usage.ru_maxrss,
             "memory": self.memory.stats(),  # rssBytes now, trims, releasedBytes
             "udp": self.webrtc_server.get_stats() if self.webrtc_server is not None else None,
+            "transportsClosedByReason": dict(self.transport_failures),
         }
