@@ -16,6 +16,7 @@ import base64
 import os
 
 import pytest
+from support.wait import until
 
 from studyrooms.media import fastpath
 from studyrooms.media.rtp import build_rtp, parse_rtp
@@ -62,15 +63,6 @@ class Sink:
         if 192 <= data[1] <= 223:
             return
         self.rtp.append(self.rx.unprotect(bytes(data)) if self.rx is not None else bytes(data))
-
-
-async def until(predicate, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import base64
 import os
 
 import pytest
+from support.wait import until
 
 from studyrooms.media import fastpath, ingress
 from studyrooms.media.recv_stream import RecvStream
@@ -75,15 +76,6 @@ class Endpoint:
             self.rtcp.append(bytes(data))
         else:
             self.rtp.append(self.rx.unprotect(bytes(data)) if self.rx is not None else bytes(data))
-
-
-async def until(predicate, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from support.wait import until
 
 from studyrooms.errors import InvalidStateError, NotFoundError
 from studyrooms.media import rtcp as rtcp_bytes
@@ -62,15 +63,6 @@ class Endpoint:
         for packet in self.rtcp:
             out.extend((pt, fmt) for pt, fmt, _, _ in rtcp_bytes.iter_rtcp(packet))
         return out
-
-
-async def until(predicate, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
