@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FANOUT := $(VENV)/.fanout-built
 
-.PHONY: setup serve test test-fast web chromium coturn lint-imports bench clean
+.PHONY: setup serve test test-fast web chromium coturn netns-tools lint-imports bench clean
 
 # One progress line per phase on stderr; the installers' output goes to a log file, shown (its
 # tail) only when a step fails.
@@ -45,13 +45,17 @@ chromium:
 coturn:
 	bash scripts/install-coturn.sh
 
+# Debian's iproute2 (ip, tc) for the shaped-link browser test (its own netns behind tc tbf)
+netns-tools:
+	bash scripts/install-netns-tools.sh
+
 serve: setup web
 	@$(BIN)/studyrooms serve $(ARGS)
 
 lint-imports: setup
 	$(BIN)/lint-imports
 
-test: setup web chromium coturn
+test: setup web chromium coturn netns-tools
 	bash scripts/run-tests.sh $(ARGS)
 
 # Everything but the browser and multi-node tests: the quick loop while developing.
