@@ -122,10 +122,14 @@ def plan_media_slots(nodes: list[NodeInfo], count: int | None = None) -> list[Sl
 
 
 def signaling_node(nodes: list[NodeInfo]) -> NodeInfo:
-    """The node for signaling + directory: the one advertising ``signaling``, else the head."""
-    for node in nodes:
-        if node.signaling:
-            return node
+    """The node for the directory (and the front when no node advertises ``signaling``): the head
+    when it advertises ``signaling`` (it outlives any other node: the cluster ends with it), else the
+    first node advertising ``signaling`` (stable order: node id), else the head. With several
+    signaling nodes, ``ray.nodes()`` order used to decide, and the directory could land on a node
+    that a scale-down or a failure then removed."""
+    signaling = sorted((n for n in nodes if n.signaling), key=lambda n: (not n.is_head, n.node_id))
+    if signaling:
+        return signaling[0]
     for node in nodes:
         if node.is_head:
             return node

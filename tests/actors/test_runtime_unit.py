@@ -25,6 +25,16 @@ def test_one_worker_per_slot_interleaved_over_nodes():
     assert signaling_node(nodes).node_id == "head"
 
 
+def test_the_directory_prefers_the_head_among_several_signaling_nodes():
+    """Whatever order Ray lists the nodes in, the directory goes to the head when it can serve
+    signaling (another signaling node may be removed: its front fails over, the directory must not)."""
+    c, a, head = node("c", cpus=0, signaling=True), node("a", slots=1, signaling=True), node("head", signaling=True, head=True)
+    for order in ([c, a, head], [a, head, c], [head, c, a]):
+        assert signaling_node(order).node_id == "head"
+    assert signaling_node([c, node("head", cpus=0, head=True), a]).node_id == "a"  # the head serves no signaling
+    assert signaling_node([node("x"), node("head", head=True)]).node_id == "head"
+
+
 def test_without_media_slots_one_worker_per_cpu():
     plan = plan_media_slots([node("only", cpus=2, head=True)])
     assert [(s.node_id, s.use_resource) for s in plan] == [("only", False), ("only", False)]
