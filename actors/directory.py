@@ -52,8 +52,10 @@ class WorkerEntry:
         return float(self.load.get("loopCpu") or 0.0)
 
     def key(self) -> tuple[int, int, int]:
-        # measured loop CPU first (in 10 % steps, so that round robin still breaks ties), then counts
-        return (int(self.loop_cpu * 10), self.consumer_count, self.router_count)
+        # measured loop CPU first, in 25 % steps (so that round robin still breaks ties, and an idle
+        # worker's momentary 10-20 % on a busy machine, e.g. a start-up or a memory trim, does not
+        # send the next room to a worker that already has one), then counts
+        return (int(self.loop_cpu * 4), self.consumer_count, self.router_count)
 
 
 @dataclass

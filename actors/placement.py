@@ -1,6 +1,6 @@
 """Where a room's next router goes (the Directory's placement policy, kept apart from its registries).
 
-- A room's **first** router: the least-loaded live worker anywhere (measured loop CPU in 10 % steps,
+- A room's **first** router: the least-loaded live worker anywhere (measured loop CPU in 25 % steps,
   then consumers, then routers; round robin on ties), never one over the admission limit.
 - A router for a room that **already has one** (it outgrew its workers, docs/deployment.md "Rooms
   across nodes"): a worker on the room's **own node** first (the home router's node: the pipe between
